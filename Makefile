@@ -1,0 +1,38 @@
+# rerf — run `make help` for the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch; on a CUDA machine: make install TORCH_SPEC=torch==2.13.0
+TORCH_SPEC ?= torch==2.13.0+cpu
+
+.PHONY: help install test test-all demo bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install rerf with its dependencies (CPU torch)
+
+test: install  ## run the test suite (skips the slow marks)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: install  ## run every test, slow ones included
+	$(PY) -m pytest -q
+
+demo: install  ## run the codec end to end on a built-in synthetic grid sequence (writes under demo-out/)
+	$(VENV)/bin/rerf demo -o demo-out --force
+
+bench: install  ## measure the codec on the synthetic 128^3 x 13 benchmark (see BENCHMARKS.md)
+	$(PY) -m rerf_codec.bench.codec_bench --json-out bench-out/codec.json
+
+lint:  install ## ruff over the library, CLI and tests
+	$(VENV)/bin/ruff check rerf_codec cli tests
+
+clean:  ## remove the venv and build outputs
+	rm -rf $(VENV) build dist *.egg-info demo-out bench-out
