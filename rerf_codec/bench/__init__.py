@@ -1,0 +1,1 @@
+"""Benchmarks and synthetic data for rerf (synthetic grid sequences, codec benchmark)."""

@@ -1,0 +1,149 @@
+"""Intra (keyframe) coding: occupancy mask + block DCT + quantisation + entropy coding.
+
+Three steps, kept apart so that encoder and decoder share reconstruction:
+
+* :func:`encode_intra` (encoder): analyse, transform, quantise, entropy-code, then call
+  :func:`reconstruct_intra` — the decoder's own function — for the closed loop;
+* :func:`parse_intra` (decoder): bytes -> (mask, levels), entropy decoding only;
+* :func:`reconstruct_intra` (both): (mask, levels, GOF parameters) -> dense grids,
+  exact integer arithmetic only.
+
+Values live on a per-channel lattice ``integer × 2**-exponent`` (GOF parameters); the
+reconstruction is exactly representable in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rerf_codec.bitstream import FRAME_INTRA, ChannelParams, FrameRecord, SequenceHeader, encode_side_info
+from rerf_codec.codec.coefficients import decode_levels, encode_levels
+from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder
+from rerf_codec.codec.occupancy import block_grid_shape, decode_mask, encode_mask, occupancy_mask
+from rerf_codec.codec.quant import DeadZone, dequantize, qstep_table, quantize
+from rerf_codec.codec.transform import BLOCK, forward_dct, inverse_dct_exact
+from rerf_codec.errors import RerfFormatError
+from rerf_codec.grids import GridFrame
+
+
+@dataclass(frozen=True)
+class IntraStats:
+    """Encoder-side accounting of one intra frame."""
+
+    occupied_blocks: int
+    ideal_coefficient_bits: float
+
+
+def channel_scales(channels: tuple[ChannelParams, ...]) -> np.ndarray:
+    """``2**exponent`` per channel (float64, exact): multiply a value to get lattice units."""
+    return np.array([2.0 ** ch.exponent for ch in channels])
+
+
+def block_coords(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Block coordinates of occupied blocks in raster (x, y, z) order."""
+    ix, iy, iz = np.nonzero(mask)
+    return ix, iy, iz
+
+
+def _padded_shape(grid_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    return tuple(b * BLOCK for b in block_grid_shape(grid_shape))  # type: ignore[return-value]
+
+
+def _blocked(arr: np.ndarray) -> np.ndarray:
+    """View a padded ``(..., X, Y, Z)`` array as ``(..., bx, by, bz, 8, 8, 8)``."""
+    *lead, x, y, z = arr.shape
+    v = arr.reshape(*lead, x // BLOCK, BLOCK, y // BLOCK, BLOCK, z // BLOCK, BLOCK)
+    k = len(lead)
+    return v.transpose(*range(k), k, k + 2, k + 4, k + 1, k + 3, k + 5)
+
+
+def gather_blocks(frame: GridFrame, mask: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Occupied blocks of every channel in lattice units, ``(C_total, N, 512)`` float64.
+
+    Partial edge blocks are padded by edge replication (smooth, so cheap to code);
+    the decoder crops the padding away.
+    """
+    ix, iy, iz = block_coords(mask)
+    n = ix.size
+    c_total = 1 + frame.features.shape[0]
+    out = np.empty((c_total, n, BLOCK**3), dtype=np.float64)
+    if n == 0:
+        return out
+    target = _padded_shape(frame.density.shape)
+    pad = [(0, t - s) for t, s in zip(target, frame.density.shape, strict=True)]
+    dens = frame.density if not any(p[1] for p in pad) else np.pad(frame.density, pad, mode="edge")
+    feats = frame.features if not any(p[1] for p in pad) else np.pad(frame.features, [(0, 0), *pad], mode="edge")
+    out[0] = _blocked(dens)[ix, iy, iz].reshape(n, -1)
+    out[1:] = _blocked(feats)[:, ix, iy, iz].reshape(c_total - 1, n, -1)
+    out *= scales[:, None, None]
+    return out
+
+
+def reconstruct_intra(
+    header: SequenceHeader, channels: tuple[ChannelParams, ...], mask: np.ndarray, levels: np.ndarray
+) -> GridFrame:
+    """Dense grids from decoded symbols; exact integer arithmetic, shared by encoder and decoder."""
+    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    c_total = header.num_channels
+    n = levels.shape[1]
+    padded = _padded_shape(header.grid_shape)
+    inv = 1.0 / channel_scales(channels)  # exact: powers of two
+    density = np.empty(padded, dtype=np.float32)
+    features = np.empty((c_total - 1, *padded), dtype=np.float32)
+    density.fill(channels[0].fill * inv[0])
+    for c in range(1, c_total):
+        features[c - 1].fill(channels[c].fill * inv[c])
+    if n:
+        coeffs = dequantize(levels, steps).reshape(c_total * n, BLOCK, BLOCK, BLOCK)
+        values = inverse_dct_exact(coeffs).reshape(c_total, n, BLOCK, BLOCK, BLOCK)
+        values *= inv[:, None, None, None, None]
+        ix, iy, iz = block_coords(mask)
+        _blocked(density)[ix, iy, iz] = values[0]
+        _blocked(features)[:, ix, iy, iz] = values[1:]
+    x, y, z = header.grid_shape
+    if (x, y, z) != padded:
+        density = np.ascontiguousarray(density[:x, :y, :z])
+        features = np.ascontiguousarray(features[:, :x, :y, :z])
+    return GridFrame(density=density, features=features)
+
+
+def encode_intra(
+    frame: GridFrame, header: SequenceHeader, channels: tuple[ChannelParams, ...], deadzone: DeadZone
+) -> tuple[FrameRecord, GridFrame, IntraStats]:
+    """Code one keyframe; returns the record, the decoder's reconstruction and stats."""
+    mask = occupancy_mask(frame.density, header.occupancy_threshold)
+    mask_enc = SymbolEncoder()
+    encode_mask(mask, mask_enc)
+    scales = channel_scales(channels)
+    blocks = gather_blocks(frame, mask, scales)
+    c_total, n, _ = blocks.shape
+    coeffs = forward_dct(blocks.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, -1)
+    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    levels = quantize(coeffs, steps, deadzone)
+    coded = encode_levels(levels)
+    record = FrameRecord(
+        frame_type=FRAME_INTRA,
+        mask=mask_enc.finish(),
+        motion=b"",
+        side_info=encode_side_info(coded.side_info),
+        coeff_words=coded.words,
+        mantissa=coded.mantissa,
+    )
+    recon = reconstruct_intra(header, channels, mask, levels)
+    return record, recon, IntraStats(int(n), coded.ideal_bits)
+
+
+def parse_intra(record: FrameRecord, header: SequenceHeader) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy-decode an intra record -> (block mask, levels ``(C_total, N, 512)``)."""
+    from rerf_codec.bitstream import decode_side_info
+
+    if record.motion:
+        raise RerfFormatError("intra frame carries a motion section")
+    mask = decode_mask(block_grid_shape(header.grid_shape), SymbolDecoder(record.mask))
+    n = int(mask.sum())
+    levels = decode_levels(
+        decode_side_info(record.side_info), record.coeff_words, record.mantissa, header.num_channels, n
+    )
+    return mask, levels

@@ -1,0 +1,112 @@
+"""Quantisation: frequency-dependent matrices, quality mapping, dead-zone rounding.
+
+The decoder-side step table is pure integer arithmetic on values carried in the
+stream (``qmatrix`` in the sequence header, ``qscale`` per channel in each GOF), so it
+is identical everywhere:
+
+    qstep[c, f] = max(1, (qmatrix[group(c)][f] * qscale[c] + 8) >> 4)      (lattice units)
+
+``qmatrix`` entries are in 1/16 units (16 = the base step). The encoder picks
+``qscale`` from ``--quality`` and the data's range; that choice uses floats freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rerf_codec.codec.transform import BLOCK, MAX_COEFF
+from rerf_codec.errors import RerfFormatError, RerfUsageError
+
+QMATRIX_UNIT = 16
+"""qmatrix entry that means "1× the base step"."""
+MAX_QSTEP = 2**30
+MAX_QSCALE = 2**31 - 1
+
+
+def frequency_index() -> np.ndarray:
+    """``(512, 3)`` array of (u, v, w) for each flattened frequency (C order)."""
+    u, v, w = np.meshgrid(np.arange(BLOCK), np.arange(BLOCK), np.arange(BLOCK), indexing="ij")
+    return np.stack([u.ravel(), v.ravel(), w.ravel()], axis=1)
+
+
+def default_qmatrix(slope: float, exponent: float = 1.0) -> np.ndarray:
+    """A smooth 3D JPEG-like matrix: ``16 * (1 + slope * (u + v + w)) ** exponent`` as uint16.
+
+    Higher frequencies get coarser steps, as in JPEG's luminance table and ReRF's 3D
+    extension of it; the exact numbers are tuned by the rate–distortion bench.
+    """
+    f = frequency_index().sum(axis=1).astype(np.float64)
+    q = QMATRIX_UNIT * (1.0 + slope * f) ** exponent
+    return np.clip(np.round(q), 1, 65535).astype(np.uint16)
+
+
+def quality_to_step(quality: int) -> float:
+    """Relative base step for ``quality`` 1..100: halves every 10 quality points.
+
+    The absolute step is this times the channel group's value range (over occupied
+    voxels), so a quality means the same fidelity for any data scale.
+    """
+    if not 1 <= int(quality) <= 100:
+        raise RerfUsageError(f"quality must be in 1..100, got {quality}")
+    return float(2.0 ** ((50 - int(quality)) / 10.0) * 2.0**-7)
+
+
+def qstep_table(qmatrix: np.ndarray, qscale: np.ndarray) -> np.ndarray:
+    """Integer step per (channel, frequency) ``(n_channels, 512)`` int64 (decoder side).
+
+    Args:
+        qmatrix: ``(2, 512)`` matrices of the density and feature groups.
+        qscale: per-channel scales, channel 0 is density.
+    """
+    qm = np.asarray(qmatrix, dtype=np.int64)
+    qs = np.asarray(qscale, dtype=np.int64)
+    per_channel = np.where(np.arange(qs.size)[:, None] == 0, qm[0][None, :], qm[1][None, :])
+    steps = (per_channel * qs[:, None] + 8) >> 4
+    np.maximum(steps, 1, out=steps)
+    if steps.max(initial=1) > MAX_QSTEP:
+        raise RerfFormatError(f"quantiser step {int(steps.max())} exceeds the limit {MAX_QSTEP}")
+    return steps
+
+
+@dataclass(frozen=True)
+class DeadZone:
+    """Rounding offsets: ``level = sign(y) * floor(|y| / step + offset)``.
+
+    0.5 is plain rounding; smaller offsets widen the zero bin (fewer, cheaper
+    non-zero levels at a small distortion cost). DC gets its own offset because it
+    carries the block mean, where a bias is visible.
+    """
+
+    ac: float = 0.5
+    dc: float = 0.5
+
+
+def quantize(coeffs: np.ndarray, steps: np.ndarray, deadzone: DeadZone) -> np.ndarray:
+    """Quantise ``(C, N, 512)`` float coefficients with ``(C, 512)`` steps -> int64 levels.
+
+    Raises RerfUsageError when a level would leave the range the stream can carry
+    (never wraps).
+    """
+    q = np.abs(coeffs)
+    q *= (1.0 / steps)[:, None, :]
+    offsets = np.full(coeffs.shape[-1], deadzone.ac)
+    offsets[0] = deadzone.dc
+    q += offsets
+    np.floor(q, out=q)
+    if q.size and float((q.max(axis=1) * steps).max()) > MAX_COEFF:
+        raise RerfUsageError(
+            "a dequantised coefficient exceeds the format's range; the input values are too "
+            "large for the chosen lattice (please report this)"
+        )
+    np.copysign(q, coeffs, out=q)
+    return q.astype(np.int64)
+
+
+def dequantize(levels: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """``(C, N, 512)`` levels × steps -> float64 integer coefficients, range-checked."""
+    y = levels.astype(np.float64) * steps[:, None, :].astype(np.float64)
+    if y.size and float(np.abs(y).max()) > MAX_COEFF:
+        raise RerfFormatError("stream carries a coefficient outside the decodable range (corrupt data)")
+    return y
