@@ -110,14 +110,12 @@ def decode_levels(side_info: bytes, words: bytes, mantissa: bytes, num_channels:
     dec = SymbolDecoder(words)
     groups = channel_groups(num_channels)
     placed: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (group, band, sel, classes)
-    lasts = []
     for gi, g in enumerate(groups):
         cg = g.stop - g.start
         last_table = next(tables)
         last = dec.decode(cg * num_blocks, last_table).reshape(cg, num_blocks)
         if last.size and (last.min() < -1 or last.max() >= N_BANDS):
             raise RerfFormatError("last-band symbol outside -1..21")
-        lasts.append(last)
         for b in range(N_BANDS):
             table = next(tables)
             sel = last >= b
@@ -131,15 +129,13 @@ def decode_levels(side_info: bytes, words: bytes, mantissa: bytes, num_channels:
     mant = unpack_mantissas(mantissa_bits(classes), mantissa)
     flat = classes_to_levels(classes, mant)
     out = np.zeros((num_channels, num_blocks, 512), dtype=np.int64)
-    sorted_groups = [np.zeros((512, g.stop - g.start, num_blocks), dtype=np.int64) for g in groups]
     pos = 0
     for gi, b, sel, cls in placed:
+        g = groups[gi]
+        rows = np.flatnonzero(sel)  # (channel, block) pairs of the group, C order
         n = cls.size
         s0, s1 = BAND_STARTS[b], BAND_STARTS[b + 1]
-        sorted_groups[gi][s0:s1, sel] = flat[pos : pos + n].reshape(s1 - s0, -1)
+        view = out[g].reshape(-1, 512)
+        view[np.ix_(rows, BAND_ORDER[s0:s1])] = flat[pos : pos + n].reshape(s1 - s0, rows.size).T
         pos += n
-    for gi, g in enumerate(groups):
-        unsorted = np.empty_like(sorted_groups[gi])
-        unsorted[BAND_ORDER] = sorted_groups[gi]
-        out[g] = unsorted.transpose(1, 2, 0)
     return out

@@ -21,7 +21,7 @@ from rerf_codec.bitstream import (
     SequenceHeader,
     StreamReader,
 )
-from rerf_codec.codec.intra import parse_intra, reconstruct_intra
+from rerf_codec.codec.intra import FrameBuffers, parse_intra, reconstruct_intra
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 
@@ -42,17 +42,24 @@ class DamagedFrames:
     reason: str
 
 
-def decode_gof(gof: GofChunk, header: SequenceHeader) -> Iterator[DecodedFrame]:
-    """Decode every frame of one GOF in order."""
+def decode_gof(
+    gof: GofChunk, header: SequenceHeader, buffers: list[FrameBuffers] | None = None
+) -> Iterator[DecodedFrame]:
+    """Decode every frame of one GOF in order.
+
+    With ``buffers`` (two :class:`FrameBuffers`) frames are written alternately into
+    them: each yielded frame stays valid until the next-but-one frame is decoded.
+    """
     prev: GridFrame | None = None
     for i, record in enumerate(gof.frames):
+        out = buffers[(gof.first_frame + i) % 2] if buffers else None
         idx = gof.first_frame + i
         if record.frame_type == FRAME_INTRA:
             try:
                 mask, levels = parse_intra(record, header)
             except RerfFormatError as exc:
                 raise RerfFormatError(f"frame {idx}: {exc}") from None
-            frame = reconstruct_intra(header, gof.channels, mask, levels)
+            frame = reconstruct_intra(header, gof.channels, mask, levels, out)
         else:
             raise RerfFormatError(
                 f"frame {idx}: {FRAME_TYPE_NAMES[record.frame_type]} frames are not supported by this decoder"
@@ -113,14 +120,22 @@ class Decoder:
         return frames
 
     def frames(
-        self, frames: range | None = None, *, skip_damaged: bool = False
+        self, frames: range | None = None, *, skip_damaged: bool = False, reuse_buffers: bool = False
     ) -> Iterator[DecodedFrame | DamagedFrames]:
         """Yield decoded frames in ``frames`` (default: all), GOF by GOF.
 
         With ``skip_damaged`` a damaged GOF yields one :class:`DamagedFrames` and decoding
         goes on with the next GOF; otherwise the first damage raises RerfFormatError.
+        With ``reuse_buffers`` a yielded frame's arrays are only valid until the next
+        frame is requested (copy them to keep them); this saves an allocation per frame
+        and keeps peak memory near two dense frames.
         """
         want = self.resolve_range(frames)
+        buffers = (
+            [FrameBuffers(self.header.grid_shape, self.header.feature_channels) for _ in range(2)]
+            if reuse_buffers
+            else None
+        )
         if want.start != self.frame_range.start and self.reader.seekable:
             entries = self.reader.read_index()
             start = next(e for e in entries if e.first_frame <= want.start < e.first_frame + e.num_frames)
@@ -142,7 +157,7 @@ class Decoder:
             if gof_range.start >= want.stop:
                 return
             try:
-                for decoded in decode_gof(item, self.header):
+                for decoded in decode_gof(item, self.header, buffers):
                     if decoded.index >= want.stop:
                         break
                     if decoded.index >= want.start:

@@ -30,7 +30,7 @@ from rerf_codec.bitstream import (
     SequenceHeader,
     StreamWriter,
 )
-from rerf_codec.codec.intra import encode_intra
+from rerf_codec.codec.intra import FrameBuffers, encode_intra
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
 from rerf_codec.codec.quant import DeadZone, default_qmatrix, quality_to_step
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
@@ -55,11 +55,12 @@ class EncoderConfig:
     """Frames per group of frames (the first of each is a keyframe)."""
     density_step_ratio: float = 0.5
     """Density base step relative to the feature one at equal quality (geometry is more sensitive)."""
-    qmatrix_slope_density: float = 0.25
-    """Slope of the density quantisation matrix over u+v+w."""
-    qmatrix_slope_features: float = 0.25
+    qmatrix_slope_density: float = 0.0
+    """Slope of the density quantisation matrix over u+v+w (0 = flat: MSE-optimal for an
+    orthonormal transform, and the best measured on the synthetic bench)."""
+    qmatrix_slope_features: float = 0.0
     """Slope of the feature quantisation matrix over u+v+w."""
-    deadzone_ac: float = 0.35
+    deadzone_ac: float = 0.3
     """Rounding offset for AC levels (0.5 = plain rounding)."""
     deadzone_dc: float = 0.5
     """Rounding offset for DC levels."""
@@ -258,6 +259,8 @@ def encode_frames(
     container = 0
     expected = iter(meta.frame_indices)
     pending: list[tuple[int, GridFrame]] = []
+    # Two reconstruction buffers in rotation: the current frame and its reference.
+    buffers = [FrameBuffers(header.grid_shape, header.feature_channels) for _ in range(2)]
 
     def flush(batch: list[tuple[int, GridFrame]]) -> None:
         nonlocal container
@@ -268,7 +271,7 @@ def encode_frames(
         records = []
         for idx, frame in batch:
             tf = time.perf_counter()
-            record, recon, stats = encode_intra(frame, header, channels, deadzone)
+            record, recon, stats = encode_intra(frame, header, channels, deadzone, buffers[idx % 2])
             update_frame_hash(sha, recon)
             rep = FrameReport(
                 idx, FRAME_TYPE_NAMES[record.frame_type], record.section_sizes(), stats.occupied_blocks,

@@ -81,38 +81,69 @@ def gather_blocks(frame: GridFrame, mask: np.ndarray, scales: np.ndarray) -> np.
     return out
 
 
+class FrameBuffers:
+    """Padded dense output arrays, reused across frames to avoid fresh-page faults.
+
+    Freshly allocated pages cost more than the decode itself at 128³×13 (DESIGN.md
+    engine figures), so the streaming decoder rotates two of these.
+    """
+
+    def __init__(self, grid_shape: tuple[int, int, int], feature_channels: int) -> None:
+        padded = _padded_shape(grid_shape)
+        self.grid_shape = grid_shape
+        self.density = np.empty(padded, dtype=np.float32)
+        self.features = np.empty((feature_channels, *padded), dtype=np.float32)
+
+    def view(self) -> GridFrame:
+        """The valid (cropped) region; a view when the grid is not a multiple of 8."""
+        x, y, z = self.grid_shape
+        if self.density.shape == (x, y, z):
+            return GridFrame(density=self.density, features=self.features)
+        return GridFrame(density=self.density[:x, :y, :z], features=self.features[:, :x, :y, :z])
+
+
 def reconstruct_intra(
-    header: SequenceHeader, channels: tuple[ChannelParams, ...], mask: np.ndarray, levels: np.ndarray
+    header: SequenceHeader,
+    channels: tuple[ChannelParams, ...],
+    mask: np.ndarray,
+    levels: np.ndarray,
+    out: FrameBuffers | None = None,
 ) -> GridFrame:
-    """Dense grids from decoded symbols; exact integer arithmetic, shared by encoder and decoder."""
+    """Dense grids from decoded symbols; exact integer arithmetic, shared by encoder and decoder.
+
+    With ``out`` the result is written into (and views) those buffers; otherwise the
+    returned arrays are fresh and C-contiguous.
+    """
     steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
     c_total = header.num_channels
     n = levels.shape[1]
-    padded = _padded_shape(header.grid_shape)
+    bufs = out if out is not None else FrameBuffers(header.grid_shape, header.feature_channels)
     inv = 1.0 / channel_scales(channels)  # exact: powers of two
-    density = np.empty(padded, dtype=np.float32)
-    features = np.empty((c_total - 1, *padded), dtype=np.float32)
-    density.fill(channels[0].fill * inv[0])
+    bufs.density.fill(channels[0].fill * inv[0])
     for c in range(1, c_total):
-        features[c - 1].fill(channels[c].fill * inv[c])
+        bufs.features[c - 1].fill(channels[c].fill * inv[c])
     if n:
         coeffs = dequantize(levels, steps).reshape(c_total * n, BLOCK, BLOCK, BLOCK)
         values = inverse_dct_exact(coeffs).reshape(c_total, n, BLOCK, BLOCK, BLOCK)
         values *= inv[:, None, None, None, None]
         ix, iy, iz = block_coords(mask)
-        _blocked(density)[ix, iy, iz] = values[0]
-        _blocked(features)[:, ix, iy, iz] = values[1:]
-    x, y, z = header.grid_shape
-    if (x, y, z) != padded:
-        density = np.ascontiguousarray(density[:x, :y, :z])
-        features = np.ascontiguousarray(features[:, :x, :y, :z])
-    return GridFrame(density=density, features=features)
+        _blocked(bufs.density)[ix, iy, iz] = values[0]
+        _blocked(bufs.features)[:, ix, iy, iz] = values[1:]
+    frame = bufs.view()
+    if out is None and frame.density.shape != bufs.density.shape:
+        frame = GridFrame(np.ascontiguousarray(frame.density), np.ascontiguousarray(frame.features))
+    return frame
 
 
 def encode_intra(
-    frame: GridFrame, header: SequenceHeader, channels: tuple[ChannelParams, ...], deadzone: DeadZone
+    frame: GridFrame,
+    header: SequenceHeader,
+    channels: tuple[ChannelParams, ...],
+    deadzone: DeadZone,
+    out: FrameBuffers | None = None,
 ) -> tuple[FrameRecord, GridFrame, IntraStats]:
-    """Code one keyframe; returns the record, the decoder's reconstruction and stats."""
+    """Code one keyframe; returns the record, the decoder's reconstruction (in ``out``
+    when given) and stats."""
     mask = occupancy_mask(frame.density, header.occupancy_threshold)
     mask_enc = SymbolEncoder()
     encode_mask(mask, mask_enc)
@@ -131,7 +162,7 @@ def encode_intra(
         coeff_words=coded.words,
         mantissa=coded.mantissa,
     )
-    recon = reconstruct_intra(header, channels, mask, levels)
+    recon = reconstruct_intra(header, channels, mask, levels, out)
     return record, recon, IntraStats(int(n), coded.ideal_bits)
 
 

@@ -1,0 +1,500 @@
+"""File-level operations behind the CLI: decode a stream to a directory, describe a stream.
+
+The ``rerf`` commands only parse arguments and print; what they do lives here so that
+it is usable (and tested) without click:
+
+* :func:`open_input` opens a ``.rerf`` path or ``-`` (stdin, possibly non-seekable) and
+  names the input in every format error;
+* :func:`parse_frame_range` turns ``--frames A:B`` into a ``range``;
+* :func:`decode_to_directory` decodes a stream into a grid-sequence directory, atomically,
+  with optional SHA-256 verification and damaged-GOF concealment;
+* :func:`describe_stream` is what ``rerf info`` shows: header, GOFs, per-frame byte
+  accounting, and byte totals per category that add up exactly to the file size;
+* :func:`encode_byte_totals` is the same accounting for an :class:`EncodeReport`.
+
+Never imports torch (the decode path must not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from rerf_codec import bitstream
+from rerf_codec.atomic import atomic_file
+from rerf_codec.bitstream import FRAME_TYPE_NAMES, StreamReader
+from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder
+from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter, update_frame_hash
+
+__all__ = [
+    "CATEGORIES",
+    "DamagedReport",
+    "DecodeReport",
+    "decode_to_directory",
+    "describe_stream",
+    "encode_byte_totals",
+    "open_input",
+    "parse_frame_range",
+]
+
+STDIN = "-"
+
+FRAME_CATEGORIES = ("mask", "motion", "coefficients", "side_info")
+"""Per-frame byte categories (``FrameRecord.section_sizes``)."""
+CATEGORIES = (*FRAME_CATEGORIES, "header", "container")
+"""Whole-file byte categories. ``header``: file header + sequence header (metadata, quantisation
+matrices, MLP tensors); ``container``: GOF chunk framing + GOF headers + channel parameters +
+index chunk + footer. Bytes after the footer (never written by rerf) appear as ``trailing``."""
+
+CODER_NAMES = {bitstream.CODER_RANGE: "range"}
+TRANSFORM_NAMES = {bitstream.TRANSFORM_DCT8_INT: "dct8-int"}
+
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)`` after each frame."""
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _display_name(path: str | Path) -> str:
+    return "<stdin>" if str(path) == STDIN else str(path)
+
+
+@contextlib.contextmanager
+def open_input(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a ``.rerf`` input for reading; ``-`` is stdin (binary, maybe non-seekable).
+
+    Format errors raised inside the block are prefixed with the input's name, so the
+    one-line CLI message says which file is bad.
+    """
+    name = _display_name(path)
+    if str(path) == STDIN:
+        cm: contextlib.AbstractContextManager[BinaryIO] = contextlib.nullcontext(sys.stdin.buffer)
+    else:
+        p = Path(path)
+        if p.is_dir():
+            raise RerfUsageError(f"{p}: is a directory, expected a .rerf file")
+        try:
+            cm = open(p, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            raise RerfUsageError(f"{p}: no such file") from None
+        except OSError as exc:
+            raise RerfUsageError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    with cm as f:
+        try:
+            yield f
+        except RerfFormatError as exc:
+            msg = str(exc)
+            if msg.startswith(name):
+                raise
+            raise RerfFormatError(f"{name}: {msg}") from None
+
+
+def parse_frame_range(text: str, total: range) -> range:
+    """Parse ``A:B`` (half-open, like a Python slice; ``A`` or ``B`` may be omitted) or ``A``.
+
+    Frame numbers are the stream's own (absolute) numbers, so ``total`` is the stream's
+    frame range; a range that is empty, reversed or not inside ``total`` is an error.
+    """
+    s = text.strip()
+    m = re.fullmatch(r"(\d*)\s*:\s*(\d*)|(\d+)", s)
+    if m is None:
+        raise RerfUsageError(
+            f"--frames {text!r}: expected A:B with frame numbers >= 0 (half-open; A or B may be omitted)"
+        )
+    if m.group(3) is not None:
+        start = int(m.group(3))
+        stop = start + 1
+    else:
+        start = int(m.group(1)) if m.group(1) else total.start
+        stop = int(m.group(2)) if m.group(2) else total.stop
+    if stop <= start:
+        raise RerfUsageError(f"--frames {text}: empty range ({start}:{stop} holds no frame)")
+    if start < total.start or stop > total.stop:
+        raise RerfUsageError(
+            f"--frames {text}: outside the stream's frames {total.start}:{total.stop}"
+        )
+    return range(start, stop)
+
+
+def _check_sha256(text: str | None) -> str | None:
+    if text is None:
+        return None
+    s = text.strip().lower()
+    if not _SHA256_RE.match(s):
+        raise RerfUsageError(f"--verify expects a SHA-256 as 64 hex digits, got {text!r}")
+    return s
+
+
+def _precheck_output_dir(out_dir: Path, force: bool) -> None:
+    """Fail before reading any input (stdin cannot be read twice); SequenceWriter re-checks."""
+    if out_dir.name in ("", ".", ".."):
+        raise RerfUsageError(f"{out_dir}: not a usable output directory name")
+    if (out_dir.exists() or out_dir.is_symlink()) and not force:
+        raise RerfUsageError(f"{out_dir} exists; use --force to overwrite")
+    if not out_dir.parent.is_dir():
+        raise RerfUsageError(f"output folder {out_dir.parent} does not exist")
+
+
+# --------------------------------------------------------------------------- decode
+
+
+@dataclass(frozen=True)
+class DamagedReport:
+    """One damaged stretch of the stream, as reported by ``decode --skip-damaged``."""
+
+    frames: range | None  # frames lost inside the requested range (None: unknown)
+    offset: int | None  # byte offset of the damaged chunk (None: end of a truncated stream)
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frames": None if self.frames is None else [self.frames.start, self.frames.stop],
+            "offset": self.offset,
+            "reason": self.reason,
+        }
+
+    def describe(self) -> str:
+        where = "frames ?" if self.frames is None else f"frames {_fmt_range(self.frames)}"
+        at = "" if self.offset is None else f" (chunk at byte {self.offset})"
+        return f"{where} damaged{at}: {self.reason}"
+
+
+@dataclass
+class DecodeReport:
+    """What ``decode_to_directory`` did; ``to_json`` is what ``rerf decode --json`` prints."""
+
+    out_dir: str
+    frames: range
+    sha256: str
+    verified: bool | None
+    seconds: float
+    damaged: list[DamagedReport] = field(default_factory=list)
+    damaged_frames: list[int] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def frames_per_second(self) -> float | None:
+        return self.num_frames / self.seconds if self.seconds > 0 else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out_dir": self.out_dir,
+            "frames": [self.frames.start, self.frames.stop],
+            "num_frames": self.num_frames,
+            "sha256": self.sha256,
+            "verified": self.verified,
+            "seconds": self.seconds,
+            "frames_per_second": self.frames_per_second,
+            "damaged": [d.to_json() for d in self.damaged],
+            "damaged_frames": list(self.damaged_frames),
+        }
+
+
+def _fmt_range(r: range) -> str:
+    return f"{r.start}" if len(r) == 1 else f"{r.start}:{r.stop}"
+
+
+def _clip(r: range | None, to: range) -> range | None:
+    if r is None:
+        return None
+    return range(max(r.start, to.start), min(r.stop, to.stop))
+
+
+def _supports_reuse_buffers() -> bool:
+    return "reuse_buffers" in inspect.signature(Decoder.frames).parameters
+
+
+def empty_frame(dec: Decoder) -> GridFrame:
+    """The concealment frame used when no earlier frame decoded: transparent and featureless.
+
+    Density ``min(0, occupancy_threshold - 1)`` (below the occupancy threshold, so every
+    block is empty by the codec's own definition), features 0.
+    """
+    h = dec.header
+    dens = np.float32(min(0.0, h.occupancy_threshold - 1.0))
+    return GridFrame(
+        np.full(h.grid_shape, dens, dtype=np.float32),
+        np.zeros((h.feature_channels, *h.grid_shape), dtype=np.float32),
+    )
+
+
+def decode_to_directory(
+    src: BinaryIO,
+    out_dir: str | Path,
+    *,
+    frames: range | str | None = None,
+    force: bool = False,
+    verify: str | None = None,
+    skip_damaged: bool = False,
+    progress: ProgressFn | None = None,
+) -> DecodeReport:
+    """Decode the ``.rerf`` stream ``src`` into the grid-sequence directory ``out_dir``.
+
+    ``frames``: a range of the stream's frame numbers, or ``--frames`` text (parsed
+    against the stream's frames once the header is read); output frame files and
+    ``first_frame`` keep the original numbers. Full frames are written, plus
+    ``decoder.npz`` when the stream carries tensors. The directory appears only when
+    everything succeeded (``SequenceWriter``); an existing one is replaced only with
+    ``force``.
+
+    ``verify``: expected SHA-256 of the decoded grids (``update_frame_hash`` over the
+    frames in order); on a mismatch nothing is written and ``RerfFormatError`` is raised.
+
+    ``skip_damaged``: a damaged GOF does not stop decoding. Its frames are concealed like a
+    video player freezing: each is replaced by the nearest earlier decoded frame, or by
+    :func:`empty_frame` when there is none; they are listed in the report and in
+    sequence.json under ``"damaged_frames"``. The SHA-256 covers the frames as written.
+    If no frame at all decodes, it is an error. Without ``skip_damaged`` the first damage
+    raises ``RerfFormatError`` and nothing is written.
+    """
+    out = Path(out_dir)
+    verify = _check_sha256(verify)
+    if isinstance(frames, range) and (frames.step != 1 or len(frames) == 0):
+        raise RerfUsageError("frames must be a non-empty range with step 1")
+    _precheck_output_dir(out, force)
+    t0 = time.perf_counter()
+    dec = Decoder(src)
+    want = parse_frame_range(frames, dec.frame_range) if isinstance(frames, str) else dec.resolve_range(frames)
+    meta = dec.sequence_meta(want)
+    tensors = dict(dec.header.tensors) if dec.header.tensors else None
+    sha = hashlib.sha256()
+    damaged: list[DamagedReport] = []
+    damaged_frames: list[int] = []
+    decoded = 0
+    kwargs: dict[str, Any] = {"skip_damaged": skip_damaged}
+    if not skip_damaged and _supports_reuse_buffers():
+        kwargs["reuse_buffers"] = True  # each frame is written before the next is decoded
+    with SequenceWriter(out, meta, force=force, decoder=tensors) as writer:
+        expected = want.start
+        last: GridFrame | None = None
+
+        def emit(idx: int, frame: GridFrame) -> None:
+            update_frame_hash(sha, frame)
+            writer.write_frame(idx, frame)
+            if progress is not None:
+                progress(idx - want.start + 1, len(want))
+
+        def conceal(upto: int) -> None:
+            nonlocal expected
+            filler = last if last is not None else None
+            for idx in range(expected, upto):
+                if filler is None:
+                    filler = empty_frame(dec)
+                emit(idx, filler)
+                damaged_frames.append(idx)
+            expected = max(expected, upto)
+
+        try:
+            for item in dec.frames(want, **kwargs):
+                if isinstance(item, DamagedFrames):
+                    damaged.append(DamagedReport(_clip(item.frames, want), item.offset, item.reason))
+                    continue
+                assert isinstance(item, DecodedFrame)
+                if item.index < expected or item.index >= want.stop:
+                    raise RuntimeError(f"decoder yielded frame {item.index}, expected {expected}")
+                conceal(item.index)
+                emit(item.index, item.frame)
+                decoded += 1
+                last = item.frame
+                expected = item.index + 1
+        except RerfFormatError as exc:
+            if not skip_damaged:
+                raise
+            # Truncated stream or unreadable index: nothing further can be read.
+            if expected < want.stop:
+                damaged.append(DamagedReport(range(expected, want.stop), None, str(exc)))
+        if skip_damaged and decoded == 0:
+            reasons = "; ".join(d.reason for d in damaged) or "no frame in the range"
+            raise RerfFormatError(f"no frame could be decoded ({reasons}); nothing was written")
+        conceal(want.stop)
+        digest = sha.hexdigest()
+        if verify is not None and digest != verify:
+            raise RerfFormatError(
+                f"decoded SHA-256 {digest} does not match --verify {verify}; nothing was written"
+            )
+        writer.commit()
+    if damaged_frames:
+        _mark_damaged(out, writer.meta, damaged_frames)
+    return DecodeReport(
+        out_dir=str(out),
+        frames=want,
+        sha256=digest,
+        verified=None if verify is None else True,
+        seconds=time.perf_counter() - t0,
+        damaged=damaged,
+        damaged_frames=damaged_frames,
+    )
+
+
+def _mark_damaged(out: Path, meta: SequenceMeta, damaged_frames: list[int]) -> None:
+    """Add ``"damaged_frames"`` to the committed sequence.json (atomic replace of that file)."""
+    meta = replace(meta, extra={**meta.extra, "damaged_frames": list(damaged_frames)})
+    text = json.dumps(meta.to_json_dict(), indent=2, allow_nan=False) + "\n"
+    with atomic_file(out / "sequence.json", force=True) as f:
+        f.write(text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- info
+
+
+class _CountingReader:
+    """Forward-only reader that counts the bytes consumed and keeps the first few.
+
+    Reports itself non-seekable so the stream reader iterates GOFs sequentially, which
+    is what makes ``describe_stream`` work on pipes too.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.count = 0
+        self.head = b""
+
+    def read(self, n: int = -1) -> bytes:
+        b = self._f.read(n)
+        if len(self.head) < 16:
+            self.head += b[: 16 - len(self.head)]
+        self.count += len(b)
+        return b
+
+    def seekable(self) -> bool:
+        return False
+
+    def drain(self) -> int:
+        """Read to the end; return the number of bytes that were left."""
+        extra = 0
+        while True:
+            b = self._f.read(1 << 20)
+            if not b:
+                return extra
+            extra += len(b)
+
+
+def _sum_sections(sizes: list[dict[str, int]]) -> dict[str, int]:
+    out = dict.fromkeys(FRAME_CATEGORIES, 0)
+    for s in sizes:
+        for k in FRAME_CATEGORIES:
+            out[k] += int(s.get(k, 0))
+    return out
+
+
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def describe_stream(f: BinaryIO) -> dict[str, Any]:
+    """Everything ``rerf info`` shows, as a JSON-ready dict.
+
+    Reads the stream once, front to back (works on stdin): header, every GOF chunk
+    (offset, bytes on disk, frames, qualities, channel parameters, container overhead) and
+    every frame (type and bytes per category). ``totals`` has the bytes per category
+    (:data:`CATEGORIES`) and adds up exactly to ``file_bytes``.
+    """
+    cf = _CountingReader(f)
+    reader = StreamReader(cf)  # type: ignore[arg-type]
+    h = reader.header
+    _, major, minor, flags, _, _ = bitstream.FILE_HEADER.unpack(cf.head[: bitstream.FILE_HEADER.size])
+    gofs: list[dict[str, Any]] = []
+    frames: list[dict[str, Any]] = []
+    frame_sizes: list[dict[str, int]] = []
+    gof_bytes = 0
+    for gof in reader.iter_gofs():
+        assert isinstance(gof, bitstream.GofChunk)
+        sizes = [r.section_sizes() for r in gof.frames]
+        payload = sum(sum(s.values()) for s in sizes)
+        gofs.append(
+            {
+                "offset": gof.offset,
+                "bytes": gof.size,
+                "first_frame": gof.first_frame,
+                "num_frames": gof.num_frames,
+                "quality_density": gof.quality_density,
+                "quality_features": gof.quality_features,
+                "container_bytes": gof.size - payload,
+                "channels": [
+                    {"exponent": c.exponent, "fill": c.fill, "qscale": c.qscale} for c in gof.channels
+                ],
+            }
+        )
+        for i, (rec, s) in enumerate(zip(gof.frames, sizes, strict=True)):
+            frames.append(
+                {
+                    "index": gof.first_frame + i,
+                    "type": FRAME_TYPE_NAMES[rec.frame_type],
+                    "gof": len(gofs) - 1,
+                    "bytes": {k: int(s.get(k, 0)) for k in FRAME_CATEGORIES},
+                    "total_bytes": int(sum(s.values())),
+                }
+            )
+        frame_sizes.extend(sizes)
+        gof_bytes += gof.size
+    consumed = cf.count
+    trailing = cf.drain()
+    totals = _sum_sections(frame_sizes)
+    totals["header"] = reader.header_size
+    totals["container"] = consumed - reader.header_size - sum(totals[k] for k in FRAME_CATEGORIES)
+    if trailing:
+        totals["trailing"] = trailing
+    file_bytes = consumed + trailing
+    assert sum(totals.values()) == file_bytes
+    voxels = math.prod(h.grid_shape)
+    raw = voxels * h.num_channels * 4 * h.num_frames
+    header = {
+        "format_version": f"{major}.{minor}",
+        "has_decoder": bool(flags & 1),
+        "num_frames": h.num_frames,
+        "first_frame": h.first_frame,
+        "frames": [h.first_frame, h.first_frame + h.num_frames],
+        "fps": h.fps,
+        "grid_shape": list(h.grid_shape),
+        "feature_channels": h.feature_channels,
+        "xyz_min": list(h.xyz_min),
+        "xyz_max": list(h.xyz_max),
+        "density_shift": h.density_shift,
+        "motion_block": h.motion_block,
+        "coder_id": h.coder_id,
+        "coder": CODER_NAMES.get(h.coder_id, "unknown"),
+        "transform_id": h.transform_id,
+        "transform": TRANSFORM_NAMES.get(h.transform_id, "unknown"),
+        "gof_size": h.gof_size,
+        "occupancy_threshold": h.occupancy_threshold,
+        "encoder": h.meta.get("encoder", {}),
+        "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in sorted(h.tensors.items())},
+        "header_bytes": reader.header_size,
+    }
+    return {
+        "file_bytes": file_bytes,
+        "raw_float32_bytes": raw,
+        "compression_ratio": _num(raw / file_bytes) if file_bytes else None,
+        "bytes_per_frame": file_bytes / h.num_frames,
+        "header": header,
+        "gofs": gofs,
+        "frames": frames,
+        "totals": totals,
+    }
+
+
+def encode_byte_totals(report: Any) -> dict[str, int]:
+    """Bytes per category (:data:`CATEGORIES`) of an ``EncodeReport``; they add up to its file size."""
+    totals = _sum_sections([fr.bytes for fr in report.frames])
+    totals["header"] = int(report.header_bytes)
+    totals["container"] = int(report.container_bytes)
+    return totals
