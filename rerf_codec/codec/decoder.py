@@ -21,7 +21,7 @@ from rerf_codec.bitstream import (
     SequenceHeader,
     StreamReader,
 )
-from rerf_codec.codec.intra import FrameBuffers, parse_intra, reconstruct_intra
+from rerf_codec.codec.intra import BufferPool, parse_intra, reconstruct_intra
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 
@@ -42,17 +42,15 @@ class DamagedFrames:
     reason: str
 
 
-def decode_gof(
-    gof: GofChunk, header: SequenceHeader, buffers: list[FrameBuffers] | None = None
-) -> Iterator[DecodedFrame]:
+def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None = None) -> Iterator[DecodedFrame]:
     """Decode every frame of one GOF in order.
 
-    With ``buffers`` (two :class:`FrameBuffers`) frames are written alternately into
-    them: each yielded frame stays valid until the next-but-one frame is decoded.
+    With ``buffers`` frames are written into the pool's reused arrays: a yielded frame
+    stays valid until the next frame is decoded.
     """
     prev: GridFrame | None = None
     for i, record in enumerate(gof.frames):
-        out = buffers[(gof.first_frame + i) % 2] if buffers else None
+        out = buffers.slot(needs_reference=record.frame_type != FRAME_INTRA) if buffers else None
         idx = gof.first_frame + i
         if record.frame_type == FRAME_INTRA:
             try:
@@ -131,11 +129,7 @@ class Decoder:
         and keeps peak memory near two dense frames.
         """
         want = self.resolve_range(frames)
-        buffers = (
-            [FrameBuffers(self.header.grid_shape, self.header.feature_channels) for _ in range(2)]
-            if reuse_buffers
-            else None
-        )
+        buffers = BufferPool(self.header.grid_shape, self.header.feature_channels) if reuse_buffers else None
         if want.start != self.frame_range.start and self.reader.seekable:
             entries = self.reader.read_index()
             start = next(e for e in entries if e.first_frame <= want.start < e.first_frame + e.num_frames)

@@ -30,7 +30,7 @@ from rerf_codec.bitstream import (
     SequenceHeader,
     StreamWriter,
 )
-from rerf_codec.codec.intra import FrameBuffers, encode_intra
+from rerf_codec.codec.intra import BufferPool, encode_intra
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
 from rerf_codec.codec.quant import DeadZone, default_qmatrix, quality_to_step
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
@@ -259,8 +259,8 @@ def encode_frames(
     container = 0
     expected = iter(meta.frame_indices)
     pending: list[tuple[int, GridFrame]] = []
-    # Two reconstruction buffers in rotation: the current frame and its reference.
-    buffers = [FrameBuffers(header.grid_shape, header.feature_channels) for _ in range(2)]
+    # Reconstructions go into reused buffers: the current frame and (for residual frames) its reference.
+    buffers = BufferPool(header.grid_shape, header.feature_channels)
 
     def flush(batch: list[tuple[int, GridFrame]]) -> None:
         nonlocal container
@@ -271,7 +271,7 @@ def encode_frames(
         records = []
         for idx, frame in batch:
             tf = time.perf_counter()
-            record, recon, stats = encode_intra(frame, header, channels, deadzone, buffers[idx % 2])
+            record, recon, stats = encode_intra(frame, header, channels, deadzone, buffers.slot(needs_reference=False))
             update_frame_hash(sha, recon)
             rep = FrameReport(
                 idx, FRAME_TYPE_NAMES[record.frame_type], record.section_sizes(), stats.occupied_blocks,

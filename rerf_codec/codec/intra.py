@@ -102,6 +102,28 @@ class FrameBuffers:
         return GridFrame(density=self.density[:x, :y, :z], features=self.features[:, :x, :y, :z])
 
 
+class BufferPool:
+    """Two lazily allocated :class:`FrameBuffers`: the frame being built and its reference.
+
+    An intra frame needs no reference, so it reuses the slot of the previous frame;
+    an intra-only stream therefore touches one dense buffer, a residual frame the other.
+    """
+
+    def __init__(self, grid_shape: tuple[int, int, int], feature_channels: int) -> None:
+        self._args = (grid_shape, feature_channels)
+        self._slots: list[FrameBuffers | None] = [None, None]
+        self.current = 0
+
+    def slot(self, needs_reference: bool) -> FrameBuffers:
+        """Buffers to decode the next frame into (not the reference's when one is needed)."""
+        if needs_reference:
+            self.current = 1 - self.current
+        buf = self._slots[self.current]
+        if buf is None:
+            buf = self._slots[self.current] = FrameBuffers(*self._args)
+        return buf
+
+
 def reconstruct_intra(
     header: SequenceHeader,
     channels: tuple[ChannelParams, ...],

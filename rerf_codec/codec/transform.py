@@ -58,7 +58,6 @@ def integer_dct_matrix() -> np.ndarray:
 
 
 INT_DCT = integer_dct_matrix()
-INT_DCT_T = np.ascontiguousarray(INT_DCT.T)
 
 
 def forward_dct(blocks: np.ndarray) -> np.ndarray:
@@ -66,16 +65,19 @@ def forward_dct(blocks: np.ndarray) -> np.ndarray:
     return _fft.dctn(np.asarray(blocks, dtype=np.float64), type=2, norm="ortho", axes=(-3, -2, -1))
 
 
-def _round_shift(z: np.ndarray, shift: int) -> np.ndarray:
-    """``floor((z + 2**(shift-1)) / 2**shift)`` on integer-valued float64, in place."""
-    z += 2.0 ** (shift - 1)
-    z *= 2.0**-shift
-    np.floor(z, out=z)
-    return z
+# The right shifts are folded into the matrices: T * 2**-s is exact (a power-of-two
+# scale), every partial sum is an integer multiple of 2**-s below 2**(53-s), hence exact,
+# and floor(z * 2**-s + 1/2) == floor((z + 2**(s-1)) / 2**s).
+_PASS_W = INT_DCT * 2.0 ** -_SHIFTS[0]
+_PASS_V = np.ascontiguousarray(INT_DCT.T * 2.0 ** -_SHIFTS[1])
+_PASS_U = np.ascontiguousarray(INT_DCT.T * 2.0 ** -_SHIFTS[2])
 
 
 def inverse_dct_exact(coeffs: np.ndarray) -> np.ndarray:
     """Exact integer inverse 3D DCT of ``(N, 8, 8, 8)`` integer coefficients.
+
+    Passes run along w, then v, then u (FORMAT.md "Inverse transform"), each
+    ``x -> floor((T^T x + 2**(s-1)) / 2**s)`` with s = 9, 12, 15.
 
     Args:
         coeffs: integer-valued array (any int or float dtype) with ``|value| <= MAX_COEFF``;
@@ -85,13 +87,17 @@ def inverse_dct_exact(coeffs: np.ndarray) -> np.ndarray:
         float64 array ``(N, 8, 8, 8)`` of integers in ``[-MAX_SAMPLE, MAX_SAMPLE]``.
     """
     n = coeffs.shape[0]
-    x = np.asarray(coeffs, dtype=np.float64).reshape(n, BLOCK, BLOCK, BLOCK)
-    # Pass along w (last axis): x[..., w] -> sum_k T[k, n] * x[..., k]
-    for shift in _SHIFTS:
-        y = x.reshape(-1, BLOCK) @ INT_DCT  # (M, k) @ (k, n): inverse = C^T applied to coefficient index
-        _round_shift(y, shift)
-        # rotate axes so the next pass works on the (new) last axis: (N,a,b,c) -> (N,c,a,b)
-        x = np.ascontiguousarray(y.reshape(n, BLOCK, BLOCK, BLOCK).transpose(0, 3, 1, 2))
-    # After three rotations the axes are back in (u, v, w) -> (x, y, z) order.
-    np.clip(x, -MAX_SAMPLE, MAX_SAMPLE, out=x)
-    return x
+    a = np.asarray(coeffs, dtype=np.float64).reshape(-1, BLOCK) @ _PASS_W  # along w
+    a += 0.5
+    np.floor(a, out=a)
+    b = np.matmul(_PASS_V, a.reshape(n, BLOCK, BLOCK, BLOCK))  # along v: sum_v T[v, j] a[n, u, v, w]
+    del a
+    b += 0.5
+    np.floor(b, out=b)
+    c = np.matmul(_PASS_U, b.reshape(n, BLOCK, BLOCK * BLOCK))  # along u
+    del b
+    c += 0.5
+    np.floor(c, out=c)
+    c = c.reshape(n, BLOCK, BLOCK, BLOCK)
+    np.clip(c, -MAX_SAMPLE, MAX_SAMPLE, out=c)
+    return c
