@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 import zlib
 from collections.abc import Iterator
@@ -205,23 +206,88 @@ def _zstd_compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=19).compress(data)
 
 
+_ZSTD_PIECE = 256
+"""Compressed bytes fed per step: one step can expand to a few MiB at most (RLE blocks)."""
+
+
 def _zstd_decompress(data: bytes, limit: int, what: str) -> bytes:
+    """One complete zstd frame, at most ``limit`` bytes once decompressed.
+
+    ``ZstdDecompressor.decompress`` trusts a declared content size (ignoring
+    ``max_output_size``) and otherwise pre-allocates ``max_output_size``; a crafted
+    section could make either huge. So the input is fed in small pieces and the output
+    is checked as it grows.
+    """
     try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > limit:
+            raise RerfFormatError(f"{what}: declared size {declared} exceeds the limit {limit} bytes")
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        out = []
+        total = 0
+        pos = 0
+        while pos < len(data) and not dobj.eof:
+            piece = dobj.decompress(data[pos : pos + _ZSTD_PIECE])
+            pos += _ZSTD_PIECE
+            total += len(piece)
+            if total > limit:
+                raise RerfFormatError(f"{what}: decompressed size exceeds {limit} bytes")
+            out.append(piece)
     except zstandard.ZstdError as exc:
         raise RerfFormatError(f"{what}: corrupt zstd data ({exc})") from None
-    if len(out) > limit:
-        raise RerfFormatError(f"{what}: decompressed size exceeds {limit} bytes")
-    return out
+    if not dobj.eof:
+        raise RerfFormatError(f"{what}: corrupt zstd data (incomplete frame)")
+    if dobj.unused_data or pos < len(data):
+        raise RerfFormatError(f"{what}: trailing bytes after the zstd frame")
+    return b"".join(out)
+
+
+_READ_PIECE = 16 * 2**20
+
+
+def _bytes_left(f: BinaryIO) -> int | None:
+    """Bytes between the position and the end of a seekable input; None when unknown."""
+    try:
+        if not f.seekable():
+            return None
+        pos = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return end - pos
 
 
 def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+    """Read exactly ``n`` bytes. A size field read from a corrupt stream can be huge, and
+    ``f.read(n)`` allocates ``n`` bytes up front, so a seekable input is checked against
+    its length first and anything else is read in bounded pieces."""
+    piece = n
+    if n > _READ_PIECE:
+        left = _bytes_left(f)
+        if left is None:
+            piece = _READ_PIECE  # the data may not exist: let memory grow only as it arrives
+        elif left < n:
+            raise RerfFormatError(f"truncated stream: expected {n} bytes of {what}, got {max(left, 0)}")
+    chunks = []
+    remaining = n
+    while remaining:
+        b = f.read(min(remaining, piece))
+        if not b:
+            raise RerfFormatError(f"truncated stream: expected {n} bytes of {what}, got {n - remaining}")
+        chunks.append(b)
+        remaining -= len(b)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_upto(f: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes, fewer only at the end of the input (raw streams may return short reads)."""
     chunks = []
     remaining = n
     while remaining:
         b = f.read(remaining)
         if not b:
-            raise RerfFormatError(f"truncated stream: expected {n} bytes of {what}, got {n - remaining}")
+            break
         chunks.append(b)
         remaining -= len(b)
     return b"".join(chunks)
@@ -272,7 +338,7 @@ def _check_finite(values: tuple[float, ...], name: str) -> None:
 
 def decode_sequence_header(f: BinaryIO) -> tuple[SequenceHeader, int]:
     """Read and validate the file header + sequence header; returns it and its size in bytes."""
-    head = f.read(FILE_HEADER.size)
+    head = _read_upto(f, FILE_HEADER.size)
     if len(head) < 4 or not accept(head):
         raise RerfFormatError("not a .rerf stream (bad magic)")
     if len(head) < FILE_HEADER.size:
@@ -324,10 +390,13 @@ def decode_sequence_header(f: BinaryIO) -> tuple[SequenceHeader, int]:
     meta_raw = _zstd_decompress(b.take(b.u32("meta_size"), "meta"), MAX_JSON_SIZE, "sequence header meta")
     try:
         meta = json.loads(meta_raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # also: integers too long to convert, nesting too deep
         raise RerfFormatError("sequence header: meta is not valid JSON") from None
     if not isinstance(meta, dict):
         raise RerfFormatError("sequence header: meta is not a JSON object")
+    for key in ("sequence", "encoder"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise RerfFormatError(f"sequence header: meta field {key!r} is not a JSON object")
     tensors = _parse_tensors(
         _zstd_decompress(b.take(b.u32("tensors_size"), "tensors"), MAX_TENSOR_BYTES, "sequence header tensors")
     )
@@ -362,7 +431,7 @@ def _parse_tensors(data: bytes) -> dict[str, np.ndarray]:
             raise RerfFormatError(f"tensor table: tensor {name!r} has {ndim} dimensions (max 8)")
         shape = b.unpack(struct.Struct(f"<{ndim}I"), f"tensor {name!r} shape")
         dt = np.dtype(DTYPE_IDS[dtype_id])
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        nbytes = math.prod(shape) * dt.itemsize  # Python ints: a numpy product could wrap
         if nbytes > MAX_TENSOR_BYTES:
             raise RerfFormatError(f"tensor table: tensor {name!r} is too large")
         arr = np.frombuffer(b.take(nbytes, f"tensor {name!r} data"), dtype=dt).reshape(shape)
@@ -420,7 +489,10 @@ def decode_gof_payload(payload: bytes, header: SequenceHeader) -> GofChunk:
         raise RerfFormatError(f"GOF chunk at frame {first}: quality {qd}/{qf} outside 1..100")
     channels = []
     for c in range(header.num_channels):
-        e, fill, qscale = b.unpack(CHANNEL_PARAMS, f"channel {c} parameters")
+        raw = b.take(CHANNEL_PARAMS.size, f"channel {c} parameters")
+        if raw[1:4] != b"\0\0\0":
+            raise RerfFormatError(f"GOF chunk at frame {first}: channel {c} padding bytes are not zero")
+        e, fill, qscale = CHANNEL_PARAMS.unpack(raw)
         if not -64 <= e <= 64:
             raise RerfFormatError(f"GOF chunk at frame {first}: channel {c} exponent {e} outside -64..64")
         if abs(fill) >= 2**24:
@@ -497,7 +569,9 @@ class StreamWriter:
 # --- reader -------------------------------------------------------------------------------
 
 
-def _parse_index(payload: bytes, header: SequenceHeader) -> list[IndexEntry]:
+def _parse_index(payload: bytes, header: SequenceHeader, first_offset: int, index_offset: int) -> list[IndexEntry]:
+    """Parse and check the index: entries tile the frames and point, in order, between the
+    sequence header (``first_offset``) and the index chunk itself (``index_offset``)."""
     b = _Buf(payload, "index chunk")
     n = b.u32("num_gofs")
     if n > header.num_frames:
@@ -505,10 +579,15 @@ def _parse_index(payload: bytes, header: SequenceHeader) -> list[IndexEntry]:
     entries = [IndexEntry(*b.unpack(INDEX_ENTRY, f"index entry {i}")) for i in range(n)]
     b.done()
     expect = header.first_frame
+    min_chunk = CHUNK_HEAD.size + GOF_HEAD.size + 4
+    next_offset = first_offset
     for e in entries:
         if e.first_frame != expect or e.num_frames < 1:
             raise RerfFormatError("index chunk: GOF entries do not tile the sequence")
+        if not next_offset <= e.offset <= index_offset - min_chunk:
+            raise RerfFormatError(f"index chunk: GOF offset {e.offset} is out of order or outside the file")
         expect += e.num_frames
+        next_offset = e.offset + min_chunk
     if expect != header.first_frame + header.num_frames:
         raise RerfFormatError("index chunk: GOF entries do not cover the sequence")
     return entries
@@ -554,12 +633,13 @@ class StreamReader:
         """
         expect = self._expect
         end = self.header.first_frame + self.header.num_frames
+        floor = None  # after damage: the end of the last good GOF, from where a good GOF may resync
         while True:
             ctype, payload, offset, err = self._read_chunk()
             if ctype == CHUNK_INDEX:
                 if err:
                     raise RerfFormatError(f"index chunk: {err}")
-                _parse_index(payload, self.header)
+                _parse_index(payload, self.header, self.header_size, offset)
                 if expect != end and not skip_damaged:
                     raise RerfFormatError(f"stream ends at frame {expect}, header promised {end}")
                 footer = _read_exact(self._f, FOOTER.size, "footer")
@@ -572,17 +652,22 @@ class StreamReader:
                 if err:
                     raise RerfFormatError(err)
                 gof = decode_gof_payload(payload, self.header)
-                if gof.first_frame != expect:
+                if gof.first_frame != expect and not (floor is not None and gof.first_frame >= floor):
                     raise RerfFormatError(f"GOF chunk at byte {offset} starts at frame {gof.first_frame}, expected {expect}")
             except RerfFormatError as exc:
                 if not skip_damaged:
                     raise
-                n = _guess_num_frames(payload)
+                n = _guess_num_frames(payload, end - expect)
                 yield DamagedChunk(offset, str(exc), expect, n)
+                if floor is None:
+                    floor = expect
                 if n is not None:
                     expect += n
                 continue
-            expect += gof.num_frames
+            # A damaged chunk's frame count is only a guess: an intact GOF after it that
+            # starts at or after the last intact frame is trusted and resynchronises.
+            floor = None
+            expect = gof.first_frame + gof.num_frames
             yield _with_position(gof, offset, size)
 
     def read_index(self) -> list[IndexEntry]:
@@ -604,7 +689,7 @@ class StreamReader:
             raise RerfFormatError(f"index chunk: {err or 'not an index chunk'}")
         if self._pos != total - FOOTER.size:
             raise RerfFormatError("footer: trailing bytes after the index chunk")
-        return _parse_index(payload, self.header)
+        return _parse_index(payload, self.header, self.header_size, index_offset)
 
     def read_gof_at(self, entry: IndexEntry) -> GofChunk:
         """Read and verify the GOF chunk an index entry points to."""
@@ -631,9 +716,9 @@ def _with_position(gof: GofChunk, offset: int, size: int) -> GofChunk:
     return GofChunk(gof.first_frame, gof.quality_density, gof.quality_features, gof.channels, gof.frames, offset, size)
 
 
-def _guess_num_frames(payload: bytes) -> int | None:
+def _guess_num_frames(payload: bytes, frames_left: int) -> int | None:
     """Frame count claimed by a damaged GOF payload (used only to report which frames are lost)."""
     if len(payload) < GOF_HEAD.size:
         return None
     _, n, _, _ = GOF_HEAD.unpack_from(payload)
-    return int(n) if 1 <= n <= MAX_GOF_FRAMES else None
+    return int(n) if 1 <= n <= min(MAX_GOF_FRAMES, frames_left) else None

@@ -1106,6 +1106,15 @@ class SequenceWriter:
         _write_npz(self._tmp / FRAMES_DIR / f"{index:06d}.npz", arrays)
         self._written.add(index)
 
+    def update_extra(self, **extra: Any) -> None:
+        """Add or replace extra sequence.json keys before commit (e.g. ``damaged_frames``)."""
+        if self._done:
+            raise RerfUsageError("SequenceWriter: already committed or aborted")
+        meta = dataclasses.replace(self.meta, extra={**self.meta.extra, **extra})
+        text = json.dumps(meta.to_json_dict(), indent=2, allow_nan=False)
+        (self._tmp / SEQUENCE_JSON).write_text(text + "\n", encoding="utf-8")
+        self.meta = meta
+
     def commit(self) -> None:
         """Check completeness and move the sequence into place (called by a clean ``__exit__``)."""
         if self._done:

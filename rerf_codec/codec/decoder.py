@@ -160,8 +160,8 @@ class Decoder:
                 if not skip_damaged:
                     raise
                 yield DamagedFrames(gof_range, item.offset, str(exc))
-            if gof_range.stop >= want.stop:
-                return
+            if gof_range.stop >= want.stop and want.stop < self.frame_range.stop:
+                return  # a range that runs to the end reads on: the index and footer get checked
 
 
 def decode_all(f: BinaryIO, frames: range | None = None) -> tuple[list[DecodedFrame], str]:

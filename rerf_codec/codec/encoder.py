@@ -32,7 +32,7 @@ from rerf_codec.bitstream import (
 )
 from rerf_codec.codec.intra import BufferPool, encode_intra
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
-from rerf_codec.codec.quant import DeadZone, default_qmatrix, quality_to_step
+from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qmatrix, quality_to_step
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, iter_full_frames, read_decoder, read_meta, update_frame_hash
@@ -212,6 +212,8 @@ def gof_parameters(
     r_feat = group_range([feats[c] for c in range(feats.shape[0])])
     step_d = quality_to_step(config.effective_density_quality) * r_dens * config.density_step_ratio
     step_f = quality_to_step(config.quality) * r_feat
+    # Largest qscale whose steps (qmatrix * qscale + 8) >> 4 stay within the format's limit.
+    qscale_cap = [int((MAX_QSTEP * QMATRIX_UNIT - 8) // int(header.qmatrix[g].max())) for g in (0, 1)]
     params = []
     for c in range(header.num_channels):
         v = dens if c == 0 else feats[c - 1]
@@ -220,7 +222,7 @@ def gof_parameters(
         fill = float(v[~occ_voxels].mean()) if any_empty else 0.0
         fill_int = int(np.clip(round(fill * scale), -MAX_SAMPLE, MAX_SAMPLE))
         step = step_d if c == 0 else step_f
-        qscale = int(np.clip(round(step * scale), 1, 2**31 - 1))
+        qscale = int(np.clip(round(step * scale), 1, qscale_cap[0 if c == 0 else 1]))
         params.append(ChannelParams(e, fill_int, qscale))
     return tuple(params)
 

@@ -99,6 +99,8 @@ def unpack_mantissas(nbits: np.ndarray, data: bytes) -> np.ndarray:
     out = np.zeros(nbits.shape, dtype=np.int64)
     sel = nbits > 0
     if not sel.any():
+        if data:
+            raise RerfFormatError(f"mantissa section holds {len(data)} bytes, the classes need none")
         return out
     nb = nbits[sel].astype(np.int64)
     total = int(nb.sum())
@@ -292,11 +294,19 @@ class SymbolEncoder:
 
 
 class SymbolDecoder:
-    """Mirror of :class:`SymbolEncoder`. Running past the end yields RerfFormatError."""
+    """Mirror of :class:`SymbolEncoder`.
+
+    constriction's range decoder shifts in zeros past the end of the data instead of
+    failing, so truncation inside a section is caught by the surrounding length and
+    consistency checks (and the chunk CRC), not here.
+    """
 
     def __init__(self, data: bytes) -> None:
         words = bytes_to_words(data)
-        self._dec = _queue.RangeDecoder(words)
+        try:
+            self._dec = _queue.RangeDecoder(words)
+        except Exception as exc:
+            raise RerfFormatError(f"range decoder failed: {exc}") from None
 
     def decode(self, n: int, table: Table) -> np.ndarray:
         if n == 0:

@@ -19,25 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
-import json
 import math
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 from rerf_codec import bitstream
-from rerf_codec.atomic import atomic_file
 from rerf_codec.bitstream import FRAME_TYPE_NAMES, StreamReader
 from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder
 from rerf_codec.errors import RerfFormatError, RerfUsageError
-from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter, update_frame_hash
+from rerf_codec.grids import GridFrame, SequenceWriter, update_frame_hash
 
 __all__ = [
     "CATEGORIES",
@@ -219,10 +216,6 @@ def _clip(r: range | None, to: range) -> range | None:
     return range(max(r.start, to.start), min(r.stop, to.stop))
 
 
-def _supports_reuse_buffers() -> bool:
-    return "reuse_buffers" in inspect.signature(Decoder.frames).parameters
-
-
 def empty_frame(dec: Decoder) -> GridFrame:
     """The concealment frame used when no earlier frame decoded: transparent and featureless.
 
@@ -280,9 +273,6 @@ def decode_to_directory(
     damaged: list[DamagedReport] = []
     damaged_frames: list[int] = []
     decoded = 0
-    kwargs: dict[str, Any] = {"skip_damaged": skip_damaged}
-    if not skip_damaged and _supports_reuse_buffers():
-        kwargs["reuse_buffers"] = True  # each frame is written before the next is decoded
     with SequenceWriter(out, meta, force=force, decoder=tensors) as writer:
         expected = want.start
         last: GridFrame | None = None
@@ -295,7 +285,7 @@ def decode_to_directory(
 
         def conceal(upto: int) -> None:
             nonlocal expected
-            filler = last if last is not None else None
+            filler = last
             for idx in range(expected, upto):
                 if filler is None:
                     filler = empty_frame(dec)
@@ -304,7 +294,9 @@ def decode_to_directory(
             expected = max(expected, upto)
 
         try:
-            for item in dec.frames(want, **kwargs):
+            # Each frame is written before the next is decoded, so the decoder may reuse its
+            # buffers; concealment keeps a reference to the last good frame, so not then.
+            for item in dec.frames(want, skip_damaged=skip_damaged, reuse_buffers=not skip_damaged):
                 if isinstance(item, DamagedFrames):
                     damaged.append(DamagedReport(_clip(item.frames, want), item.offset, item.reason))
                     continue
@@ -331,9 +323,9 @@ def decode_to_directory(
             raise RerfFormatError(
                 f"decoded SHA-256 {digest} does not match --verify {verify}; nothing was written"
             )
+        if damaged_frames:
+            writer.update_extra(damaged_frames=list(damaged_frames))
         writer.commit()
-    if damaged_frames:
-        _mark_damaged(out, writer.meta, damaged_frames)
     return DecodeReport(
         out_dir=str(out),
         frames=want,
@@ -343,14 +335,6 @@ def decode_to_directory(
         damaged=damaged,
         damaged_frames=damaged_frames,
     )
-
-
-def _mark_damaged(out: Path, meta: SequenceMeta, damaged_frames: list[int]) -> None:
-    """Add ``"damaged_frames"`` to the committed sequence.json (atomic replace of that file)."""
-    meta = replace(meta, extra={**meta.extra, "damaged_frames": list(damaged_frames)})
-    text = json.dumps(meta.to_json_dict(), indent=2, allow_nan=False) + "\n"
-    with atomic_file(out / "sequence.json", force=True) as f:
-        f.write(text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- info

@@ -1,0 +1,4 @@
+"""The ``rerf`` command line: click commands that parse arguments, call the library, print.
+
+Entry point: ``cli.main:main`` (console script ``rerf``).
+"""

@@ -1,0 +1,459 @@
+"""``rerf``: encode, decode, inspect and demo the ReRF grid-sequence codec.
+
+Thin layer: parsing and printing only; the work is done by ``rerf_codec`` (file-level
+operations in ``rerf_codec.codec.files``, the demo in ``rerf_codec.demo``).
+
+Exit codes: 0 ok; 2 bad input or usage (one line on stderr: ``rerf: error: ...``);
+1 unexpected internal error (one line; ``RERF_DEBUG=1`` adds the traceback);
+130 interrupted. ``--json`` prints exactly one JSON document on stdout and no progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NoReturn
+
+import click
+
+import rerf_codec
+from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY
+from rerf_codec.errors import RerfError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
+
+
+# --------------------------------------------------------------------------- error handling
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _error(msg: str) -> None:
+    click.echo(f"rerf: error: {_one_line(msg)}", err=True)
+
+
+def _run_guarded(fn: Callable[[], Any]) -> int:
+    """Run the click machinery; turn every outcome into an exit code and at most one stderr line."""
+    debug = bool(os.environ.get("RERF_DEBUG"))
+    try:
+        rv = fn()
+        return rv if isinstance(rv, int) else EXIT_OK
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())
+        return EXIT_OK
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _error(exc.format_message() + hint)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return EXIT_USAGE
+    except (click.Abort, KeyboardInterrupt):
+        with contextlib.suppress(Exception):
+            click.echo("rerf: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except RerfError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # Reader of our stdout went away (`rerf info x.rerf | head`): stop quietly.
+        with contextlib.suppress(Exception):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_PIPE
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}")
+        return EXIT_USAGE
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"rerf: internal error: {type(exc).__name__}: {_one_line(str(exc))} (set RERF_DEBUG=1 for a traceback)",
+            err=True,
+        )
+        return EXIT_INTERNAL
+
+
+class RerfGroup(click.Group):
+    """A click group whose ``main`` never prints a traceback (see ``_run_guarded``)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        code = _run_guarded(
+            lambda: super(RerfGroup, self).main(
+                args, prog_name or "rerf", complete_var, standalone_mode=False, **extra
+            )
+        )
+        sys.exit(code)
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, allow_nan=False))
+
+
+class _Progress:
+    """Progress bars on stderr, only when stderr is a terminal and not under --json."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and _isatty(sys.stderr)
+        self._bar: Any = None
+        self._label: str | None = None
+        self._done = 0
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None or label != self._label:
+            self.close()
+            self._bar = click.progressbar(length=max(1, total), label=f"{label:<8}", file=sys.stderr)
+            self._bar.__enter__()
+            self._label, self._done = label, 0
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            bar.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[_Progress]:
+    p = _Progress(enabled)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n:,} B" if n < 10_000 else (f"{n / 1e3:,.1f} kB" if n < 10_000_000 else f"{n / 1e6:,.1f} MB")
+
+
+def _fmt_fps(fps: float | None) -> str:
+    return "-" if fps is None else f"{fps:,.1f} frames/s"
+
+
+def _fmt_range(start: int, stop: int) -> str:
+    return f"{start}:{stop}"
+
+
+def _category_line(totals: dict[str, int], total: int) -> str:
+    parts = [f"{k.replace('_', ' ')} {v / total:.1%}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(cls=RerfGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(rerf_codec.__version__, "--version", prog_name="rerf", message="%(prog)s %(version)s")
+def cli() -> None:
+    """rerf: a bit-exact free-viewpoint-video codec for ReRF grid sequences.
+
+    \b
+    Typical use:
+      rerf encode SEQ_DIR -o clip.rerf --quality 80
+      rerf info clip.rerf
+      rerf decode clip.rerf -o decoded --verify <sha256 printed by encode>
+      rerf demo                       (end-to-end run on a built-in synthetic sequence)
+
+    Exit codes: 0 ok, 2 bad input or usage (one line on stderr), 1 internal error,
+    130 interrupted. --json prints exactly one JSON document on stdout.
+    """
+
+
+@cli.command()
+@click.argument("seq_dir", metavar="SEQ_DIR")
+@click.option("-o", "--output", required=True, metavar="OUT.rerf", help="Output .rerf file (written atomically).")
+@click.option(
+    "--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY, show_default=True,
+    help="Feature quality 1..100 (higher = better, larger); also density unless --density-quality.",
+)
+@click.option(
+    "--density-quality", type=click.IntRange(1, 100), default=None,
+    help="Density grid quality 1..100.  [default: --quality]",
+)
+@click.option(
+    "--gof", type=click.IntRange(1, 4096), default=DEFAULT_GOF, show_default=True,
+    help="Frames per group of frames (each starts with a keyframe; the unit of seeking).",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout instead of the summary.")
+def encode(
+    seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, force: bool, as_json: bool
+) -> None:
+    """Encode the grid-sequence directory SEQ_DIR into a .rerf file.
+
+    Prints the SHA-256 of the encoder's reconstruction: `rerf decode --verify` checks
+    that a decoder reproduces it bit for bit.
+    """
+    from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
+    from rerf_codec.codec.files import encode_byte_totals
+    from rerf_codec.grids import read_meta
+
+    config = EncoderConfig(quality=quality, density_quality=density_quality, gof=gof)
+    config.validate()
+    meta = read_meta(seq_dir)
+    with _progress(not as_json) as bar:
+        report = encode_sequence(
+            seq_dir, output, config, force=force,
+            progress=lambda fr: bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames),
+        )
+    x, y, z = meta.grid_shape
+    raw = x * y * z * (1 + meta.feature_channels) * 4 * meta.num_frames
+    totals = encode_byte_totals(report)
+    if as_json:
+        _print_json(
+            {**report.to_json(), "raw_float32_bytes": raw, "compression_ratio": raw / report.file_bytes,
+             "totals": totals}
+        )
+        return
+    n = report.num_frames
+    dq = config.effective_density_quality
+    click.echo(
+        f"encoded {n} frames {_fmt_range(meta.first_frame, meta.first_frame + n)} of {x}×{y}×{z} "
+        f"(density + {meta.feature_channels} features) → {output}"
+    )
+    click.echo(
+        f"  {report.file_bytes:,} bytes, {report.file_bytes / n / 1e3:,.2f} kB/frame, "
+        f"{raw / report.file_bytes:,.1f}× smaller than raw float32 ({_fmt_bytes(raw)})"
+    )
+    click.echo(f"  bytes: {_category_line(totals, report.file_bytes)}")
+    click.echo(
+        f"  quality {quality} (density {dq}), gof {gof}; {report.seconds:.2f} s, "
+        f"{_fmt_fps(n / report.seconds if report.seconds > 0 else None)}"
+    )
+    click.echo(f"sha256 {report.sha256}")
+
+
+@cli.command()
+@click.argument("input_path", metavar="IN.rerf")
+@click.option("-o", "--output", required=True, metavar="OUT_DIR", help="Output grid-sequence directory.")
+@click.option(
+    "--frames", "frames", metavar="A:B", default=None,
+    help="Decode frames A..B-1 only (half-open like a Python slice; A or B may be omitted). "
+    "Output keeps the original frame numbers.",
+)
+@click.option(
+    "--verify", metavar="SHA256", default=None,
+    help="Expected SHA-256 of the decoded grids; on a mismatch exit 2 and write nothing.",
+)
+@click.option(
+    "--skip-damaged", is_flag=True,
+    help="Conceal damaged GOFs instead of failing (see below).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing output grid sequence (or empty directory).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout instead of the summary.")
+def decode(
+    input_path: str, output: str, frames: str | None, verify: str | None, skip_damaged: bool, force: bool,
+    as_json: bool,
+) -> None:
+    """Decode IN.rerf (or - for stdin, streamed GOF by GOF) into a grid sequence.
+
+    Writes full frames (frames/NNNNNN.npz), sequence.json, and decoder.npz when the
+    stream carries MLP weights; the directory appears only when decoding succeeded.
+    Prints the SHA-256 of the decoded grids (raw little-endian float32 density then
+    features of each frame, in frame order).
+
+    With --skip-damaged a damaged GOF does not stop decoding: each of its frames is
+    replaced by the nearest earlier decoded frame (the picture freezes, as in a video
+    player) or, before the first decoded frame, by an empty transparent frame. Damaged
+    stretches are reported on stderr (one line each) and in --json, and sequence.json
+    lists the replaced frames under "damaged_frames". Without it a damaged stream is an
+    error (exit 2) and nothing is written.
+    """
+    from rerf_codec.codec.files import decode_to_directory, open_input
+
+    with _progress(not as_json) as bar, open_input(input_path) as src:
+        report = decode_to_directory(
+            src, output, frames=frames, force=force, verify=verify, skip_damaged=skip_damaged,
+            progress=lambda done, total: bar.update("decode", done, total),
+        )
+    for d in report.damaged:
+        click.echo(f"rerf: warning: {_one_line(d.describe())}", err=True)
+    if as_json:
+        _print_json(report.to_json())
+        return
+    fr = report.frames
+    click.echo(
+        f"decoded {report.num_frames} frames {_fmt_range(fr.start, fr.stop)} → {output}  "
+        f"({report.seconds:.2f} s, {_fmt_fps(report.frames_per_second)})"
+    )
+    if report.damaged_frames:
+        click.echo(f"  {len(report.damaged_frames)} damaged frames concealed: {_compact(report.damaged_frames)}")
+    click.echo(f"sha256 {report.sha256}" + ("  (verified)" if report.verified else ""))
+
+
+def _compact(indices: list[int]) -> str:
+    """[1,2,3,7] -> '1:4 7' (half-open runs)."""
+    runs: list[str] = []
+    i = 0
+    while i < len(indices):
+        j = i
+        while j + 1 < len(indices) and indices[j + 1] == indices[j] + 1:
+            j += 1
+        runs.append(str(indices[i]) if i == j else f"{indices[i]}:{indices[j] + 1}")
+        i = j + 1
+    return " ".join(runs)
+
+
+@cli.command()
+@click.argument("input_path", metavar="IN.rerf")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON document.")
+def info(input_path: str, as_json: bool) -> None:
+    """Describe IN.rerf (or - for stdin): header, GOFs, and per-frame byte accounting.
+
+    Byte categories: mask (occupancy), motion, coefficients, side info (entropy tables,
+    frame headers and section sizes), header (file + sequence header incl. MLP weights),
+    container (chunk framing, GOF headers and parameters, index, footer). They add up
+    exactly to the file size.
+    """
+    from rerf_codec.codec.files import describe_stream, open_input
+
+    with open_input(input_path) as src:
+        d = describe_stream(src)
+    if as_json:
+        _print_json(d)
+        return
+    _print_info(input_path, d)
+
+
+def _print_info(name: str, d: dict[str, Any]) -> None:
+    h = d["header"]
+    x, y, z = h["grid_shape"]
+    total = d["file_bytes"]
+    enc = h["encoder"]
+    echo = click.echo
+    echo(f"{'<stdin>' if name == '-' else name}: rerf stream v{h['format_version']}, {total:,} bytes")
+    echo(
+        f"  grid {x}×{y}×{z}, density + {h['feature_channels']} features, "
+        f"frames {_fmt_range(*h['frames'])} ({h['num_frames']} @ {h['fps']:g} fps), gof {h['gof_size']}"
+    )
+    lo = ", ".join(f"{v:g}" for v in h["xyz_min"])
+    hi = ", ".join(f"{v:g}" for v in h["xyz_max"])
+    echo(
+        f"  bbox [{lo}]..[{hi}], density_shift {h['density_shift']:.4g}, "
+        f"occupancy threshold {h['occupancy_threshold']:.4g}"
+    )
+    echo(f"  coder {h['coder']} (id {h['coder_id']}), transform {h['transform']} (id {h['transform_id']})")
+    if enc:
+        keys = ("quality", "density_quality", "gof", "deadzone_ac", "deadzone_dc", "rerf_version")
+        echo("  encoder " + ", ".join(f"{k}={enc[k]}" for k in keys if k in enc))
+    tensors = h["tensors"]
+    if tensors:
+        echo("  tensors " + ", ".join(f"{k} {'×'.join(map(str, t['shape']))} {t['dtype']}" for k, t in tensors.items()))
+    else:
+        echo("  tensors none (codec-only stream)")
+    echo(
+        f"  {total / h['num_frames'] / 1e3:,.2f} kB/frame, {d['compression_ratio']:,.1f}× smaller than raw float32 "
+        f"({_fmt_bytes(d['raw_float32_bytes'])})"
+    )
+    echo("")
+    echo(f"{'GOF':>5} {'offset':>12} {'bytes':>12} {'frames':>13} {'q dens/feat':>12}")
+    for i, g in enumerate(d["gofs"]):
+        fr = _fmt_range(g["first_frame"], g["first_frame"] + g["num_frames"])
+        echo(
+            f"{i:>5} {g['offset']:>12,} {g['bytes']:>12,} {fr:>13} "
+            f"{str(g['quality_density']) + '/' + str(g['quality_features']):>12}"
+        )
+    echo("")
+    echo(f"{'frame':>7} {'type':<8} {'mask':>10} {'motion':>10} {'coeffs':>12} {'side info':>10} {'total':>12}")
+    for f in d["frames"]:
+        b = f["bytes"]
+        echo(
+            f"{f['index']:>7} {f['type']:<8} {b['mask']:>10,} {b['motion']:>10,} {b['coefficients']:>12,} "
+            f"{b['side_info']:>10,} {f['total_bytes']:>12,}"
+        )
+    echo("")
+    echo(f"{'category':<14} {'bytes':>12} {'share':>7}")
+    for k, v in d["totals"].items():
+        echo(f"{k.replace('_', ' '):<14} {v:>12,} {v / total:>7.2%}")
+    echo(f"{'total':<14} {total:>12,} {1:>7.2%}")
+
+
+@cli.command()
+@click.option(
+    "-o", "--output", "out_dir", default="demo-out", show_default=True, metavar="DIR",
+    help="Folder for everything the demo writes (sequence/, demo.rerf, decoded/).",
+)
+@click.option("--force", is_flag=True, help="Reuse an existing DIR (replacing the demo's outputs in it).")
+@click.option("--quick", is_flag=True, help="Small run: 32³ × 6 frames instead of 64³ × 12.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
+def demo(out_dir: str, force: bool, quick: bool, as_json: bool) -> None:
+    """Run the codec end to end on a built-in synthetic grid sequence.
+
+    Generates a ReRF-style sequence (density + 12 feature channels), encodes it with the
+    default settings, decodes it, checks that the decoder reproduces the encoder's
+    reconstruction bit for bit (SHA-256), and prints sizes, PSNR and speed.
+    """
+    from rerf_codec.demo import run_demo
+
+    with _progress(not as_json) as bar:
+        s = run_demo(out_dir, quick=quick, force=force, progress=bar.update)
+    if as_json:
+        _print_json(s)
+    else:
+        _print_demo(s)
+    if not s["sha256_match"]:
+        click.echo("rerf: error: decoder output differs from the encoder's reconstruction (SHA-256)", err=True)
+        raise click.exceptions.Exit(EXIT_INTERNAL)
+
+
+def _print_demo(s: dict[str, Any]) -> None:
+    x, y, z = s["grid_shape"]
+
+    def db(v: float | None) -> str:
+        return "lossless" if v is None else f"{v:.2f} dB"
+
+    rows = [
+        ("frames", f"{s['frames']}"),
+        ("grid", f"{x}×{y}×{z}, density + {s['feature_channels']} features"),
+        ("raw float32", f"{s['raw_float32_mb']:,.2f} MB"),
+        (".rerf", f"{s['file_bytes']:,} bytes = {s['kb_per_frame']:,.2f} kB/frame (quality {s['quality']})"),
+        ("compression", f"{s['compression_ratio']:,.1f}× vs raw float32"),
+        ("feature PSNR", db(s["feature_psnr_db"])),
+        ("density PSNR", db(s["density_psnr_db"])),
+        ("encode", f"{_fmt_fps(s['encode_fps'])} ({s['encode_seconds']:.2f} s)"),
+        ("decode", f"{_fmt_fps(s['decode_fps'])} ({s['decode_seconds']:.2f} s, incl. writing frames)"),
+        ("sha256 match", ("yes " if s["sha256_match"] else "NO ") + s["decoder_sha256"][:16] + "…"),
+    ]
+    click.echo(f"rerf demo → {s['out_dir']}/ (sequence/, demo.rerf, decoded/)")
+    for k, v in rows:
+        click.echo(f"  {k:<13} {v}")
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console-script entry point (``rerf``)."""
+    cli.main(args=argv, prog_name="rerf")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

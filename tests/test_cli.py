@@ -1,0 +1,389 @@
+"""The ``rerf`` command line: happy paths, --json documents, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `cli` is a top-level package next to rerf_codec
+    sys.path.insert(0, str(ROOT))
+
+from click.testing import CliRunner  # noqa: E402
+
+from cli.main import cli  # noqa: E402
+from rerf_codec.bench.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
+from rerf_codec.codec.files import parse_frame_range  # noqa: E402
+from rerf_codec.errors import RerfUsageError  # noqa: E402
+from rerf_codec.grids import read_frame, read_meta  # noqa: E402
+
+SPEC = SyntheticSpec(shape=(24, 20, 17), feature_channels=3, num_frames=5, seed=1)
+RERF = ROOT / ".venv" / "bin" / "rerf"
+
+
+def run(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def assert_one_line_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    err = result.stderr
+    assert "Traceback" not in err and "Traceback" not in result.stdout
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rerf: error: ") if code == 2 else lines[0].startswith("rerf: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    write_synthetic_sequence(d / "seq", SPEC)
+    res = run("encode", d / "seq", "-o", d / "a.rerf", "--gof", "2", "--json")
+    assert res.exit_code == 0, res.stderr
+    return d, json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def full_decode(work):
+    d, _ = work
+    res = run("decode", d / "a.rerf", "-o", d / "full", "--json")
+    assert res.exit_code == 0, res.stderr
+    return d / "full", json.loads(res.stdout)
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def test_encode_json(work):
+    d, rep = work
+    size = (d / "a.rerf").stat().st_size
+    for key in ("output", "num_frames", "file_bytes", "sha256", "seconds", "frames", "totals", "compression_ratio"):
+        assert key in rep
+    assert rep["num_frames"] == 5 and rep["file_bytes"] == size and len(rep["frames"]) == 5
+    assert sum(rep["totals"].values()) == size
+    assert len(rep["sha256"]) == 64
+
+
+def test_encode_human_and_options(tmp_path, work):
+    d, _ = work
+    out = tmp_path / "b.rerf"
+    res = run("encode", d / "seq", "-o", out, "--quality", "40", "--density-quality", "90", "--gof", "3")
+    assert res.exit_code == 0, res.stderr
+    assert "encoded 5 frames" in res.stdout and "sha256 " in res.stdout
+    assert res.stderr == ""  # no progress bar off a terminal
+    info = json.loads(run("info", out, "--json").stdout)
+    enc = info["header"]["encoder"]
+    assert (enc["quality"], enc["density_quality"], enc["gof"]) == (40, 90, 3)
+    assert [g["num_frames"] for g in info["gofs"]] == [3, 2]
+    assert info["gofs"][0]["quality_density"] == 90 and info["gofs"][0]["quality_features"] == 40
+
+
+def test_existing_output_needs_force(tmp_path, work):
+    d, _ = work
+    out = tmp_path / "x.rerf"
+    out.write_bytes(b"keep me")
+    line = assert_one_line_error(run("encode", d / "seq", "-o", out))
+    assert "--force" in line
+    assert out.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.rerf"]
+    assert run("encode", d / "seq", "-o", out, "--force").exit_code == 0
+    assert out.read_bytes()[:4] == b"RERF"
+
+
+# --------------------------------------------------------------------------- info
+
+
+def test_info_json_sums_to_file_size(work):
+    d, enc = work
+    size = (d / "a.rerf").stat().st_size
+    res = run("info", d / "a.rerf", "--json")
+    assert res.exit_code == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["file_bytes"] == size
+    assert set(info["totals"]) == {"mask", "motion", "coefficients", "side_info", "header", "container"}
+    assert sum(info["totals"].values()) == size
+    assert info["totals"] == enc["totals"]
+    h = info["header"]
+    assert h["grid_shape"] == [24, 20, 17] and h["feature_channels"] == 3 and h["num_frames"] == 5
+    assert h["gof_size"] == 2 and h["encoder"]["quality"] == 75 and h["tensors"] == {}
+    assert [g["first_frame"] for g in info["gofs"]] == [0, 2, 4]
+    assert sum(g["bytes"] for g in info["gofs"]) + h["header_bytes"] < size  # + index + footer
+    assert [f["index"] for f in info["frames"]] == list(range(5))
+    for f in info["frames"]:
+        assert f["type"] == "intra" and sum(f["bytes"].values()) == f["total_bytes"]
+    for f, e in zip(info["frames"], enc["frames"], strict=True):
+        assert f["total_bytes"] == e["total_bytes"]
+
+
+def test_info_human_and_stdin(work):
+    d, _ = work
+    res = run("info", d / "a.rerf")
+    assert res.exit_code == 0, res.stderr
+    for word in ("24×20×17", "GOF", "frame", "coefficients", "container", "total"):
+        assert word in res.stdout
+    data = (d / "a.rerf").read_bytes()
+    via_stdin = json.loads(run("info", "-", "--json", input=data).stdout)
+    assert via_stdin == json.loads(run("info", d / "a.rerf", "--json").stdout)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def test_decode_matches_encoder_sha(work, full_decode):
+    d, enc = work
+    out, rep = full_decode
+    assert rep["sha256"] == enc["sha256"]
+    for key in ("out_dir", "frames", "num_frames", "sha256", "seconds", "frames_per_second", "damaged"):
+        assert key in rep
+    assert rep["frames"] == [0, 5] and rep["damaged"] == []
+    assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:06d}.npz" for i in range(5)]
+    meta = read_meta(out)
+    assert meta.num_frames == 5 and meta.first_frame == 0 and meta.grid_shape == (24, 20, 17)
+    res = run("decode", d / "a.rerf", "-o", d / "verified", "--verify", enc["sha256"].upper())
+    assert res.exit_code == 0, res.stderr
+    assert f"sha256 {enc['sha256']}  (verified)" in res.stdout
+
+
+def test_decode_verify_mismatch_writes_nothing(tmp_path, work):
+    d, enc = work
+    wrong = ("0" if enc["sha256"][0] != "0" else "1") + enc["sha256"][1:]
+    line = assert_one_line_error(run("decode", d / "a.rerf", "-o", tmp_path / "out", "--verify", wrong))
+    assert "does not match" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_existing_output_needs_force(tmp_path, work, full_decode):
+    d, enc = work
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "note.txt").write_text("mine")
+    assert_one_line_error(run("decode", d / "a.rerf", "-o", out))
+    assert (out / "note.txt").read_text() == "mine"
+    # --force replaces a grid sequence (not an arbitrary directory)
+    seq = tmp_path / "seq"
+    assert run("decode", d / "a.rerf", "-o", seq, "--frames", "0:1").exit_code == 0
+    assert_one_line_error(run("decode", d / "a.rerf", "-o", seq))
+    res = run("decode", d / "a.rerf", "-o", seq, "--force", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["sha256"] == enc["sha256"]
+
+
+def test_decode_frame_range(tmp_path, work, full_decode):
+    d, _ = work
+    full, _ = full_decode
+    res = run("decode", d / "a.rerf", "-o", tmp_path / "part", "--frames", "2:4", "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["frames"] == [2, 4] and rep["num_frames"] == 2
+    part = tmp_path / "part"
+    assert sorted(p.name for p in (part / "frames").iterdir()) == ["000002.npz", "000003.npz"]
+    meta, full_meta = read_meta(part), read_meta(full)
+    assert meta.first_frame == 2 and meta.num_frames == 2
+    for i in (2, 3):
+        a, b = read_frame(part, i, meta), read_frame(full, i, full_meta)
+        assert np.array_equal(a.density, b.density) and np.array_equal(a.features, b.features)
+    # open-ended forms
+    rep = json.loads(run("decode", d / "a.rerf", "-o", tmp_path / "tail", "--frames", "3:", "--json").stdout)
+    assert rep["frames"] == [3, 5]
+
+
+def test_decode_stdin(tmp_path, work):
+    d, enc = work
+    res = run("decode", "-", "-o", tmp_path / "out", "--json", input=(d / "a.rerf").read_bytes())
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["sha256"] == enc["sha256"]
+
+
+def _corrupt(src: Path, dst: Path, gof: int) -> None:
+    info = json.loads(run("info", src, "--json").stdout)
+    g = info["gofs"][gof]
+    data = bytearray(src.read_bytes())
+    data[g["offset"] + g["bytes"] // 2] ^= 0xFF
+    dst.write_bytes(bytes(data))
+
+
+def test_damaged_stream(tmp_path, work, full_decode):
+    d, _ = work
+    full, _ = full_decode
+    bad = tmp_path / "bad.rerf"
+    _corrupt(d / "a.rerf", bad, gof=1)
+    line = assert_one_line_error(run("decode", bad, "-o", tmp_path / "x"))
+    assert "CRC32" in line and str(bad) in line
+    assert not (tmp_path / "x").exists()
+    assert_one_line_error(run("info", bad))
+
+    res = run("decode", bad, "-o", tmp_path / "x", "--skip-damaged", "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["damaged_frames"] == [2, 3]
+    assert rep["damaged"][0]["frames"] == [2, 4] and "CRC32" in rep["damaged"][0]["reason"]
+    warn = res.stderr.strip().splitlines()
+    assert len(warn) == 1 and warn[0].startswith("rerf: warning: frames 2:4 damaged")
+    meta = read_meta(tmp_path / "x")
+    assert meta.extra["damaged_frames"] == [2, 3] and meta.num_frames == 5
+    prev = read_frame(full, 1, read_meta(full))
+    for i in (2, 3):  # frozen on the last good frame
+        fr = read_frame(tmp_path / "x", i, meta)
+        assert np.array_equal(fr.density, prev.density) and np.array_equal(fr.features, prev.features)
+    good = read_frame(tmp_path / "x", 4, meta)
+    assert np.array_equal(good.features, read_frame(full, 4, read_meta(full)).features)
+
+    # the first GOF damaged: concealed with an empty (transparent) frame
+    bad0 = tmp_path / "bad0.rerf"
+    _corrupt(d / "a.rerf", bad0, gof=0)
+    rep = json.loads(run("decode", bad0, "-o", tmp_path / "y", "--skip-damaged", "--json").stdout)
+    assert rep["damaged_frames"] == [0, 1]
+    fr = read_frame(tmp_path / "y", 0, read_meta(tmp_path / "y"))
+    assert not fr.features.any() and (fr.density <= 0).all()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["encode", "{d}/missing", "-o", "{t}/o.rerf"],
+        ["encode", "{d}/seq", "-o", "{t}/o.rerf", "--quality", "0"],
+        ["encode", "{d}/seq", "-o", "{t}/o.rerf", "--gof", "0"],
+        ["encode", "{d}/seq", "-o", "{t}/no/such/dir/o.rerf"],
+        ["encode", "{d}/seq"],
+        ["decode", "{d}/seq/sequence.json", "-o", "{t}/out"],
+        ["decode", "{d}/missing.rerf", "-o", "{t}/out"],
+        ["decode", "{d}/seq", "-o", "{t}/out"],
+        ["decode", "{d}/a.rerf", "-o", "{t}/out", "--frames", "5:3"],
+        ["decode", "{d}/a.rerf", "-o", "{t}/out", "--frames", "a:b"],
+        ["decode", "{d}/a.rerf", "-o", "{t}/out", "--frames", "0:99"],
+        ["decode", "{d}/a.rerf", "-o", "{t}/out", "--frames", "1:2:3"],
+        ["decode", "{d}/a.rerf", "-o", "{t}/out", "--verify", "xyz"],
+        ["decode", "{d}/a.rerf", "-o", "{t}/no/such/out"],
+        ["info", "{d}/seq/sequence.json"],
+        ["info", "{d}/missing.rerf", "--json"],
+        ["frobnicate"],
+        ["encode", "--no-such-option"],
+    ],
+)
+def test_bad_input_one_line(tmp_path, work, args):
+    d, _ = work
+    res = run(*[a.format(d=d, t=tmp_path) for a in args])
+    assert_one_line_error(res)
+    assert res.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_stream(tmp_path, work):
+    d, _ = work
+    data = (d / "a.rerf").read_bytes()
+    for n in (3, 30, len(data) // 2, len(data) - 1):
+        (tmp_path / "t.rerf").write_bytes(data[:n])
+        assert_one_line_error(run("info", tmp_path / "t.rerf"))
+        if n < len(data) - 20:  # the decoder stops after the last GOF; index/footer damage is info's business
+            assert_one_line_error(run("decode", tmp_path / "t.rerf", "-o", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_internal_error_and_interrupt(monkeypatch, work):
+    import rerf_codec.codec.files as files
+
+    d, _ = work
+
+    def boom(f):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(files, "describe_stream", boom)
+    res = run("info", d / "a.rerf")
+    assert res.exit_code == 1
+    assert res.stderr.strip() == (
+        "rerf: internal error: RuntimeError: boom second line (set RERF_DEBUG=1 for a traceback)"
+    )
+
+    def interrupted(f):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "describe_stream", interrupted)
+    res = run("info", d / "a.rerf")
+    assert res.exit_code == 130 and "Traceback" not in res.stderr and "interrupted" in res.stderr
+
+
+def test_parse_frame_range():
+    total = range(10, 20)
+    assert parse_frame_range("12:15", total) == range(12, 15)
+    assert parse_frame_range(":15", total) == range(10, 15)
+    assert parse_frame_range("15:", total) == range(15, 20)
+    assert parse_frame_range(":", total) == total
+    assert parse_frame_range("13", total) == range(13, 14)
+    for bad in ("15:12", "12:12", "a:b", "5:15", "12:21", "-1:3", "1:2:3", ""):
+        with pytest.raises(RerfUsageError):
+            parse_frame_range(bad, total)
+
+
+def test_help_and_version():
+    res = run("--help")
+    assert res.exit_code == 0 and "encode" in res.stdout and "decode" in res.stdout
+    res = run("decode", "--help")
+    assert res.exit_code == 0 and "--skip-damaged" in res.stdout and "freezes" in res.stdout
+    assert run("--version").stdout.startswith("rerf ")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_demo_quick(tmp_path):
+    out = tmp_path / "demo"
+    res = run("demo", "-o", out, "--quick", "--json")
+    assert res.exit_code == 0, res.stderr
+    s = json.loads(res.stdout)
+    assert s["sha256_match"] is True and s["encoder_sha256"] == s["decoder_sha256"]
+    assert s["frames"] == 6 and s["grid_shape"] == [32, 32, 32]
+    assert s["feature_psnr_db"] > 30 and s["density_psnr_db"] > 30
+    assert s["compression_ratio"] > 10
+    assert s["file_bytes"] == (out / "demo.rerf").stat().st_size
+    assert sorted(p.name for p in out.iterdir()) == ["decoded", "demo.rerf", "sequence"]
+    assert list(tmp_path.iterdir()) == [out]
+    assert_one_line_error(run("demo", "-o", out, "--quick"))
+    res = run("demo", "-o", out, "--quick", "--force")
+    assert res.exit_code == 0, res.stderr
+    for word in ("compression", "feature PSNR", "density PSNR", "sha256 match  yes"):
+        assert word in res.stdout
+
+
+# --------------------------------------------------------------------------- the real executable
+
+
+def _rerf(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RERF_DEBUG", None)
+    return subprocess.run([str(RERF), *args], capture_output=True, env=env, timeout=60, **kw)
+
+
+@pytest.mark.skipif(not RERF.exists(), reason="console script not installed")
+def test_executable_exit_codes_and_stdin(tmp_path, work):
+    d, enc = work
+    p = _rerf("decode", str(d / "seq"), "-o", str(tmp_path / "x"))
+    assert p.returncode == 2 and p.stdout == b""
+    assert p.stderr.decode().count("\n") == 1 and p.stderr.startswith(b"rerf: error: ")
+    p = _rerf("encode", str(d / "seq"), "-o", str(tmp_path / "x.rerf"), "--quality", "101")
+    assert p.returncode == 2 and b"Traceback" not in p.stderr and p.stderr.count(b"\n") == 1
+    # `rerf decode - -o out < file` and a real (non-seekable) pipe
+    with open(d / "a.rerf", "rb") as f:
+        p = _rerf("decode", "-", "-o", str(tmp_path / "s1"), "--json", stdin=f)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["sha256"] == enc["sha256"]
+    p = _rerf("decode", "-", "-o", str(tmp_path / "s2"), "--frames", "1:3", input=(d / "a.rerf").read_bytes())
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in (tmp_path / "s2" / "frames").iterdir()) == ["000001.npz", "000002.npz"]
+
+
+def test_no_torch_on_cli_paths():
+    code = (
+        "import sys, cli.main, rerf_codec.codec.files, rerf_codec.demo; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
