@@ -41,7 +41,7 @@ FRAME_INTRA = 1
 FRAME_RESIDUAL = 2
 FRAME_TYPE_NAMES = {FRAME_INTRA: "intra", FRAME_RESIDUAL: "residual"}
 CODER_RANGE = 1  # constriction queue.RangeEncoder/RangeDecoder, Categorical(perfect=False), u32 words LE
-TRANSFORM_DCT8_INT = 1  # 8³ DCT-II, integer inverse B=12 G=3 (transform.py)
+TRANSFORM_DCT8_INT = 1  # 8³ DCT-II, integer inverse B=14 G=3 (transform.py)
 SIDE_INFO_RAW = 0
 SIDE_INFO_ZSTD = 1
 DTYPE_IDS: dict[int, str] = {
@@ -343,7 +343,7 @@ def decode_sequence_header(f: BinaryIO) -> tuple[SequenceHeader, int]:
         raise RerfFormatError("not a .rerf stream (bad magic)")
     if len(head) < FILE_HEADER.size:
         raise RerfFormatError("truncated stream: file header incomplete")
-    magic, major, minor, flags, size, crc = FILE_HEADER.unpack(head)
+    _magic, major, minor, flags, size, crc = FILE_HEADER.unpack(head)
     if major != VERSION_MAJOR:
         raise RerfFormatError(f"unsupported .rerf version {major}.{minor} (this decoder reads {VERSION_MAJOR}.x)")
     if flags & ~1:
@@ -579,7 +579,7 @@ def _parse_index(payload: bytes, header: SequenceHeader, first_offset: int, inde
     entries = [IndexEntry(*b.unpack(INDEX_ENTRY, f"index entry {i}")) for i in range(n)]
     b.done()
     expect = header.first_frame
-    min_chunk = CHUNK_HEAD.size + GOF_HEAD.size + 4
+    min_chunk = CHUNK_HEAD.size + 4
     next_offset = first_offset
     for e in entries:
         if e.first_frame != expect or e.num_frames < 1:
@@ -634,12 +634,15 @@ class StreamReader:
         expect = self._expect
         end = self.header.first_frame + self.header.num_frames
         floor = None  # after damage: the end of the last good GOF, from where a good GOF may resync
+        seen: list[IndexEntry] = []
         while True:
             ctype, payload, offset, err = self._read_chunk()
             if ctype == CHUNK_INDEX:
                 if err:
                     raise RerfFormatError(f"index chunk: {err}")
-                _parse_index(payload, self.header, self.header_size, offset)
+                listed = set(_parse_index(payload, self.header, self.header_size, offset))
+                if any(e not in listed for e in seen):
+                    raise RerfFormatError("index chunk: entries disagree with the GOF chunks read")
                 if expect != end and not skip_damaged:
                     raise RerfFormatError(f"stream ends at frame {expect}, header promised {end}")
                 footer = _read_exact(self._f, FOOTER.size, "footer")
@@ -668,6 +671,7 @@ class StreamReader:
             # starts at or after the last intact frame is trusted and resynchronises.
             floor = None
             expect = gof.first_frame + gof.num_frames
+            seen.append(IndexEntry(offset, gof.first_frame, gof.num_frames))
             yield _with_position(gof, offset, size)
 
     def read_index(self) -> list[IndexEntry]:

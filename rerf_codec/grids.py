@@ -860,6 +860,26 @@ def _iter_full_frames(
             yield index, fr
 
 
+def iter_frames_with_motion(
+    seq_dir: str | Path, meta: SequenceMeta | None = None
+) -> Iterator[tuple[int, GridFrame, np.ndarray | None]]:
+    """Like :func:`iter_full_frames` over the whole sequence, also yielding each frame's
+    trainer motion (``None`` for frames stored full), so an encoder can reuse it."""
+    seq = Path(seq_dir)
+    if meta is None:
+        meta = read_meta(seq)
+    prev: GridFrame | None = None
+    for index in meta.frame_indices:
+        fr = read_frame(seq, index, meta)
+        motion = None
+        if isinstance(fr, TrainerFrame):
+            assert prev is not None  # read_frame guarantees the first frame is full
+            motion = fr.motion
+            fr = _apply_trainer(prev, fr, meta.motion_block)
+        prev = fr
+        yield index, fr, motion
+
+
 # --------------------------------------------------------------------------- decoder weights
 
 

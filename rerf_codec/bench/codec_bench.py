@@ -1,7 +1,11 @@
 """Codec benchmark: speed, entropy-coder efficiency, quality and size against baselines.
 
 ``python -m rerf_codec.bench.codec_bench [--frames 13] [--shape 128 128 128] [--channels 12]
-[--runs 3] [--quality Q] [--qualities 30,50,75,90] [--json-out PATH] [--json]``
+[--runs 3] [--quality Q] [--qualities 30,50,75,90] [--gof 1] [--json-out PATH] [--json]``
+
+By default every frame is coded intra (``--gof 1``: each frame is its own GOF and
+keyframe): this is the *codec core* benchmark. ``--gof N`` measures the sequence codec
+with residual frames instead (the frame types used are reported).
 
 One run measures, on a synthetic ReRF-like sequence (:mod:`rerf_codec.bench.synthetic`,
 kept in memory, generated once):
@@ -23,9 +27,10 @@ kept in memory, generated once):
   per frame with ``zstandard.ZstdCompressor(level=19, threads=2)``; real compressed
   bytes). Ratios are baseline bytes / ``.rerf`` file bytes (``os.path.getsize``; the file
   includes the sequence header, index and container overhead).
-* **decoder peak memory**: in a fresh subprocess, peak RSS (``ru_maxrss``) minus the RSS
-  after imports and header parsing, as a multiple of one dense frame
-  (``X·Y·Z·(1+C)·4`` bytes); plus the tracemalloc peak of a second decode pass.
+* **decoder peak memory**: in a fresh subprocess, peak RSS (``VmHWM``; not ``ru_maxrss``,
+  see :func:`decoder_memory`) minus the RSS after imports and header parsing, as a
+  multiple of one dense frame (``X·Y·Z·(1+C)·4`` bytes); plus the tracemalloc peak
+  (numpy allocations) of a second decode pass.
 * **quality sweep**: for each ``--qualities`` value, one encode + decode: size, ratios,
   PSNR, overhead.
 
@@ -48,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,7 +64,7 @@ import rerf_codec
 from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
-from rerf_codec.codec.encoder import DEFAULT_QUALITY, EncodeReport, EncoderConfig, encode_frames
+from rerf_codec.codec.encoder import DEFAULT_QUALITY, EncoderConfig, EncodeReport, encode_frames
 from rerf_codec.codec.occupancy import occupancy_mask
 from rerf_codec.errors import RerfError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
@@ -177,10 +183,12 @@ def frame_quality(orig: GridFrame, recon: GridFrame, threshold: float) -> dict[s
 
 
 def _finite_mean(values: list[float | None]) -> float | None:
-    v = [x for x in values if x is not None and math.isfinite(x)]
-    if not v:
-        return None if not values else (math.inf if all(x == math.inf for x in values) else None)
-    return float(np.mean(v))
+    """Mean over frames of the finite values (a lossless frame has infinite PSNR)."""
+    known = [x for x in values if x is not None]
+    finite = [x for x in known if math.isfinite(x)]
+    if finite:
+        return float(np.mean(finite))
+    return math.inf if known else None
 
 
 def quality_pass(path: str, frames: list[GridFrame], first: int) -> dict[str, Any]:
@@ -303,27 +311,32 @@ def decode_once(path: str, hash_frames: bool) -> tuple[float, int, str | None]:
 
 
 _MEMORY_SCRIPT = r"""
-import json, os, resource, sys, tracemalloc
+import json, resource, sys, tracemalloc
 from rerf_codec.codec.decoder import Decoder, DecodedFrame
 
-def rss_now():
+def status():
+    out = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return None
+            key = line.split(":", 1)[0]
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(line.split()[1]) * 1024
+    return out
 
 path = sys.argv[1]
 out = {}
 with open(path, "rb") as f:
     dec = Decoder(f)  # imports done, header parsed
-    out["rss_after_header"] = rss_now()
-    out["maxrss_before_decode"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    st = status()
+    out["rss_after_header"] = st["VmRSS"]
+    out["hwm_after_header"] = st["VmHWM"]
+    out["maxrss_after_header"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     n = 0
     for item in dec.frames(reuse_buffers=True):
         assert isinstance(item, DecodedFrame)
         n += 1
     out["frames"] = n
+out["hwm_after_decode"] = status()["VmHWM"]
 out["maxrss_after_decode"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 with open(path, "rb") as f:
     dec = Decoder(f)
@@ -338,7 +351,14 @@ print(json.dumps(out))
 
 
 def decoder_memory(path: str, dense_frame_bytes: int) -> dict[str, Any]:
-    """Decoder peak memory, measured in a fresh interpreter so nothing else is resident."""
+    """Decoder peak memory, measured in a fresh interpreter so nothing else is resident.
+
+    The peak is the child's ``VmHWM`` (peak resident set of its own address space) after
+    the decode minus its ``VmRSS`` after imports and header parsing. ``ru_maxrss`` is
+    recorded too but is not used: on Linux it carries over the high-water mark of the
+    address space replaced by ``exec``, i.e. of the forked copy of *this* process, which
+    holds every benchmark frame in memory.
+    """
     env = dict(os.environ)
     root = str(Path(rerf_codec.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -349,13 +369,16 @@ def decoder_memory(path: str, dense_frame_bytes: int) -> dict[str, Any]:
         raise RerfError(f"decoder memory subprocess failed: {proc.stderr.strip()[-2000:]}")
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     base = m["rss_after_header"]
-    peak = m["maxrss_after_decode"]
+    peak = m["hwm_after_decode"]
     return {
+        "method": "child VmHWM after decode - child VmRSS after imports + header parse",
         "dense_frame_bytes": dense_frame_bytes,
         "rss_after_header_bytes": base,
         "peak_rss_bytes": peak,
         "peak_rss_increase_bytes": peak - base,
         "decoder_peak_dense_frames": (peak - base) / dense_frame_bytes,
+        "ru_maxrss_after_header_bytes": m["maxrss_after_header"],
+        "ru_maxrss_after_decode_bytes": m["maxrss_after_decode"],
         "tracemalloc_peak_bytes": m["tracemalloc_peak"],
         "tracemalloc_peak_dense_frames": m["tracemalloc_peak"] / dense_frame_bytes,
         "frames": m["frames"],
@@ -380,6 +403,7 @@ def run_bench(
     runs: int = 3,
     quality: int = DEFAULT_QUALITY,
     qualities: Sequence[int] = DEFAULT_QUALITIES,
+    gof: int = 1,
     seed: int = 0,
     zstd_level: int = ZSTD_LEVEL,
     zstd_threads: int = ZSTD_THREADS,
@@ -389,9 +413,9 @@ def run_bench(
     """Run the whole benchmark in this process (decoder memory in a child) and return the results."""
     if runs < 1:
         raise RerfUsageError(f"--runs must be >= 1, got {runs}")
-    EncoderConfig(quality=quality).validate()
+    EncoderConfig(quality=quality, gof=gof).validate()
     for q in qualities:
-        EncoderConfig(quality=q).validate()
+        EncoderConfig(quality=q, gof=gof).validate()
     started = datetime.datetime.now(datetime.UTC)
     load_start = _loadavg()
     spec = SyntheticSpec(shape=tuple(shape), feature_channels=channels, num_frames=frames, seed=seed)
@@ -423,6 +447,7 @@ def run_bench(
         },
         "runs": runs,
         "quality": quality,
+        "gof": gof,
         "generate_seconds": gen_s,
         "dense_frame_bytes": dense_frame_bytes,
         "targets": TARGETS,
@@ -432,7 +457,7 @@ def run_bench(
         path = os.path.join(tmp, "bench.rerf")
 
         # ---- encode (timed, real file)
-        config = EncoderConfig(quality=quality)
+        config = EncoderConfig(quality=quality, gof=gof)
         log(f"encoding at quality {quality}, {runs} run(s) ...")
         rep, enc_times, file_digest = timed_encode(path, meta, grid_frames, config, runs)
         file_bytes = os.path.getsize(path)
@@ -481,7 +506,7 @@ def run_bench(
                 log(f"sweep: quality {q} ...")
                 spath = os.path.join(tmp, f"q{q}.rerf")
                 t0 = time.perf_counter()
-                r_rep = _encode_to(spath, meta, grid_frames, EncoderConfig(quality=q))
+                r_rep = _encode_to(spath, meta, grid_frames, EncoderConfig(quality=q, gof=gof))
                 r_enc_s = time.perf_counter() - t0
                 r_bytes = os.path.getsize(spath)
                 r_qual = quality_pass(spath, grid_frames, meta.first_frame)
@@ -523,6 +548,7 @@ def run_bench(
                 "median_seconds": enc_med,
                 "fps": figures["encode_fps"],
                 "file_sha256": file_digest,
+                "frame_types": dict(Counter(fr.frame_type for fr in rep.frames)),
                 "reconstruction_sha256": rep.sha256,
             },
             "decode": {
@@ -573,7 +599,8 @@ def format_table(res: dict[str, Any]) -> str:
     ok = res["pass"]
     lines = [
         f"rerf codec bench — {s['shape'][0]}x{s['shape'][1]}x{s['shape'][2]} x {s['channels_total']} channels, "
-        f"{s['frames']} frames, quality {res['quality']}, median of {res['runs']} run(s)",
+        f"{s['frames']} frames, quality {res['quality']}, GOF {res['gof']} (frame types "
+        f"{res['encode']['frame_types']}), median of {res['runs']} run(s)",
         f"machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['platform']}, Python {m['python']}, "
         f"numpy {m['numpy']}, constriction {m['constriction']}, zstandard {m['zstandard']}",
         f"load average start {res['loadavg_start']} end {res['loadavg_end']}; {res['date_utc']}",
@@ -663,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
         "--qualities", type=_qualities, default=list(DEFAULT_QUALITIES),
         help="comma-separated qualities for the sweep rows ('' for none)",
     )
+    ap.add_argument("--gof", type=int, default=1, help="frames per GOF (1 = every frame intra, the default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--zstd-level", type=int, default=ZSTD_LEVEL)
     ap.add_argument("--zstd-threads", type=int, default=ZSTD_THREADS)
@@ -673,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res = run_bench(
             shape=tuple(a.shape), channels=a.channels, frames=a.frames, runs=a.runs, quality=a.quality,
-            qualities=a.qualities, seed=a.seed, zstd_level=a.zstd_level, zstd_threads=a.zstd_threads,
+            qualities=a.qualities, gof=a.gof, seed=a.seed, zstd_level=a.zstd_level, zstd_threads=a.zstd_threads,
             command=command,
         )
     except RerfError as exc:

@@ -19,7 +19,9 @@ honest:
 * **Motion**: every object moves rigidly along a smooth Lissajous path (peak speed
   ``spec.motion`` voxels per frame for the fastest one) and one rotates slowly. Frame
   ``t`` is the analytic fields evaluated at the inverse-transformed coordinates, so
-  there is no resampling drift; the per-frame noise is independent per frame.
+  there is no resampling drift; most of the noise is attached to the material (it moves with
+  the content, as in trained ReRF grids) and a ``noise_innovation`` fraction of the voxels
+  redraw theirs each frame (ReRF's L1-sparse residual).
 * The size of the objects is calibrated (bisection at frame 0, deterministic) so that
   the fraction of occupied 8^3 blocks (any voxel with density > 5.0) is about
   ``spec.occupancy``.
@@ -95,6 +97,7 @@ class SyntheticSpec:
     noise: float = 0.02  # std of the "trained-grid" noise relative to the feature range
     motion: float = 1.5  # voxels per frame of the moving content (peak), 0 => static
     seed: int = 0
+    noise_innovation: float = 0.1  # fraction of occupied voxels whose noise is redrawn each frame (ReRF: >= 90% of residual voxels are zero); the rest moves with the material
 
 
 def _validate(spec: SyntheticSpec) -> SyntheticSpec:
@@ -111,6 +114,8 @@ def _validate(spec: SyntheticSpec) -> SyntheticSpec:
         raise RerfUsageError(f"occupancy must be in (0, 1), got {spec.occupancy}")
     if not (spec.noise >= 0.0 and math.isfinite(spec.noise)):
         raise RerfUsageError(f"noise must be >= 0, got {spec.noise}")
+    if not 0.0 <= spec.noise_innovation <= 1.0:
+        raise RerfUsageError(f"noise_innovation must be in 0..1, got {spec.noise_innovation}")
     if not (spec.motion >= 0.0 and math.isfinite(spec.motion)):
         raise RerfUsageError(f"motion must be >= 0, got {spec.motion}")
     if spec.seed < 0:
@@ -123,6 +128,7 @@ def _validate(spec: SyntheticSpec) -> SyntheticSpec:
         noise=float(spec.noise),
         motion=float(spec.motion),
         seed=int(spec.seed),
+        noise_innovation=float(spec.noise_innovation),
     )
 
 
@@ -443,6 +449,38 @@ def _features(obj: _Object, us: np.ndarray) -> np.ndarray:
     return np.concatenate([sines, gauss], axis=1) @ obj.mix + obj.bias
 
 
+# RMS of trilinear interpolation of unit-variance lattice noise at uniform positions: (2/3)**1.5.
+_VALUE_NOISE_RMS = (2.0 / 3.0) ** 1.5
+
+
+def _material_noise(obj: _Object, us: np.ndarray, channels: int, seed: int, k: int) -> np.ndarray:
+    """Unit-variance "training" noise ``(n, 1 + channels)`` attached to material coordinates.
+
+    Trained ReRF grids carry their noise along: frame t is the warped frame t−1 plus a
+    sparse residual, so most of a voxel's noise moves with the content. This is value
+    noise on a 1-voxel lattice in the object's material frame, trilinearly interpolated.
+    """
+    lattice = getattr(obj, "_noise_lattice", None)
+    half = int(math.ceil(obj.bound)) + 2
+    if lattice is None:
+        rng = np.random.default_rng([seed, 5, k])
+        lattice = _heavy_normal(rng, (2 * half + 2) ** 3 * (1 + channels)).reshape(2 * half + 2, 2 * half + 2, 2 * half + 2, 1 + channels)
+        obj._noise_lattice = lattice  # type: ignore[attr-defined]
+    p = np.clip(us.T.astype(np.float64) + half, 0, 2 * half)
+    i0 = np.floor(p).astype(np.int64)
+    f = (p - i0).astype(np.float32)
+    out = np.zeros((us.shape[1], 1 + channels), dtype=np.float32)
+    for cx in (0, 1):
+        wx = f[:, 0] if cx else 1 - f[:, 0]
+        for cy in (0, 1):
+            wy = wx * (f[:, 1] if cy else 1 - f[:, 1])
+            for cz in (0, 1):
+                w = wy * (f[:, 2] if cz else 1 - f[:, 2])
+                out += w[:, None] * lattice[i0[:, 0] + cx, i0[:, 1] + cy, i0[:, 2] + cz]
+    out *= np.float32(1.0 / _VALUE_NOISE_RMS)
+    return out
+
+
 def _heavy_normal(rng: np.random.Generator, size) -> np.ndarray:
     z = rng.standard_normal(size, dtype=np.float32)
     z[rng.random(size, dtype=np.float32) < _TAIL_FRACTION] *= np.float32(_TAIL_FACTOR)
@@ -491,11 +529,14 @@ def _frames(spec: SyntheticSpec) -> Iterator[tuple[np.ndarray, np.ndarray, np.nd
             if n == 0:
                 continue
             dens = obj.density(us, sd)
-            dens *= 1.0 + np.float32(spec.noise) * _heavy_normal(rng, n)
+            mat = _material_noise(obj, us, c, spec.seed, k)
+            redraw = rng.random(n) < spec.noise_innovation
+            mat[redraw] = _heavy_normal(rng, (int(redraw.sum()), 1 + c))
+            dens *= 1.0 + np.float32(spec.noise) * mat[:, 0]
             density[idx] += dens
             env = _envelope(sd)
             feat = _features(obj, us)
-            feat += _heavy_normal(rng, (n, c)) * noise_std
+            feat += mat[:, 1:] * noise_std
             feat *= env[:, None]
             flat = np.ravel_multi_index(idx, shape)
             fflat[:, flat] += feat.T

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from rerf_codec.bitstream import (
     FRAME_INTRA,
+    FRAME_RESIDUAL,
     FRAME_TYPE_NAMES,
     DamagedChunk,
     GofChunk,
@@ -22,6 +23,7 @@ from rerf_codec.bitstream import (
     StreamReader,
 )
 from rerf_codec.codec.intra import BufferPool, parse_intra, reconstruct_intra
+from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 
@@ -43,27 +45,31 @@ class DamagedFrames:
 
 
 def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None = None) -> Iterator[DecodedFrame]:
-    """Decode every frame of one GOF in order.
+    """Decode every frame of one GOF in order (a GOF depends on nothing outside itself).
 
     With ``buffers`` frames are written into the pool's reused arrays: a yielded frame
     stays valid until the next frame is decoded.
     """
-    prev: GridFrame | None = None
+    state: GofState | None = None
     for i, record in enumerate(gof.frames):
-        out = buffers.slot(needs_reference=record.frame_type != FRAME_INTRA) if buffers else None
         idx = gof.first_frame + i
-        if record.frame_type == FRAME_INTRA:
-            try:
+        out = buffers.slot(needs_reference=record.frame_type != FRAME_INTRA) if buffers else None
+        try:
+            if record.frame_type == FRAME_INTRA:
                 mask, levels = parse_intra(record, header)
-            except RerfFormatError as exc:
-                raise RerfFormatError(f"frame {idx}: {exc}") from None
-            frame = reconstruct_intra(header, gof.channels, mask, levels, out)
-        else:
-            raise RerfFormatError(
-                f"frame {idx}: {FRAME_TYPE_NAMES[record.frame_type]} frames are not supported by this decoder"
-            )
-        prev = frame
-        yield DecodedFrame(idx, FRAME_TYPE_NAMES[record.frame_type], prev)
+                frame = reconstruct_intra(header, gof.channels, mask, levels, out)
+                state = initial_state(header, out.padded() if out else frame, mask)
+            elif record.frame_type == FRAME_RESIDUAL:
+                if state is None:
+                    raise RerfFormatError("residual frame without a preceding keyframe in its GOF")
+                mask, mv, levels, coarse = parse_residual(record, header, state)
+                frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev, out)
+                state = GofState(out.padded() if out else frame, mask, coarse)
+            else:  # pragma: no cover - the parser rejects unknown types
+                raise RerfFormatError(f"unsupported frame type {record.frame_type}")
+        except RerfFormatError as exc:
+            raise RerfFormatError(f"frame {idx}: {exc}") from None
+        yield DecodedFrame(idx, FRAME_TYPE_NAMES[record.frame_type], frame)
 
 
 class Decoder:

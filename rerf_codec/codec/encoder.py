@@ -12,7 +12,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,21 +22,37 @@ import numpy as np
 import rerf_codec
 from rerf_codec.atomic import atomic_file
 from rerf_codec.bitstream import (
+    CHUNK_HEAD,
     CODER_RANGE,
+    FOOTER,
     FRAME_TYPE_NAMES,
+    INDEX_ENTRY,
     TRANSFORM_DCT8_INT,
     ChannelParams,
+    FrameRecord,
     GofChunk,
     SequenceHeader,
     StreamWriter,
+    encode_gof_payload,
 )
 from rerf_codec.codec.intra import BufferPool, encode_intra
+from rerf_codec.codec.motion import MAX_MV, MV_UNIT
+from rerf_codec.codec.motion_search import SearchConfig, search_motion
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
-from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qmatrix, quality_to_step
+from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qmatrix, qstep_table, quality_to_step
+from rerf_codec.codec.residual import GofState, encode_residual, initial_state
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
 from rerf_codec.errors import RerfUsageError
-from rerf_codec.grids import GridFrame, SequenceMeta, iter_full_frames, read_decoder, read_meta, update_frame_hash
+from rerf_codec.grids import (
+    GridFrame,
+    SequenceMeta,
+    iter_frames_with_motion,
+    read_decoder,
+    read_meta,
+    update_frame_hash,
+)
 
+MOTION_MODES = ("search", "trainer", "zero")
 DEFAULT_QUALITY = 75
 DEFAULT_GOF = 20
 LATTICE_HEADROOM_BITS = 4
@@ -64,8 +80,21 @@ class EncoderConfig:
     """Rounding offset for AC levels (0.5 = plain rounding)."""
     deadzone_dc: float = 0.5
     """Rounding offset for DC levels."""
+    deadzone_residual: float = 0.3
+    """Rounding offset for all levels of residual frames (their small values are mostly the
+    previous frame's quantisation error, not worth re-coding)."""
+    residual_zero_threshold: float = 0.0
+    """Residual-frame coefficients below this many steps quantise to zero (0 = off)."""
     occupancy_threshold: float | None = None
     """Raw density above which a block is occupied; None = derived from density_shift."""
+    motion: str = "search"
+    """Where residual frames get motion: "search" (encoder search, seeded with the trainer's
+    motion when the input has it), "trainer" (the input's motion, quantised; search for
+    frames stored full), or "zero" (no motion compensation)."""
+    search_range: float = 16.0
+    """Largest searched motion component, voxels."""
+    target_kbpf: float | None = None
+    """Rate control: average kilobytes (1000 B) per frame of the whole file; None = fixed quality."""
 
     def validate(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -74,10 +103,16 @@ class EncoderConfig:
             raise RerfUsageError(f"--density-quality must be in 1..100, got {self.density_quality}")
         if not 1 <= self.gof <= 4096:
             raise RerfUsageError(f"--gof must be in 1..4096, got {self.gof}")
-        if not (0.0 < self.deadzone_ac <= 0.5 and 0.0 < self.deadzone_dc <= 0.5):
+        if not all(0.0 < v <= 0.5 for v in (self.deadzone_ac, self.deadzone_dc, self.deadzone_residual)):
             raise RerfUsageError("dead-zone offsets must be in (0, 0.5]")
         if self.occupancy_threshold is not None and not math.isfinite(self.occupancy_threshold):
             raise RerfUsageError("occupancy threshold must be finite")
+        if self.motion not in MOTION_MODES:
+            raise RerfUsageError(f"motion must be one of {', '.join(MOTION_MODES)}, got {self.motion!r}")
+        if self.target_kbpf is not None and not (math.isfinite(self.target_kbpf) and self.target_kbpf > 0):
+            raise RerfUsageError(f"--target-kbpf must be a positive number, got {self.target_kbpf}")
+        if not 0 <= self.search_range <= 1024:
+            raise RerfUsageError("search range must be in 0..1024 voxels")
 
     @property
     def effective_density_quality(self) -> int:
@@ -206,7 +241,9 @@ def gof_parameters(
             lo = min(float(v.min()) for v in values)
             hi = max(float(v.max()) for v in values)
         r = hi - lo
-        return r if r > 0 else max(abs(hi), 1.0)
+        if r > 0:
+            return r
+        return max(abs(hi), abs(lo)) or 1.0  # constant group: relative to its magnitude
 
     r_dens = group_range([dens])
     r_feat = group_range([feats[c] for c in range(feats.shape[0])])
@@ -236,9 +273,12 @@ def _voxel_mask(mask: np.ndarray, grid_shape: tuple[int, ...]) -> np.ndarray:
 ProgressFn = Callable[[FrameReport], None]
 
 
+InputFrame = tuple[int, GridFrame] | tuple[int, GridFrame, np.ndarray | None]
+
+
 def encode_frames(
     meta: SequenceMeta,
-    frames: Iterable[tuple[int, GridFrame]],
+    frames: Iterable[InputFrame],
     out: BinaryIO,
     config: EncoderConfig,
     *,
@@ -248,6 +288,10 @@ def encode_frames(
 ) -> EncodeReport:
     """Encode full frames (in order) into ``out``; the library entry point.
 
+    Each item is ``(index, frame)`` or ``(index, frame, motion)`` where ``motion`` is the
+    trainer's backward block motion into the previous frame (voxels, ``(3, bx, by, bz)``)
+    or None.
+
     Returns a report with per-frame byte accounting and the SHA-256 of the encoder's
     reconstruction (which the decoder must reproduce).
     """
@@ -255,52 +299,43 @@ def encode_frames(
     t0 = time.perf_counter()
     header = sequence_header(meta, config, tensors)
     writer = StreamWriter(out, header)
-    sha = hashlib.sha256()
+    ctx = _EncodeContext(header, config)
+    digest = _Digest()
     reports: list[FrameReport] = []
     gof_q: list[tuple[int, int]] = []
     container = 0
-    expected = iter(meta.frame_indices)
-    pending: list[tuple[int, GridFrame]] = []
-    # Reconstructions go into reused buffers: the current frame and (for residual frames) its reference.
-    buffers = BufferPool(header.grid_shape, header.feature_channels)
+    rate = _RateControl(config, meta.num_frames, writer.header_size) if config.target_kbpf else None
 
-    def flush(batch: list[tuple[int, GridFrame]]) -> None:
+    def write(gof: _GofEncoder) -> None:
         nonlocal container
-        first_idx, first = batch[0]
-        mask = occupancy_mask(first.density, header.occupancy_threshold)
-        channels = gof_parameters(first, header, config, mask)
-        deadzone = DeadZone(ac=config.deadzone_ac, dc=config.deadzone_dc)
-        records = []
-        for idx, frame in batch:
-            tf = time.perf_counter()
-            record, recon, stats = encode_intra(frame, header, channels, deadzone, buffers.slot(needs_reference=False))
-            update_frame_hash(sha, recon)
-            rep = FrameReport(
-                idx, FRAME_TYPE_NAMES[record.frame_type], record.section_sizes(), stats.occupied_blocks,
-                stats.ideal_coefficient_bits, time.perf_counter() - tf,
-            )
-            records.append(record)
-            reports.append(rep)
-            if progress:
-                progress(rep)
-        gof = GofChunk(first_idx, config.effective_density_quality, config.quality, channels, tuple(records))
-        size = writer.write_gof(gof)
-        container += size - sum(r.total_bytes for r in reports[-len(batch) :])
-        gof_q.append((config.effective_density_quality, config.quality))
+        chunk = gof.finish()
+        size = writer.write_gof(chunk)
+        container += size - sum(r.total_bytes for r in gof.reports)
+        reports.extend(gof.reports)
+        gof_q.append((chunk.quality_density, chunk.quality_features))
+        if rate:
+            rate.spent(size, chunk.num_frames)
 
-    for idx, frame in frames:
-        exp = next(expected, None)
-        if exp != idx:
-            raise RerfUsageError(f"frame {idx} arrived where frame {exp} was expected")
-        _check_frame(frame, meta, idx)
-        pending.append((idx, frame))
-        if len(pending) == config.gof:
-            flush(pending)
-            pending = []
-    if pending:
-        flush(pending)
-    if next(expected, None) is not None:
-        raise RerfUsageError(f"the sequence has fewer frames than its num_frames ({meta.num_frames})")
+    gof: _GofEncoder | None = None
+    batch: list[InputFrame3] = []
+    for item in _checked_frames(frames, meta):
+        if rate is None:  # streaming: one frame in memory at a time
+            if gof is None or gof.full or not gof.fits(item[1]):
+                if gof is not None:
+                    write(gof)
+                gof = _GofEncoder(ctx, config, item[1], digest.h, progress)
+            gof.add(*item)
+            continue
+        # Rate control holds one GOF of input frames and encodes it at trial qualities.
+        if batch and (len(batch) == config.gof or not _fits(ctx, config, batch[0][1], item[1])):
+            write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q)))
+            batch = []
+        batch.append(item)
+    if gof is not None:
+        write(gof)
+    if batch:
+        assert rate is not None
+        write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q)))
     tail = writer.finish()
     container += tail
     seconds = time.perf_counter() - t0
@@ -311,11 +346,277 @@ def encode_frames(
         header_bytes=writer.header_size,
         container_bytes=container,
         seconds=seconds,
-        sha256=sha.hexdigest(),
+        sha256=digest.h.hexdigest(),
         config=header.meta["encoder"],
         frames=reports,
         gof_qualities=gof_q,
     )
+
+
+InputFrame3 = tuple[int, GridFrame, np.ndarray | None]
+
+
+def _checked_frames(frames: Iterable[InputFrame], meta: SequenceMeta) -> Iterable[InputFrame3]:
+    """Frames in order with their shapes checked; the count is checked at the end."""
+    expected = iter(meta.frame_indices)
+    for item in frames:
+        idx, frame = item[0], item[1]
+        motion = item[2] if len(item) > 2 else None  # type: ignore[misc]
+        exp = next(expected, None)
+        if exp != idx:
+            raise RerfUsageError(f"frame {idx} arrived where frame {exp} was expected")
+        _check_frame(frame, meta, idx)
+        yield idx, frame, motion
+    if next(expected, None) is not None:
+        raise RerfUsageError(f"the sequence has fewer frames than its num_frames ({meta.num_frames})")
+
+
+class _EncodeContext:
+    """Per-stream encoder state shared by GOFs: header, reused buffers, settings."""
+
+    def __init__(self, header: SequenceHeader, config: EncoderConfig) -> None:
+        self.header = header
+        self.buffers = BufferPool(header.grid_shape, header.feature_channels)
+        self.deadzone = DeadZone(ac=config.deadzone_ac, dc=config.deadzone_dc)
+        self.deadzone_residual = DeadZone(
+            ac=config.deadzone_residual, dc=config.deadzone_residual, zero_threshold=config.residual_zero_threshold
+        )
+        self.search = SearchConfig(search_range=config.search_range)
+        self.block_shape = block_grid_shape(header.grid_shape)
+
+
+INDEX_CHUNK_BASE = CHUNK_HEAD.size + 4 + 4  # chunk framing + GOF count
+LATTICE_LIMIT = 2.0**23
+"""A frame joins the current GOF only if its values stay below this many lattice units
+(half the format's clamp, leaving room for quantisation overshoot); otherwise the GOF
+ends early and the frame starts a new one with its own lattice."""
+
+
+def _fits(ctx: _EncodeContext, config: EncoderConfig, first: GridFrame, frame: GridFrame) -> bool:
+    """Would ``frame`` fit the lattice a GOF starting with ``first`` gets?"""
+    mask = occupancy_mask(first.density, ctx.header.occupancy_threshold)
+    channels = gof_parameters(first, ctx.header, config, mask)
+    return _frame_fits(channels, frame)
+
+
+def _frame_fits(channels: tuple[ChannelParams, ...], frame: GridFrame) -> bool:
+    if float(np.abs(frame.density).max(initial=0.0)) * 2.0 ** channels[0].exponent >= LATTICE_LIMIT:
+        return False
+    peaks = np.abs(frame.features).reshape(frame.features.shape[0], -1).max(axis=1, initial=0.0)
+    scales = np.array([2.0**ch.exponent for ch in channels[1:]])
+    return bool((peaks * scales < LATTICE_LIMIT).all())
+
+
+class _GofEncoder:
+    """Encodes one GOF frame by frame (closed loop); ``finish`` returns the chunk."""
+
+    def __init__(
+        self,
+        ctx: _EncodeContext,
+        config: EncoderConfig,
+        first: GridFrame,
+        sha: hashlib._Hash,
+        progress: ProgressFn | None,
+    ) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.sha = sha
+        self.progress = progress
+        header = ctx.header
+        mask = occupancy_mask(first.density, header.occupancy_threshold)
+        self.channels = gof_parameters(first, header, config, mask)
+        steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in self.channels]))
+        self.weights = 1.0 / steps[:, 0].astype(np.float64) ** 2
+        self.records: list[FrameRecord] = []
+        self.reports: list[FrameReport] = []
+        self.state: GofState | None = None
+        self.prev_mv = np.zeros((*ctx.block_shape, 3), dtype=np.int64)  # last frame's vectors, per block
+        self.first_idx: int | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.records) >= self.config.gof
+
+    def fits(self, frame: GridFrame) -> bool:
+        return _frame_fits(self.channels, frame)
+
+    def add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None) -> None:
+        ctx, header = self.ctx, self.ctx.header
+        tf = time.perf_counter()
+        if self.first_idx is None:
+            self.first_idx = idx
+        if self.state is None:
+            out = ctx.buffers.slot(needs_reference=False)
+            record, recon, st = encode_intra(frame, header, self.channels, ctx.deadzone, out)
+            mask = occupancy_mask(frame.density, header.occupancy_threshold)
+            self.state = initial_state(header, out.padded(), mask)
+            stats = {"occupied_blocks": st.occupied_blocks, "ideal_coefficient_bits": st.ideal_coefficient_bits}
+            self.prev_mv[:] = 0
+        else:
+            out = ctx.buffers.slot(needs_reference=True)
+            chooser = _MotionChooser(
+                self.config, ctx.search, self.state, header, trainer_motion, self.prev_mv, self.weights
+            )
+            record, recon, self.state, stats = encode_residual(
+                frame, header, self.channels, ctx.deadzone_residual, self.state, chooser, out
+            )
+            self.prev_mv[:] = 0
+            if chooser.blocks is not None:
+                self.prev_mv[chooser.blocks] = chooser.chosen
+        update_frame_hash(self.sha, recon)
+        rep = FrameReport(
+            idx, FRAME_TYPE_NAMES[record.frame_type], record.section_sizes(), int(stats["occupied_blocks"]),
+            float(stats["ideal_coefficient_bits"]), time.perf_counter() - tf,
+        )
+        self.records.append(record)
+        self.reports.append(rep)
+        if self.progress:
+            self.progress(rep)
+
+    def finish(self) -> GofChunk:
+        assert self.first_idx is not None
+        return GofChunk(
+            self.first_idx, self.config.effective_density_quality, self.config.quality, self.channels,
+            tuple(self.records),
+        )
+
+
+class _RateControl:
+    """Chooses the quality of each GOF so the file averages ``target_kbpf`` kB (1000 B) per frame.
+
+    Each GOF gets the budget left (target × frames so far − bytes so far, the header
+    included), clamped to [0.5, 2] × its share; its quality is found by a secant search on
+    log(bytes) over integer qualities (bytes roughly double every 10 quality points), at
+    most ``MAX_TRIALS`` trial encodes, keeping the trial closest to the budget.
+    """
+
+    MAX_TRIALS = 5
+
+    def __init__(self, config: EncoderConfig, num_frames: int, header_bytes: int) -> None:
+        self.config = config
+        self.target = float(config.target_kbpf or 0.0) * 1000.0
+        self.bytes = float(header_bytes)
+        self.frames = 0
+        self.num_frames = num_frames
+        self.last_quality = config.quality
+
+    def spent(self, size: int, frames: int) -> None:
+        self.bytes += size
+        self.frames += frames
+
+    def encode_gof(
+        self,
+        ctx: _EncodeContext,
+        batch: list[InputFrame3],
+        digest: _Digest,
+        progress: ProgressFn | None,
+        gofs_written: int,
+    ) -> _GofEncoder:
+        n = len(batch)
+        share = self.target * n
+        budget = self.target * (self.frames + n) - self.bytes
+        if self.frames + n >= self.num_frames:  # last GOF: the index chunk and footer count too
+            budget -= INDEX_CHUNK_BASE + INDEX_ENTRY.size * (gofs_written + 1) + FOOTER.size
+        budget = min(max(budget, 0.5 * share), 2.0 * share)
+        tried: dict[int, tuple[int, _GofEncoder, hashlib._Hash]] = {}
+
+        def trial(q: int) -> int:
+            q = min(100, max(1, q))
+            if q not in tried:
+                cfg = _with_quality(self.config, q)
+                h = digest.h.copy()
+                gof = _GofEncoder(ctx, cfg, batch[0][1], h, None)
+                for item in batch:
+                    gof.add(*item)
+                size = len(encode_gof_payload(gof.finish())) + CHUNK_HEAD.size + 4  # + chunk framing
+                tried[q] = (size, gof, h)
+            return q
+
+        q0 = trial(self.last_quality)
+        trial(q0 + round(10.0 * math.log2(budget / tried[q0][0])))
+        for _ in range(self.MAX_TRIALS - 2):
+            (qa, (ba, _, _)), (qb, (bb, _, _)) = sorted(tried.items(), key=lambda kv: abs(math.log(kv[1][0] / budget)))[:2]
+            if ba == bb or qa == qb:
+                break
+            slope = (math.log(bb) - math.log(ba)) / (qb - qa)
+            if slope <= 0:
+                break
+            q_next = min(100, max(1, round(qa + (math.log(budget) - math.log(ba)) / slope)))
+            if q_next in tried:
+                break
+            trial(q_next)
+        best_q = min(tried, key=lambda q: abs(tried[q][0] - budget))
+        _, gof, h = tried[best_q]
+        self.last_quality = best_q
+        digest.h = h
+        if progress:
+            for rep in gof.reports:
+                progress(rep)
+        return gof
+
+
+class _Digest:
+    """The running SHA-256 of the reconstruction; rate control swaps in the chosen trial's."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+
+
+def _with_quality(config: EncoderConfig, q: int) -> EncoderConfig:
+    """The config at feature quality ``q``, density quality moved by the same amount."""
+    dq = None
+    if config.density_quality is not None:
+        dq = min(100, max(1, config.density_quality + q - config.quality))
+    return replace(config, quality=q, density_quality=dq)
+
+
+class _MotionChooser:
+    """Picks the motion of a residual frame's occupied blocks (called by ``encode_residual``)."""
+
+    def __init__(
+        self,
+        config: EncoderConfig,
+        search: SearchConfig,
+        state: GofState,
+        header: SequenceHeader,
+        trainer_motion: np.ndarray | None,
+        prev_mv: np.ndarray,
+        weights: np.ndarray,
+    ) -> None:
+        self.config = config
+        self.search = search
+        self.state = state
+        self.header = header
+        self.trainer_motion = trainer_motion
+        self.prev_mv = prev_mv
+        self.weights = weights
+        self.blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.chosen = np.zeros((0, 3), dtype=np.int64)
+
+    def __call__(self, blocks: tuple[np.ndarray, ...], cur: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        ix, iy, iz = blocks
+        n = ix.size
+        self.blocks = (ix, iy, iz)
+        limit = round(self.config.search_range * MV_UNIT)
+        trainer = None
+        if self.trainer_motion is not None:
+            m = np.asarray(self.trainer_motion, dtype=np.float64)[:, ix, iy, iz].T
+            trainer = np.clip(np.round(m * MV_UNIT), -MAX_MV, MAX_MV).astype(np.int64)
+        if self.config.motion == "zero" or n == 0:
+            mv = np.zeros((n, 3), dtype=np.int64)
+        elif self.config.motion == "trainer" and trainer is not None:
+            mv = trainer
+        else:
+            prev = self.state.prev
+            channels = [prev.density] + [prev.features[c] for c in range(prev.features.shape[0])]
+            candidates = [self.prev_mv[ix, iy, iz]]
+            if trainer is not None:
+                candidates.append(np.clip(trainer, -limit, limit))
+            mv = search_motion(
+                cur, channels, self.header.grid_shape, (ix, iy, iz), self.weights, candidates, self.search, scales
+            )
+        self.chosen = mv
+        return mv
 
 
 def _check_frame(frame: GridFrame, meta: SequenceMeta, idx: int) -> None:
@@ -341,6 +642,6 @@ def encode_sequence(
     block_grid_shape(meta.grid_shape)
     with atomic_file(out_path, force=force) as f:
         return encode_frames(
-            meta, iter_full_frames(seq_dir, meta), f, config, tensors=tensors, progress=progress,
+            meta, iter_frames_with_motion(seq_dir, meta), f, config, tensors=tensors, progress=progress,
             output_name=str(out_path),
         )

@@ -94,6 +94,10 @@ class FrameBuffers:
         self.density = np.empty(padded, dtype=np.float32)
         self.features = np.empty((feature_channels, *padded), dtype=np.float32)
 
+    def padded(self) -> GridFrame:
+        """The whole padded, C-contiguous arrays (what motion compensation reads)."""
+        return GridFrame(density=self.density, features=self.features)
+
     def view(self) -> GridFrame:
         """The valid (cropped) region; a view when the grid is not a multiple of 8."""
         x, y, z = self.grid_shape
@@ -124,6 +128,37 @@ class BufferPool:
         return buf
 
 
+def write_blocks(
+    header: SequenceHeader,
+    channels: tuple[ChannelParams, ...],
+    mask: np.ndarray,
+    values: np.ndarray,
+    out: FrameBuffers | None = None,
+) -> GridFrame:
+    """Dense frame: fill values everywhere, then the occupied blocks' lattice ``values``.
+
+    Args:
+        values: ``(C_total, N, 8, 8, 8)`` integers (lattice units) for the occupied blocks,
+            in raster order of ``mask``.
+        out: buffers to write into (the result views them); None for fresh arrays.
+    """
+    c_total = header.num_channels
+    bufs = out if out is not None else FrameBuffers(header.grid_shape, header.feature_channels)
+    inv = 1.0 / channel_scales(channels)  # exact: powers of two
+    bufs.density.fill(channels[0].fill * inv[0])
+    for c in range(1, c_total):
+        bufs.features[c - 1].fill(channels[c].fill * inv[c])
+    if values.shape[1]:
+        values *= inv[:, None, None, None, None]
+        ix, iy, iz = block_coords(mask)
+        _blocked(bufs.density)[ix, iy, iz] = values[0]
+        _blocked(bufs.features)[:, ix, iy, iz] = values[1:]
+    frame = bufs.view()
+    if out is None and frame.density.shape != bufs.density.shape:
+        frame = GridFrame(np.ascontiguousarray(frame.density), np.ascontiguousarray(frame.features))
+    return frame
+
+
 def reconstruct_intra(
     header: SequenceHeader,
     channels: tuple[ChannelParams, ...],
@@ -136,25 +171,14 @@ def reconstruct_intra(
     With ``out`` the result is written into (and views) those buffers; otherwise the
     returned arrays are fresh and C-contiguous.
     """
-    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
     c_total = header.num_channels
     n = levels.shape[1]
-    bufs = out if out is not None else FrameBuffers(header.grid_shape, header.feature_channels)
-    inv = 1.0 / channel_scales(channels)  # exact: powers of two
-    bufs.density.fill(channels[0].fill * inv[0])
-    for c in range(1, c_total):
-        bufs.features[c - 1].fill(channels[c].fill * inv[c])
+    values = np.empty((c_total, 0, BLOCK, BLOCK, BLOCK))
     if n:
+        steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
         coeffs = dequantize(levels, steps).reshape(c_total * n, BLOCK, BLOCK, BLOCK)
         values = inverse_dct_exact(coeffs).reshape(c_total, n, BLOCK, BLOCK, BLOCK)
-        values *= inv[:, None, None, None, None]
-        ix, iy, iz = block_coords(mask)
-        _blocked(bufs.density)[ix, iy, iz] = values[0]
-        _blocked(bufs.features)[:, ix, iy, iz] = values[1:]
-    frame = bufs.view()
-    if out is None and frame.density.shape != bufs.density.shape:
-        frame = GridFrame(np.ascontiguousarray(frame.density), np.ascontiguousarray(frame.features))
-    return frame
+    return write_blocks(header, channels, mask, values, out)
 
 
 def encode_intra(
@@ -172,7 +196,7 @@ def encode_intra(
     scales = channel_scales(channels)
     blocks = gather_blocks(frame, mask, scales)
     c_total, n, _ = blocks.shape
-    coeffs = forward_dct(blocks.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, -1)
+    coeffs = forward_dct(blocks.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
     steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
     levels = quantize(coeffs, steps, deadzone)
     coded = encode_levels(levels)

@@ -24,6 +24,7 @@ import numpy as np
 
 from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder
 from rerf_codec.codec.transform import BLOCK
+from rerf_codec.errors import RerfFormatError
 
 N_CONTEXTS = 4
 _BUCKET = np.array([0, 1, 1, 2, 2, 3, 3], dtype=np.int64)
@@ -129,3 +130,43 @@ def decode_mask(shape: tuple[int, int, int], dec: SymbolDecoder) -> np.ndarray:
             child[idx[sel]] = dec.decode_bits(n, p).astype(bool)
         cur = child.reshape(shapes[k])
     return cur
+
+
+def _inter_contexts(prev_mask: np.ndarray) -> np.ndarray:
+    """Context of every block of a residual frame: previous occupancy × neighbour bucket (0..7)."""
+    return (prev_mask.astype(np.int64) * N_CONTEXTS + _BUCKET[_neighbour_count(prev_mask)]).ravel()
+
+
+def encode_mask_inter(mask: np.ndarray, prev_mask: np.ndarray, enc: SymbolEncoder) -> None:
+    """Code a residual frame's mask with the previous frame's mask as context.
+
+    Every block is coded (no octree): its context is whether the same block was
+    occupied before and how many of its 6 neighbours were (bucketed), so a still or
+    slowly moving scene costs a few bits per frame. Per context in ascending order:
+    P(1) as 8 uniform bits, then the bits of that context's blocks in raster order.
+    """
+    ctx = _inter_contexts(prev_mask)
+    bits = mask.ravel().astype(np.int32)
+    for c in range(2 * N_CONTEXTS):
+        sel = ctx == c
+        if not sel.any():
+            continue
+        p = _p_one(bits[sel])
+        enc.encode_uniform(np.array([p]), 256)
+        enc.encode_bits(bits[sel], p)
+
+
+def decode_mask_inter(prev_mask: np.ndarray, dec: SymbolDecoder) -> np.ndarray:
+    """Mirror of :func:`encode_mask_inter`."""
+    ctx = _inter_contexts(prev_mask)
+    out = np.zeros(ctx.size, dtype=bool)
+    for c in range(2 * N_CONTEXTS):
+        sel = ctx == c
+        n = int(sel.sum())
+        if n == 0:
+            continue
+        p = int(dec.decode_uniform(1, 256)[0])
+        if p == 0:
+            raise RerfFormatError("occupancy probability 0 in a residual frame's mask")
+        out[sel] = dec.decode_bits(n, p).astype(bool)
+    return out.reshape(prev_mask.shape)

@@ -83,6 +83,9 @@ class DeadZone:
 
     ac: float = 0.5
     dc: float = 0.5
+    zero_threshold: float = 0.0
+    """|y| / step below this quantises to 0 whatever the offset (0 = off). Residual frames use
+    it to skip lone ±1 levels, mostly the reference's own quantisation error."""
 
 
 def quantize(coeffs: np.ndarray, steps: np.ndarray, deadzone: DeadZone) -> np.ndarray:
@@ -95,8 +98,12 @@ def quantize(coeffs: np.ndarray, steps: np.ndarray, deadzone: DeadZone) -> np.nd
     q *= (1.0 / steps)[:, None, :]
     offsets = np.full(coeffs.shape[-1], deadzone.ac)
     offsets[0] = deadzone.dc
+    if deadzone.zero_threshold > 0:
+        small = q < deadzone.zero_threshold
     q += offsets
     np.floor(q, out=q)
+    if deadzone.zero_threshold > 0:
+        q[small] = 0.0
     if q.size and float((q.max(axis=1) * steps).max()) > MAX_COEFF:
         raise RerfUsageError(
             "a dequantised coefficient exceeds the format's range; the input values are too "

@@ -7,14 +7,17 @@ the three axes, with a defined rounding right-shift after every pass. Each pass 
 computed as a float64 matrix product on integer-valued data; that is exact in any
 summation order because every product and partial sum stays below 2**53:
 
-* dequantised coefficients are capped at ``|Y| <= 2**30`` (checked before the transform),
-* ``|T| <= 2009 < 2**11`` and each output sums 8 products, so pass 1 sums stay below
-  ``2**3 * 2**30 * 2**11 = 2**44``; after a shift of ``B - G = 9`` bits ``|R1| < 2**35 + 1``,
-* pass 2 sums stay below ``2**49``, shift ``B = 12`` leaves ``|R2| < 2**37 + 1``,
-* pass 3 sums stay below ``2**51``, shift ``B + G = 15`` gives the output.
+* dequantised coefficients are capped at ``|Y| <= 2**29`` (checked before the transform),
+* ``|T| <= 8035 < 2**13`` and each output sums 8 products, so pass 1 sums stay below
+  ``2**3 * 2**29 * 2**13 = 2**45``; after a shift of ``B - G = 11`` bits ``|R1| <= 2**34``,
+* pass 2 sums stay below ``2**50``, shift ``B = 14`` leaves ``|R2| <= 2**36``,
+* pass 3 sums stay below ``2**52``, shift ``B + G = 17`` gives the output.
 
-The guard bits ``G`` keep 3 extra bits of precision between passes so the integer
-inverse differs from the exact real inverse by well under one lattice unit.
+``T / 2**B`` is orthonormal to within 1.3e-4 per entry, so the integer inverse is not
+the exact real inverse: on random blocks at the encoder's largest lattice magnitude
+(2**19) it is off by up to ~5e-4 of that magnitude (a fidelity ceiling near 66 dB; at
+``B = 12`` it was ~8e-4). Quantisation error dominates at every quality setting. The
+guard bits ``G`` keep 3 extra bits between passes.
 Rounding is ``floor((z + 2**(s-1)) / 2**s)``; with power-of-two divisors and values
 below 2**53 every step is an exact IEEE operation.
 """
@@ -27,11 +30,11 @@ from scipy import fft as _fft
 BLOCK = 8
 """Edge of a transform block (voxels)."""
 BLOCK_VOLUME = BLOCK**3
-TRANSFORM_BITS = 12
+TRANSFORM_BITS = 14
 """B: fractional bits of the integer DCT matrix."""
 GUARD_BITS = 3
 """G: extra precision kept between the three inverse passes."""
-MAX_COEFF = 2**30
+MAX_COEFF = 2**29
 """Largest |dequantised coefficient| (lattice units) the inverse accepts."""
 MAX_SAMPLE = 2**24 - 1
 """Reconstructed lattice values are clamped to ±MAX_SAMPLE so they are exact in float32."""
@@ -77,7 +80,7 @@ def inverse_dct_exact(coeffs: np.ndarray) -> np.ndarray:
     """Exact integer inverse 3D DCT of ``(N, 8, 8, 8)`` integer coefficients.
 
     Passes run along w, then v, then u (FORMAT.md "Inverse transform"), each
-    ``x -> floor((T^T x + 2**(s-1)) / 2**s)`` with s = 9, 12, 15.
+    ``x -> floor((T^T x + 2**(s-1)) / 2**s)`` with s = 11, 14, 17.
 
     Args:
         coeffs: integer-valued array (any int or float dtype) with ``|value| <= MAX_COEFF``;

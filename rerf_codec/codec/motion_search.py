@@ -1,0 +1,181 @@
+"""Encoder-side block motion estimation (floats allowed: the decoder never runs this).
+
+For every occupied block of the current frame we look for the eighth-voxel vector
+that best predicts it from the decoded previous frame. The error is measured on the
+density and all feature channels, each weighted by ``1 / step²`` (its quantiser step),
+so it approximates what the residual will cost to code.
+
+Search, vectorised over all blocks at once:
+
+1. candidates: zero motion, the block's vector in the previous frame and the
+   trainer's vector when the input carries one; keep the best;
+2. early exit: blocks whose zero-motion error is already below ``early_exit``
+   (mean squared error in quantiser steps) keep zero motion;
+3. Lucas–Kanade refinement from the best candidate: a few Gauss–Newton steps using
+   the current frame's spatial gradient (so each step costs one evaluation), each
+   step clipped to ±1.5 voxels, the total to ±``search_range`` voxels;
+4. the result is rounded to eighths of a voxel, then a ±1/8 voxel polish around it, and
+   it replaces the candidate only if it lowers the error.
+
+The error is evaluated on a regular subset of each block's voxels (every
+``sample_stride``-th voxel per axis) to keep the cost low.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rerf_codec.codec.motion import MV_UNIT
+from rerf_codec.codec.transform import BLOCK
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Motion search settings (encoder only; recorded in the stream header for reference)."""
+
+    search_range: float = 16.0
+    """Largest |component| of a searched vector, in voxels."""
+    lk_iterations: int = 3
+    """Gauss–Newton refinement steps."""
+    polish: bool = True
+    """Try the 6 neighbours at ±1/8 voxel after rounding."""
+    early_exit: float = 0.1
+    """Keep zero motion when its mean squared error (in quantiser steps²) is below this."""
+    sample_stride: int = 2
+    """Evaluate every n-th voxel per axis of a block."""
+
+
+class _Evaluator:
+    """Weighted prediction error of candidate vectors, per block, on sampled voxels."""
+
+    def __init__(
+        self,
+        cur: np.ndarray,
+        prev_channels: list[np.ndarray],
+        grid_shape: tuple[int, int, int],
+        blocks: tuple[np.ndarray, np.ndarray, np.ndarray],
+        weights: np.ndarray,
+        stride: int,
+        scales: np.ndarray,
+    ) -> None:
+        c_total, n, _ = cur.shape
+        offs = np.arange(stride // 2, BLOCK, stride)
+        ox, oy, oz = np.meshgrid(offs, offs, offs, indexing="ij")
+        self.sample_idx = (ox * BLOCK * BLOCK + oy * BLOCK + oz).ravel()
+        self.cur = cur[:, :, self.sample_idx]  # (C, N, S)
+        origin = np.stack(blocks, axis=1).astype(np.float64) * BLOCK  # (N, 3)
+        self.pos = origin[:, None, :] + np.stack([ox.ravel(), oy.ravel(), oz.ravel()], axis=1)[None]  # (N, S, 3)
+        self.prev = [np.ascontiguousarray(p).reshape(-1) for p in prev_channels]
+        self.strides = (prev_channels[0].shape[1] * prev_channels[0].shape[2], prev_channels[0].shape[2], 1)
+        self.limits = np.array(grid_shape, dtype=np.float64) - 1.0
+        self.weights = weights
+        self.scales = scales
+        # Spatial gradient of the current frame at the samples (central differences inside the block).
+        blocks5 = cur.reshape(c_total, n, BLOCK, BLOCK, BLOCK)
+        grads = [np.gradient(blocks5, axis=a).reshape(c_total, n, -1)[:, :, self.sample_idx] for a in (2, 3, 4)]
+        self.grad = np.stack(grads, axis=-1)  # (C, N, S, 3)
+
+    def predict(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Trilinear prediction ``(C, len(rows), S)`` at ``pos + mv/4`` (clamped to the grid)."""
+        p = self.pos[rows] + (mv[:, None, :] / MV_UNIT)
+        np.clip(p, 0.0, self.limits, out=p)
+        i0 = np.floor(p)
+        f = p - i0
+        i0 = i0.astype(np.int64)
+        i1 = np.minimum(i0 + 1, self.limits.astype(np.int64))
+        out = np.zeros((len(self.prev), *p.shape[:2]))
+        for cx in (0, 1):
+            wx = f[..., 0] if cx else 1 - f[..., 0]
+            ix = (i1 if cx else i0)[..., 0] * self.strides[0]
+            for cy in (0, 1):
+                wy = wx * (f[..., 1] if cy else 1 - f[..., 1])
+                iy = ix + (i1 if cy else i0)[..., 1] * self.strides[1]
+                for cz in (0, 1):
+                    w = wy * (f[..., 2] if cz else 1 - f[..., 2])
+                    idx = iy + (i1 if cz else i0)[..., 2]
+                    for c, src in enumerate(self.prev):
+                        out[c] += w * np.take(src, idx)
+        out *= self.scales[:, None, None]
+        return out
+
+    def error(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        r = self.cur[:, rows] - self.predict(mv, rows)
+        return np.einsum("cns,c->n", r * r, self.weights)
+
+    def lk_step(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """One Gauss–Newton step: the update in voxels ``(len(rows), 3)``."""
+        r = self.cur[:, rows] - self.predict(mv, rows)  # (C, n, S)
+        g = self.grad[:, rows]  # (C, n, S, 3)
+        wg = g * self.weights[:, None, None, None]
+        a = np.einsum("cnsi,cnsj->nij", wg, g)
+        b = np.einsum("cnsi,cns->ni", wg, r)
+        trace = np.trace(a, axis1=1, axis2=2)
+        a += (1e-3 * trace + 1e-9)[:, None, None] * np.eye(3)
+        return np.linalg.solve(a, b[..., None])[..., 0]
+
+
+def search_motion(
+    cur: np.ndarray,
+    prev_channels: list[np.ndarray],
+    grid_shape: tuple[int, int, int],
+    blocks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    weights: np.ndarray,
+    candidates: list[np.ndarray],
+    config: SearchConfig,
+    scales: np.ndarray,
+) -> np.ndarray:
+    """Eighth-voxel motion ``(N, 3)`` int64 for the occupied blocks.
+
+    Args:
+        cur: ``(C, N, 512)`` current blocks in lattice units.
+        prev_channels: previous decoded frame per channel (values, C-contiguous, possibly
+            padded), density first; ``scales`` converts them to lattice units.
+        grid_shape: the valid grid; reference positions are clamped to it.
+        blocks: block coordinates of the N blocks.
+        weights: ``(C,)`` error weight per channel (1 / quantiser step²).
+        candidates: extra ``(N, 3)`` eighth-voxel candidates (temporal, trainer).
+    """
+    n = cur.shape[1]
+    if n == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    ev = _Evaluator(cur, prev_channels, grid_shape, blocks, weights, config.sample_stride, scales)
+    all_rows = np.arange(n)
+    n_samples = ev.cur.shape[2] * cur.shape[0]
+    best = np.zeros((n, 3), dtype=np.int64)
+    best_err = ev.error(best.astype(np.float64), all_rows)
+    active = best_err > config.early_exit * n_samples
+    limit = int(config.search_range * MV_UNIT)
+    for cand in candidates:
+        rows = np.flatnonzero(active & (np.abs(cand).sum(axis=1) > 0))
+        if rows.size == 0:
+            continue
+        c = np.clip(cand[rows], -limit, limit)
+        err = ev.error(c.astype(np.float64), rows)
+        better = err < best_err[rows]
+        best[rows[better]] = c[better]
+        best_err[rows[better]] = err[better]
+    rows = np.flatnonzero(active)
+    if rows.size == 0:
+        return best
+    # Gauss–Newton refinement in continuous voxels.
+    d = best[rows].astype(np.float64) / MV_UNIT
+    for _ in range(config.lk_iterations):
+        step = np.clip(ev.lk_step(d * MV_UNIT, rows), -1.5, 1.5)
+        d = np.clip(d + step, -config.search_range, config.search_range)
+    q = np.round(d * MV_UNIT).astype(np.int64)
+    err = ev.error(q.astype(np.float64), rows)
+    better = err < best_err[rows]
+    best[rows[better]] = q[better]
+    best_err[rows[better]] = err[better]
+    if config.polish:
+        for axis in range(3):
+            for sign in (-1, 1):
+                c = best[rows].copy()
+                c[:, axis] = np.clip(c[:, axis] + sign, -limit, limit)
+                err = ev.error(c.astype(np.float64), rows)
+                better = err < best_err[rows]
+                best[rows[better]] = c[better]
+                best_err[rows[better]] = err[better]
+    return best

@@ -1,0 +1,160 @@
+"""Residual (P) frame coding: occupancy, block motion, motion-compensated residual.
+
+ReRF's compression comes from coding frame t as a small motion grid plus a sparse
+residual against frame t−1. Here the prediction is always made from the *decoded*
+previous frame (closed loop, DESIGN.md decision 2), through the same
+:func:`reconstruct_residual` in encoder and decoder, so errors never accumulate.
+
+Per frame:
+
+* mask — occupancy of the current frame, coded with the previous frame's mask as
+  context (``occupancy.encode_mask_inter``);
+* motion — one eighth-voxel vector per occupied block (``motion.encode_motion``);
+* residual — current minus prediction, block DCT, the GOF's quantiser, and the same
+  coefficient coder as intra frames. A block whose residual quantises to zero costs
+  only its "last band = −1" symbols (the coded-block flag), a small fraction of a bit.
+
+Blocks that become empty decode to the GOF fill value; newly occupied blocks are
+predicted from wherever their motion points (often fill) and carry the difference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rerf_codec.bitstream import FRAME_RESIDUAL, ChannelParams, FrameRecord, SequenceHeader, encode_side_info
+from rerf_codec.codec.coefficients import decode_levels, encode_levels
+from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder
+from rerf_codec.codec.intra import (
+    FrameBuffers,
+    block_coords,
+    channel_scales,
+    gather_blocks,
+    write_blocks,
+)
+from rerf_codec.codec.motion import (
+    decode_motion,
+    encode_motion,
+    motion_compensate,
+    superblock_count,
+    superblock_index,
+)
+from rerf_codec.codec.occupancy import block_grid_shape, decode_mask_inter, encode_mask_inter, occupancy_mask
+from rerf_codec.codec.quant import DeadZone, dequantize, qstep_table, quantize
+from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE, forward_dct, inverse_dct_exact
+from rerf_codec.grids import GridFrame
+
+
+@dataclass
+class GofState:
+    """What a residual frame needs from earlier frames of its GOF (decoder and encoder)."""
+
+    prev: GridFrame
+    """Previous decoded frame; arrays C-contiguous, possibly padded beyond the grid."""
+    prev_mask: np.ndarray
+    """Previous frame's block occupancy."""
+    prev_coarse: np.ndarray
+    """``(n_superblocks, 3)`` coarse motion of the latest residual frame (zeros after a keyframe)."""
+
+
+def initial_state(header: SequenceHeader, prev: GridFrame, mask: np.ndarray) -> GofState:
+    """State after a keyframe."""
+    n_sb = superblock_count(block_grid_shape(header.grid_shape))
+    return GofState(prev=prev, prev_mask=mask, prev_coarse=np.zeros((n_sb, 3), dtype=np.int64))
+
+
+def reconstruct_residual(
+    header: SequenceHeader,
+    channels: tuple[ChannelParams, ...],
+    mask: np.ndarray,
+    mv: np.ndarray,
+    levels: np.ndarray,
+    prev: GridFrame,
+    out: FrameBuffers | None = None,
+) -> GridFrame:
+    """Prediction + decoded residual for the occupied blocks; exact integer arithmetic."""
+    scales = channel_scales(channels)
+    blocks = block_coords(mask)
+    values = motion_compensate(prev.density, prev.features, header.grid_shape, scales, blocks, mv)
+    c_total, n = values.shape[:2]
+    if n:
+        coded = np.flatnonzero(levels.reshape(c_total * n, -1).any(axis=1))
+        if coded.size:
+            steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+            flat_levels = levels.reshape(c_total * n, -1)[coded]
+            coeffs = dequantize(flat_levels[:, None, :], steps[coded // n])
+            resid = inverse_dct_exact(coeffs.reshape(-1, BLOCK, BLOCK, BLOCK))
+            flat_values = values.reshape(c_total * n, BLOCK, BLOCK, BLOCK)
+            flat_values[coded] += resid
+        np.clip(values, -MAX_SAMPLE, MAX_SAMPLE, out=values)
+    return write_blocks(header, channels, mask, values, out)
+
+
+def encode_residual(
+    frame: GridFrame,
+    header: SequenceHeader,
+    channels: tuple[ChannelParams, ...],
+    deadzone: DeadZone,
+    state: GofState,
+    mv_for: callable,  # type: ignore[valid-type]
+    out: FrameBuffers | None = None,
+) -> tuple[FrameRecord, GridFrame, GofState, dict[str, float]]:
+    """Code one residual frame against ``state.prev``.
+
+    Args:
+        mv_for: ``mv_for(blocks, cur_blocks_lattice, scales) -> (N, 3) int`` eighth-voxel
+            motion for the occupied blocks (motion search, or quantised trainer motion).
+    """
+    mask = occupancy_mask(frame.density, header.occupancy_threshold)
+    mask_enc = SymbolEncoder()
+    encode_mask_inter(mask, state.prev_mask, mask_enc)
+    scales = channel_scales(channels)
+    blocks = block_coords(mask)
+    cur = gather_blocks(frame, mask, scales)  # (C, N, 512) lattice units (floats)
+    c_total, n, _ = cur.shape
+    mv = np.asarray(mv_for(blocks, cur, scales), dtype=np.int64).reshape(n, 3)
+    block_shape = block_grid_shape(header.grid_shape)
+    sb = superblock_index(blocks, block_shape)
+    motion_bytes, coarse, motion_bits = encode_motion(mv, sb, state.prev_coarse.shape[0], state.prev_coarse)
+    pred = motion_compensate(state.prev.density, state.prev.features, header.grid_shape, scales, blocks, mv)
+    resid = cur - pred.reshape(c_total, n, BLOCK**3)
+    coeffs = forward_dct(resid.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
+    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    levels = quantize(coeffs, steps, deadzone)
+    coded = encode_levels(levels)
+    record = FrameRecord(
+        frame_type=FRAME_RESIDUAL,
+        mask=mask_enc.finish(),
+        motion=motion_bytes,
+        side_info=encode_side_info(coded.side_info),
+        coeff_words=coded.words,
+        mantissa=coded.mantissa,
+    )
+    recon = reconstruct_residual(header, channels, mask, mv, levels, state.prev, out)
+    new_state = GofState(prev=_padded(recon, out), prev_mask=mask, prev_coarse=coarse)
+    stats = {"occupied_blocks": float(n), "ideal_coefficient_bits": coded.ideal_bits, "motion_bits": motion_bits}
+    return record, recon, new_state, stats
+
+
+def _padded(frame: GridFrame, out: FrameBuffers | None) -> GridFrame:
+    """The C-contiguous (padded when buffers are used) arrays behind a reconstruction."""
+    return GridFrame(out.density, out.features) if out is not None else frame
+
+
+def parse_residual(
+    record: FrameRecord, header: SequenceHeader, state: GofState
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entropy-decode a residual record -> (mask, motion ``(N, 3)``, levels, new coarse field)."""
+    from rerf_codec.bitstream import decode_side_info
+
+    mask = decode_mask_inter(state.prev_mask, SymbolDecoder(record.mask))
+    blocks = block_coords(mask)
+    n = blocks[0].size
+    sb = superblock_index(blocks, mask.shape)
+    mv, coarse = decode_motion(record.motion, sb, state.prev_coarse.shape[0], state.prev_coarse)
+    levels = decode_levels(
+        decode_side_info(record.side_info), record.coeff_words, record.mantissa, header.num_channels, n
+    )
+    return mask, mv, levels, coarse
