@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import traceback
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import click
 
 import rerf_codec
-from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY
+from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, MOTION_MODES
 from rerf_codec.errors import RerfError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
@@ -120,15 +121,20 @@ class _Progress:
         self._label: str | None = None
         self._done = 0
 
-    def update(self, label: str, done: int, total: int) -> None:
+    def update(self, label: str, done: int, total: int, info: str | None = None) -> None:
+        """Advance the ``label`` bar to ``done`` of ``total``; ``info`` is shown after the bar
+        (encode: the frame just coded, its type and size)."""
         if not self.enabled:
             return
         if self._bar is None or label != self._label:
             self.close()
-            self._bar = click.progressbar(length=max(1, total), label=f"{label:<8}", file=sys.stderr)
+            self._bar = click.progressbar(
+                length=max(1, total), label=f"{label:<8}", file=sys.stderr,
+                item_show_func=lambda item: item,
+            )
             self._bar.__enter__()
             self._label, self._done = label, 0
-        self._bar.update(done - self._done)
+        self._bar.update(done - self._done, info)
         self._done = done
 
     def close(self) -> None:
@@ -190,12 +196,31 @@ def cli() -> None:
     """
 
 
+class _PositiveFloat(click.ParamType):
+    """A finite number > 0 (``--target-kbpf``)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            v = value
+        else:
+            try:
+                v = float(str(value).strip())
+            except ValueError:
+                self.fail(f"expected a number > 0, got {value!r}", param, ctx)
+        if not (math.isfinite(v) and v > 0):
+            self.fail(f"expected a number > 0, got {value!r}", param, ctx)
+        return v
+
+
 @cli.command()
 @click.argument("seq_dir", metavar="SEQ_DIR")
 @click.option("-o", "--output", required=True, metavar="OUT.rerf", help="Output .rerf file (written atomically).")
 @click.option(
     "--quality", type=click.IntRange(1, 100), default=DEFAULT_QUALITY, show_default=True,
-    help="Feature quality 1..100 (higher = better, larger); also density unless --density-quality.",
+    help="Feature quality 1..100 (higher = better, larger); also density unless --density-quality. "
+    "With --target-kbpf only the starting point.",
 )
 @click.option(
     "--density-quality", type=click.IntRange(1, 100), default=None,
@@ -203,12 +228,24 @@ def cli() -> None:
 )
 @click.option(
     "--gof", type=click.IntRange(1, 4096), default=DEFAULT_GOF, show_default=True,
-    help="Frames per group of frames (each starts with a keyframe; the unit of seeking).",
+    help="Frames per group of frames: one keyframe (intra), then residual frames predicted from the "
+    "previous frame. The unit of seeking and of rate control; --gof 1 = intra only.",
+)
+@click.option(
+    "--target-kbpf", type=_PositiveFloat(), default=None, metavar="K",
+    help="Rate control: choose the quality of each GOF so the whole file averages K kilobytes "
+    "(1000 B) per frame.",
+)
+@click.option(
+    "--motion", type=click.Choice(MOTION_MODES), default="search", show_default=True,
+    help="Motion of residual frames: search (encoder search, seeded with the trainer's motion when the "
+    "input has it), trainer (the input's motion as given), zero (no motion compensation).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout instead of the summary.")
 def encode(
-    seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, force: bool, as_json: bool
+    seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, target_kbpf: float | None,
+    motion: str, force: bool, as_json: bool,
 ) -> None:
     """Encode the grid-sequence directory SEQ_DIR into a .rerf file.
 
@@ -216,42 +253,86 @@ def encode(
     that a decoder reproduces it bit for bit.
     """
     from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
-    from rerf_codec.codec.files import encode_byte_totals
+    from rerf_codec.codec.files import encode_byte_totals, encoded_gofs, frame_type_summary
     from rerf_codec.grids import read_meta
 
-    config = EncoderConfig(quality=quality, density_quality=density_quality, gof=gof)
+    config = EncoderConfig(
+        quality=quality, density_quality=density_quality, gof=gof, motion=motion, target_kbpf=target_kbpf
+    )
     config.validate()
     meta = read_meta(seq_dir)
+
     with _progress(not as_json) as bar:
-        report = encode_sequence(
-            seq_dir, output, config, force=force,
-            progress=lambda fr: bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames),
-        )
+
+        def progress(fr: Any) -> None:
+            info = f"frame {fr.index} {fr.frame_type} {_fmt_bytes(fr.total_bytes)}"
+            bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames, info=info)
+
+        report = encode_sequence(seq_dir, output, config, force=force, progress=progress)
     x, y, z = meta.grid_shape
-    raw = x * y * z * (1 + meta.feature_channels) * 4 * meta.num_frames
+    n = report.num_frames
+    raw = x * y * z * (1 + meta.feature_channels) * 4 * n
     totals = encode_byte_totals(report)
+    types = frame_type_summary((fr.frame_type, fr.bytes) for fr in report.frames)
+    gofs = encoded_gofs(output, report)
+    kbpf = report.file_bytes / n / 1e3
     if as_json:
         _print_json(
             {**report.to_json(), "raw_float32_bytes": raw, "compression_ratio": raw / report.file_bytes,
-             "totals": totals}
+             "kb_per_frame": kbpf, "target_kbpf": target_kbpf, "totals": totals, "frame_types": types,
+             "gofs": gofs}
         )
         return
-    n = report.num_frames
-    dq = config.effective_density_quality
-    click.echo(
+    echo = click.echo
+    echo(
         f"encoded {n} frames {_fmt_range(meta.first_frame, meta.first_frame + n)} of {x}×{y}×{z} "
         f"(density + {meta.feature_channels} features) → {output}"
     )
-    click.echo(
-        f"  {report.file_bytes:,} bytes, {report.file_bytes / n / 1e3:,.2f} kB/frame, "
+    target = "" if target_kbpf is None else f" (target {target_kbpf:,.2f}, {kbpf / target_kbpf - 1:+.1%})"
+    echo(
+        f"  {report.file_bytes:,} bytes, {kbpf:,.2f} kB/frame{target}, "
         f"{raw / report.file_bytes:,.1f}× smaller than raw float32 ({_fmt_bytes(raw)})"
     )
-    click.echo(f"  bytes: {_category_line(totals, report.file_bytes)}")
-    click.echo(
-        f"  quality {quality} (density {dq}), gof {gof}; {report.seconds:.2f} s, "
+    echo(f"  frames: {_types_line(types)}")
+    echo(f"  bytes: {_category_line(totals, report.file_bytes)}")
+    qualities = [f"{_fmt_range(g['first_frame'], g['first_frame'] + g['num_frames'])} {_fmt_q(g)}" for g in gofs]
+    for line in _wrap("  GOF qualities (density/features): ", qualities):
+        echo(line)
+    mode = f"rate control from quality {quality}" if target_kbpf is not None else f"quality {quality}"
+    if target_kbpf is None:
+        mode += f" (density {config.effective_density_quality})"
+    echo(
+        f"  {mode}, gof {gof}, motion {motion}; {report.seconds:.2f} s, "
         f"{_fmt_fps(n / report.seconds if report.seconds > 0 else None)}"
     )
-    click.echo(f"sha256 {report.sha256}")
+    echo(f"sha256 {report.sha256}")
+
+
+def _fmt_q(g: dict[str, Any]) -> str:
+    return f"{g['density_quality']}/{g['quality']}"
+
+
+def _types_line(types: dict[str, dict[str, Any]]) -> str:
+    """'1 intra (avg 12.3 kB), 7 residual (avg 2.1 kB, motion 1,234 B)'."""
+    parts = []
+    for t, e in types.items():
+        extra = f", motion {_fmt_bytes(e['by_category']['motion'])}" if e["by_category"]["motion"] else ""
+        parts.append(f"{e['frames']} {t} (avg {_fmt_bytes(round(e['bytes_per_frame']))}{extra})")
+    return ", ".join(parts)
+
+
+def _wrap(prefix: str, items: list[str], width: int = 100) -> list[str]:
+    """``prefix`` then comma-separated ``items``, continuation lines indented under the first item."""
+    lines: list[str] = []
+    cur = prefix
+    for i, item in enumerate(items):
+        piece = item + ("," if i + 1 < len(items) else "")
+        if cur.strip() and cur != prefix and len(cur) + 1 + len(piece) > width:
+            lines.append(cur)
+            cur = " " * len(prefix)
+        cur += ("" if cur.endswith(" ") else " ") + piece
+    lines.append(cur)
+    return lines
 
 
 @cli.command()

@@ -254,7 +254,7 @@ def gof_parameters(
     params = []
     for c in range(header.num_channels):
         v = dens if c == 0 else feats[c - 1]
-        e = _exponent_for(float(np.abs(v).max(initial=0.0)))
+        e = _exponent_for(_peak(v))
         scale = 2.0**e
         fill = float(v[~occ_voxels].mean()) if any_empty else 0.0
         fill_int = int(np.clip(round(fill * scale), -MAX_SAMPLE, MAX_SAMPLE))
@@ -399,12 +399,14 @@ def _fits(ctx: _EncodeContext, config: EncoderConfig, first: GridFrame, frame: G
     return _frame_fits(channels, frame)
 
 
+def _peak(values: np.ndarray) -> float:
+    """max |values| without materialising ``abs`` of a large array."""
+    return max(float(values.max(initial=0.0)), -float(values.min(initial=0.0)))
+
+
 def _frame_fits(channels: tuple[ChannelParams, ...], frame: GridFrame) -> bool:
-    if float(np.abs(frame.density).max(initial=0.0)) * 2.0 ** channels[0].exponent >= LATTICE_LIMIT:
-        return False
-    peaks = np.abs(frame.features).reshape(frame.features.shape[0], -1).max(axis=1, initial=0.0)
-    scales = np.array([2.0**ch.exponent for ch in channels[1:]])
-    return bool((peaks * scales < LATTICE_LIMIT).all())
+    planes = [frame.density] + [frame.features[c] for c in range(frame.features.shape[0])]
+    return all(_peak(v) * 2.0**ch.exponent < LATTICE_LIMIT for v, ch in zip(planes, channels, strict=True))
 
 
 class _GofEncoder:

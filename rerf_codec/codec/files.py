@@ -10,7 +10,9 @@ it is usable (and tested) without click:
   with optional SHA-256 verification and damaged-GOF concealment;
 * :func:`describe_stream` is what ``rerf info`` shows: header, GOFs, per-frame byte
   accounting, and byte totals per category that add up exactly to the file size;
-* :func:`encode_byte_totals` is the same accounting for an :class:`EncodeReport`.
+* :func:`encode_byte_totals` is the same accounting for an :class:`EncodeReport`;
+* :func:`frame_type_summary` groups per-frame bytes by frame type (intra / residual);
+* :func:`encoded_gofs` lists the GOFs of a freshly encoded file (frames, qualities, bytes).
 
 Never imports torch (the decode path must not).
 """
@@ -23,7 +25,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,12 +45,16 @@ __all__ = [
     "decode_to_directory",
     "describe_stream",
     "encode_byte_totals",
+    "encoded_gofs",
+    "frame_type_summary",
     "open_input",
     "parse_frame_range",
 ]
 
 STDIN = "-"
 
+FRAME_TYPES = tuple(FRAME_TYPE_NAMES[k] for k in sorted(FRAME_TYPE_NAMES))
+"""Frame type names in type-id order: ``intra`` (keyframe), ``residual``."""
 FRAME_CATEGORIES = ("mask", "motion", "coefficients", "side_info")
 """Per-frame byte categories (``FrameRecord.section_sizes``)."""
 CATEGORIES = (*FRAME_CATEGORIES, "header", "container")
@@ -404,14 +410,23 @@ def describe_stream(f: BinaryIO) -> dict[str, Any]:
         assert isinstance(gof, bitstream.GofChunk)
         sizes = [r.section_sizes() for r in gof.frames]
         payload = sum(sum(s.values()) for s in sizes)
+        types = [FRAME_TYPE_NAMES[r.frame_type] for r in gof.frames]
         gofs.append(
             {
                 "offset": gof.offset,
                 "bytes": gof.size,
                 "first_frame": gof.first_frame,
                 "num_frames": gof.num_frames,
+                "quality": gof.quality_features,
+                "density_quality": gof.quality_density,
                 "quality_density": gof.quality_density,
                 "quality_features": gof.quality_features,
+                "frame_types": {t: types.count(t) for t in FRAME_TYPES if t in types},
+                "frame_bytes": {
+                    t: sum(sum(s.values()) for s, ty in zip(sizes, types, strict=True) if ty == t)
+                    for t in FRAME_TYPES
+                    if t in types
+                },
                 "container_bytes": gof.size - payload,
                 "channels": [
                     {"exponent": c.exponent, "fill": c.fill, "qscale": c.qscale} for c in gof.channels
@@ -472,6 +487,7 @@ def describe_stream(f: BinaryIO) -> dict[str, Any]:
         "header": header,
         "gofs": gofs,
         "frames": frames,
+        "frame_types": frame_type_summary((f["type"], f["bytes"]) for f in frames),
         "totals": totals,
     }
 
@@ -482,3 +498,58 @@ def encode_byte_totals(report: Any) -> dict[str, int]:
     totals["header"] = int(report.header_bytes)
     totals["container"] = int(report.container_bytes)
     return totals
+
+
+def frame_type_summary(frames: Iterable[tuple[str, dict[str, int]]]) -> dict[str, dict[str, Any]]:
+    """Per frame type (``intra``, ``residual``; only types present): frame count, bytes,
+    mean bytes per frame and bytes per category (:data:`FRAME_CATEGORIES`).
+
+    ``frames``: ``(type, section_sizes)`` per frame.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for ftype, sizes in frames:
+        e = out.setdefault(
+            ftype, {"frames": 0, "bytes": 0, "bytes_per_frame": 0.0, "by_category": dict.fromkeys(FRAME_CATEGORIES, 0)}
+        )
+        e["frames"] += 1
+        for k in FRAME_CATEGORIES:
+            v = int(sizes.get(k, 0))
+            e["by_category"][k] += v
+            e["bytes"] += v
+    for e in out.values():
+        e["bytes_per_frame"] = e["bytes"] / e["frames"]
+    order = {t: i for i, t in enumerate(FRAME_TYPES)}
+    return dict(sorted(out.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def encoded_gofs(path: str | Path, report: Any) -> list[dict[str, Any]]:
+    """The GOFs of the file an :class:`EncodeReport` describes (what ``rerf encode --json`` lists).
+
+    Reads only the file's header, index and footer: per GOF its byte offset, bytes on disk
+    (chunk framing included), first frame, frame count, qualities (``quality`` = features,
+    ``density_quality``; chosen per GOF by rate control) and frames per type.
+    """
+    with open(path, "rb") as f:
+        reader = StreamReader(f)
+        entries = reader.read_index()
+        file_bytes = f.seek(0, 2)
+    if len(entries) != len(report.gof_qualities):
+        raise RuntimeError(f"{path}: {len(entries)} GOFs in the index, the encoder reported {len(report.gof_qualities)}")
+    index_chunk = bitstream.CHUNK_HEAD.size + 4 + bitstream.INDEX_ENTRY.size * len(entries) + 4
+    ends = [e.offset for e in entries[1:]] + [file_bytes - bitstream.FOOTER.size - index_chunk]
+    types = {fr.index: fr.frame_type for fr in report.frames}
+    out = []
+    for e, end, (qd, qf) in zip(entries, ends, report.gof_qualities, strict=True):
+        ts = [types.get(i) for i in range(e.first_frame, e.first_frame + e.num_frames)]
+        out.append(
+            {
+                "first_frame": e.first_frame,
+                "num_frames": e.num_frames,
+                "quality": qf,
+                "density_quality": qd,
+                "bytes": end - e.offset,
+                "offset": e.offset,
+                "frame_types": {t: ts.count(t) for t in FRAME_TYPES if t in ts},
+            }
+        )
+    return out

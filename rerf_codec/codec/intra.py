@@ -93,17 +93,24 @@ class FrameBuffers:
         self.grid_shape = grid_shape
         self.density = np.empty(padded, dtype=np.float32)
         self.features = np.empty((feature_channels, *padded), dtype=np.float32)
+        # What the arrays hold outside the last written blocks: (fill values, block mask).
+        # When the next frame has the same fills only the blocks that held data are refilled.
+        self.fill_key: tuple[int, ...] | None = None
+        self.written: np.ndarray | None = None
 
     def padded(self) -> GridFrame:
         """The whole padded, C-contiguous arrays (what motion compensation reads)."""
         return GridFrame(density=self.density, features=self.features)
 
     def view(self) -> GridFrame:
-        """The valid (cropped) region; a view when the grid is not a multiple of 8."""
+        """Read-only views of the valid (cropped) region: the buffers are reused, and
+        writing into a yielded frame would corrupt the next one."""
         x, y, z = self.grid_shape
-        if self.density.shape == (x, y, z):
-            return GridFrame(density=self.density, features=self.features)
-        return GridFrame(density=self.density[:x, :y, :z], features=self.features[:, :x, :y, :z])
+        density = self.density[:x, :y, :z]
+        features = self.features[:, :x, :y, :z]
+        density.flags.writeable = False
+        features.flags.writeable = False
+        return GridFrame(density=density, features=features)
 
 
 class BufferPool:
@@ -145,18 +152,32 @@ def write_blocks(
     c_total = header.num_channels
     bufs = out if out is not None else FrameBuffers(header.grid_shape, header.feature_channels)
     inv = 1.0 / channel_scales(channels)  # exact: powers of two
-    bufs.density.fill(channels[0].fill * inv[0])
-    for c in range(1, c_total):
-        bufs.features[c - 1].fill(channels[c].fill * inv[c])
+    fills = np.array([ch.fill for ch in channels], dtype=np.float64) * inv
+    key = tuple(ch.fill for ch in channels) + tuple(ch.exponent for ch in channels)
+    if bufs.fill_key == key and bufs.written is not None and bufs.written.shape == mask.shape:
+        stale = np.nonzero(bufs.written & ~mask)  # blocks that held data and are empty now
+        if stale[0].size:
+            _blocked(bufs.density)[stale] = fills[0]
+            _blocked(bufs.features)[:, stale[0], stale[1], stale[2]] = fills[1:, None, None, None, None]
+    else:
+        bufs.density.fill(fills[0])
+        for c in range(1, c_total):
+            bufs.features[c - 1].fill(fills[c])
+    bufs.fill_key = key
+    bufs.written = mask.copy()
     if values.shape[1]:
         values *= inv[:, None, None, None, None]
         ix, iy, iz = block_coords(mask)
         _blocked(bufs.density)[ix, iy, iz] = values[0]
         _blocked(bufs.features)[:, ix, iy, iz] = values[1:]
-    frame = bufs.view()
-    if out is None and frame.density.shape != bufs.density.shape:
-        frame = GridFrame(np.ascontiguousarray(frame.density), np.ascontiguousarray(frame.features))
-    return frame
+    if out is None:  # fresh arrays the caller owns
+        x, y, z = header.grid_shape
+        if (x, y, z) == bufs.density.shape:
+            return GridFrame(bufs.density, bufs.features)
+        return GridFrame(
+            np.ascontiguousarray(bufs.density[:x, :y, :z]), np.ascontiguousarray(bufs.features[:, :x, :y, :z])
+        )
+    return bufs.view()
 
 
 def reconstruct_intra(
