@@ -313,25 +313,24 @@ def _fmt_q(g: dict[str, Any]) -> str:
 
 
 def _types_line(types: dict[str, dict[str, Any]]) -> str:
-    """'1 intra (avg 12.3 kB), 7 residual (avg 2.1 kB, motion 1,234 B)'."""
-    parts = []
-    for t, e in types.items():
-        extra = f", motion {_fmt_bytes(e['by_category']['motion'])}" if e["by_category"]["motion"] else ""
-        parts.append(f"{e['frames']} {t} (avg {_fmt_bytes(round(e['bytes_per_frame']))}{extra})")
-    return ", ".join(parts)
+    """'2 intra (avg 23.05 kB), 6 residual (avg 15.93 kB); motion 545 B'."""
+    parts = [f"{e['frames']} {t} (avg {e['bytes_per_frame'] / 1e3:,.2f} kB)" for t, e in types.items()]
+    motion = sum(e["by_category"]["motion"] for e in types.values())
+    return ", ".join(parts) + (f"; motion {_fmt_bytes(motion)}" if motion else "")
 
 
 def _wrap(prefix: str, items: list[str], width: int = 100) -> list[str]:
-    """``prefix`` then comma-separated ``items``, continuation lines indented under the first item."""
+    """``prefix`` then the comma-separated ``items``; continuation lines are indented under the first."""
+    pieces = [it + "," for it in items[:-1]] + items[-1:]
     lines: list[str] = []
-    cur = prefix
-    for i, item in enumerate(items):
-        piece = item + ("," if i + 1 < len(items) else "")
-        if cur.strip() and cur != prefix and len(cur) + 1 + len(piece) > width:
-            lines.append(cur)
+    cur, fresh = prefix, True
+    for piece in pieces:
+        if not fresh and len(cur) + len(piece) > width:
+            lines.append(cur.rstrip())
             cur = " " * len(prefix)
-        cur += ("" if cur.endswith(" ") else " ") + piece
-    lines.append(cur)
+        cur += piece + " "
+        fresh = False
+    lines.append(cur.rstrip())
     return lines
 
 
@@ -446,8 +445,8 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
     )
     echo(f"  coder {h['coder']} (id {h['coder_id']}), transform {h['transform']} (id {h['transform_id']})")
     if enc:
-        keys = ("quality", "density_quality", "gof", "deadzone_ac", "deadzone_dc", "rerf_version")
-        echo("  encoder " + ", ".join(f"{k}={enc[k]}" for k in keys if k in enc))
+        keys = ("quality", "density_quality", "gof", "target_kbpf", "motion", "search_range", "rerf_version")
+        echo("  encoder " + ", ".join(f"{k}={enc[k]}" for k in keys if enc.get(k) is not None))
     tensors = h["tensors"]
     if tensors:
         echo("  tensors " + ", ".join(f"{k} {'×'.join(map(str, t['shape']))} {t['dtype']}" for k, t in tensors.items()))
@@ -458,12 +457,18 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
         f"({_fmt_bytes(d['raw_float32_bytes'])})"
     )
     echo("")
-    echo(f"{'GOF':>5} {'offset':>12} {'bytes':>12} {'frames':>13} {'q dens/feat':>12}")
+    echo(
+        f"{'GOF':>5} {'offset':>12} {'bytes':>12} {'frames':>13} {'q dens/feat':>12} {'intra B':>10} "
+        f"{'residual B/frame':>17}"
+    )
     for i, g in enumerate(d["gofs"]):
         fr = _fmt_range(g["first_frame"], g["first_frame"] + g["num_frames"])
+        counts, fb = g["frame_types"], g["frame_bytes"]
+        intra = f"{fb['intra']:,}" if "intra" in fb else "-"
+        res = f"{fb['residual'] / counts['residual']:,.0f} ×{counts['residual']}" if "residual" in fb else "-"
         echo(
             f"{i:>5} {g['offset']:>12,} {g['bytes']:>12,} {fr:>13} "
-            f"{str(g['quality_density']) + '/' + str(g['quality_features']):>12}"
+            f"{str(g['density_quality']) + '/' + str(g['quality']):>12} {intra:>10} {res:>17}"
         )
     echo("")
     echo(f"{'frame':>7} {'type':<8} {'mask':>10} {'motion':>10} {'coeffs':>12} {'side info':>10} {'total':>12}")
@@ -472,6 +477,17 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
         echo(
             f"{f['index']:>7} {f['type']:<8} {b['mask']:>10,} {b['motion']:>10,} {b['coefficients']:>12,} "
             f"{b['side_info']:>10,} {f['total_bytes']:>12,}"
+        )
+    echo("")
+    echo(
+        f"{'frame type':<10} {'frames':>7} {'mask':>10} {'motion':>10} {'coeffs':>12} {'side info':>10} "
+        f"{'total':>12} {'per frame':>10}"
+    )
+    for t, e in d["frame_types"].items():
+        c = e["by_category"]
+        echo(
+            f"{t:<10} {e['frames']:>7} {c['mask']:>10,} {c['motion']:>10,} {c['coefficients']:>12,} "
+            f"{c['side_info']:>10,} {e['bytes']:>12,} {e['bytes_per_frame']:>10,.0f}"
         )
     echo("")
     echo(f"{'category':<14} {'bytes':>12} {'share':>7}")
@@ -492,8 +508,9 @@ def demo(out_dir: str, force: bool, quick: bool, as_json: bool) -> None:
     """Run the codec end to end on a built-in synthetic grid sequence.
 
     Generates a ReRF-style sequence (density + 12 feature channels), encodes it with the
-    default settings, decodes it, checks that the decoder reproduces the encoder's
-    reconstruction bit for bit (SHA-256), and prints sizes, PSNR and speed.
+    default settings (one keyframe, then motion-compensated residual frames), decodes it,
+    checks that the decoder reproduces the encoder's reconstruction bit for bit (SHA-256),
+    and prints sizes (keyframe vs residual frames), PSNR and speed.
     """
     from rerf_codec.demo import run_demo
 
@@ -508,6 +525,15 @@ def demo(out_dir: str, force: bool, quick: bool, as_json: bool) -> None:
         raise click.exceptions.Exit(EXIT_INTERNAL)
 
 
+def _demo_residual(s: dict[str, Any]) -> str:
+    if not s["residual_frames"]:
+        return "none"
+    return (
+        f"{s['residual_frames']} × {s['residual_kb_per_frame']:,.2f} kB on average "
+        f"(motion-compensated; motion {_fmt_bytes(s['motion_bytes'])} in all)"
+    )
+
+
 def _print_demo(s: dict[str, Any]) -> None:
     x, y, z = s["grid_shape"]
 
@@ -519,6 +545,8 @@ def _print_demo(s: dict[str, Any]) -> None:
         ("grid", f"{x}×{y}×{z}, density + {s['feature_channels']} features"),
         ("raw float32", f"{s['raw_float32_mb']:,.2f} MB"),
         (".rerf", f"{s['file_bytes']:,} bytes = {s['kb_per_frame']:,.2f} kB/frame (quality {s['quality']})"),
+        ("keyframes", f"{s['intra_frames']} × {s['intra_kb_per_frame']:,.2f} kB (intra, every {s['gof']} frames)"),
+        ("residual", _demo_residual(s)),
         ("compression", f"{s['compression_ratio']:,.1f}× vs raw float32"),
         ("feature PSNR", db(s["feature_psnr_db"])),
         ("density PSNR", db(s["density_psnr_db"])),

@@ -3,12 +3,14 @@
 Steps, everything under ``out_dir``::
 
     out_dir/sequence/    synthetic ReRF-style grid sequence (rerf_codec.bench.synthetic)
-    out_dir/demo.rerf    the encoded stream (default encoder settings)
+    out_dir/demo.rerf    the encoded stream (default encoder settings: one GOF of 20 frames,
+                         so one keyframe and the rest residual frames)
     out_dir/decoded/     the stream decoded back to a grid sequence
 
-and a summary: sizes, compression ratio against raw float32, PSNR of the decoded grids
-against the input, encode/decode speed, and whether the encoder's closed-loop
-reconstruction and the decoder's output have the same SHA-256 (they must).
+and a summary: sizes (keyframe vs residual-frame bytes), compression ratio against raw
+float32, PSNR of the decoded grids against the input, encode/decode speed, and whether the
+encoder's closed-loop reconstruction and the decoder's output have the same SHA-256 (they
+must).
 
 PSNR definitions (over all voxels of all frames, float64): feature PSNR uses the
 peak = max - min of the input features over *occupied* voxels (input density above
@@ -28,7 +30,7 @@ import numpy as np
 
 from rerf_codec.bench.synthetic import SyntheticSpec, write_synthetic_sequence
 from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
-from rerf_codec.codec.files import decode_to_directory
+from rerf_codec.codec.files import decode_to_directory, frame_type_summary
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.grids import iter_full_frames, read_meta
 
@@ -118,7 +120,11 @@ def run_demo(
         if progress is not None:
             progress("encode", rep.index + 1, spec.num_frames)
 
-    enc = encode_sequence(seq_dir, rerf_path, EncoderConfig(), force=force, progress=enc_progress)
+    config = EncoderConfig()
+    enc = encode_sequence(seq_dir, rerf_path, config, force=force, progress=enc_progress)
+    types = frame_type_summary((fr.frame_type, fr.bytes) for fr in enc.frames)
+    intra = types.get("intra", {"frames": 0, "bytes_per_frame": 0.0})
+    residual = types.get("residual", {"frames": 0, "bytes_per_frame": 0.0})
 
     def dec_progress(done: int, total: int) -> None:
         if progress is not None:
@@ -147,6 +153,13 @@ def run_demo(
         "compression_ratio": raw / enc.file_bytes,
         **quality,
         "quality": enc.config["quality"],
+        "gof": config.gof,
+        "intra_frames": intra["frames"],
+        "intra_kb_per_frame": intra["bytes_per_frame"] / 1e3,
+        "residual_frames": residual["frames"],
+        "residual_kb_per_frame": residual["bytes_per_frame"] / 1e3,
+        "motion_bytes": sum(fr.bytes.get("motion", 0) for fr in enc.frames),
+        "frame_types": types,
         "encode_seconds": enc.seconds,
         "decode_seconds": dec.seconds,
         "encode_fps": n / enc.seconds if enc.seconds > 0 else None,

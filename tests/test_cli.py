@@ -244,6 +244,181 @@ def test_damaged_stream(tmp_path, work, full_decode):
     assert not fr.features.any() and (fr.density <= 0).all()
 
 
+# --------------------------------------------------------------------------- residual frames, motion, rate control
+
+MOVING = SyntheticSpec(shape=(40, 40, 40), feature_channels=3, num_frames=8, seed=2)
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory):
+    """A small moving sequence encoded at fixed quality with GOF 4 (2 GOFs: 1 intra + 3 residual each)."""
+    d = tmp_path_factory.mktemp("moving")
+    write_synthetic_sequence(d / "seq", MOVING)
+    res = run("encode", d / "seq", "-o", d / "fixed.rerf", "--gof", "4", "--json")
+    assert res.exit_code == 0, res.stderr
+    return d, json.loads(res.stdout)
+
+
+def _index_bytes(num_gofs: int) -> int:
+    from rerf_codec.bitstream import CHUNK_HEAD, FOOTER, INDEX_ENTRY
+
+    return CHUNK_HEAD.size + 4 + INDEX_ENTRY.size * num_gofs + 4 + FOOTER.size
+
+
+def test_encode_residual_frames_json(moving):
+    d, rep = moving
+    size = (d / "fixed.rerf").stat().st_size
+    assert [f["frame_type"] for f in rep["frames"]] == ["intra", "residual", "residual", "residual"] * 2
+    for f in rep["frames"]:
+        assert (f["bytes"]["motion"] > 0) == (f["frame_type"] == "residual")
+    assert rep["target_kbpf"] is None and rep["kb_per_frame"] == pytest.approx(size / 8 / 1e3)
+    assert rep["frame_types"]["intra"]["frames"] == 2 and rep["frame_types"]["residual"]["frames"] == 6
+    assert rep["totals"]["motion"] == rep["frame_types"]["residual"]["by_category"]["motion"] > 0
+    gofs = rep["gofs"]
+    assert [(g["first_frame"], g["num_frames"]) for g in gofs] == [(0, 4), (4, 4)]
+    assert all((g["quality"], g["density_quality"]) == (75, 75) for g in gofs)
+    assert rep["header_bytes"] + sum(g["bytes"] for g in gofs) + _index_bytes(2) == size
+    info = json.loads(run("info", d / "fixed.rerf", "--json").stdout)
+    assert [g["bytes"] for g in info["gofs"]] == [g["bytes"] for g in gofs]
+    assert [g["offset"] for g in info["gofs"]] == [g["offset"] for g in gofs]
+    assert info["frame_types"] == rep["frame_types"]
+
+
+def test_encode_human_summary_shows_frame_types(tmp_path, moving):
+    d, _ = moving
+    res = run("encode", d / "seq", "-o", tmp_path / "h.rerf", "--gof", "4", "--quality", "60")
+    assert res.exit_code == 0, res.stderr
+    out = res.stdout
+    assert "2 intra (avg" in out and "6 residual (avg" in out and "; motion " in out
+    assert "GOF qualities (density/features): 0:4 60/60, 4:8 60/60" in out
+    assert "motion search" in out and "target" not in out
+
+
+def test_target_kbpf_lands_near_target(tmp_path, moving):
+    d, fixed = moving
+    target = round(0.7 * fixed["kb_per_frame"], 3)
+    out = tmp_path / "rc.rerf"
+    res = run("encode", d / "seq", "-o", out, "--gof", "4", "--target-kbpf", str(target), "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    size = out.stat().st_size
+    achieved = size / 8 / 1e3
+    assert rep["target_kbpf"] == target and rep["kb_per_frame"] == pytest.approx(achieved)
+    assert abs(achieved / target - 1) <= 0.10, (achieved, target)
+    qs = [g["quality"] for g in rep["gofs"]]
+    assert len(qs) == 2 and all(1 <= q <= 100 for q in qs) and min(qs) < 75  # fewer bytes than quality 75
+    assert all(g["density_quality"] == g["quality"] for g in rep["gofs"])
+    info = json.loads(run("info", out, "--json").stdout)
+    assert [(g["density_quality"], g["quality"]) for g in info["gofs"]] == [
+        (g["density_quality"], g["quality"]) for g in rep["gofs"]
+    ]
+    assert info["header"]["encoder"]["target_kbpf"] == target
+    dec = run("decode", out, "-o", tmp_path / "dec", "--verify", rep["sha256"])
+    assert dec.exit_code == 0, dec.stderr
+
+    res = run("encode", d / "seq", "-o", tmp_path / "rc2.rerf", "--gof", "4", "--target-kbpf", str(target))
+    assert res.exit_code == 0, res.stderr
+    assert f"(target {target:,.2f}, " in res.stdout and "rate control from quality 75" in res.stdout
+    assert "GOF qualities (density/features): 0:4 " in res.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "inf", ""])
+def test_bad_target_kbpf(tmp_path, moving, value):
+    d, _ = moving
+    line = assert_one_line_error(run("encode", d / "seq", "-o", tmp_path / "o.rerf", "--target-kbpf", value))
+    assert "--target-kbpf" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["zero", "trainer", "search"])
+def test_motion_modes_decode_to_reported_sha(tmp_path, moving, mode):
+    d, _ = moving
+    res = run("encode", d / "seq", "-o", tmp_path / "m.rerf", "--gof", "4", "--motion", mode, "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["config"]["motion"] == mode
+    assert rep["frame_types"]["residual"]["frames"] == 6
+    res = run("decode", tmp_path / "m.rerf", "-o", tmp_path / "out", "--verify", rep["sha256"], "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["verified"] is True
+    info = json.loads(run("info", tmp_path / "m.rerf", "--json").stdout)
+    assert info["header"]["encoder"]["motion"] == mode
+
+
+def test_motion_bad_choice(tmp_path, moving):
+    d, _ = moving
+    line = assert_one_line_error(run("encode", d / "seq", "-o", tmp_path / "o.rerf", "--motion", "fast"))
+    assert "--motion" in line
+
+
+def test_gof_1_is_intra_only(tmp_path, moving):
+    d, _ = moving
+    res = run("encode", d / "seq", "-o", tmp_path / "i.rerf", "--gof", "1", "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert {f["frame_type"] for f in rep["frames"]} == {"intra"}
+    assert list(rep["frame_types"]) == ["intra"] and rep["totals"]["motion"] == 0
+    assert [g["num_frames"] for g in rep["gofs"]] == [1] * 8
+    info = json.loads(run("info", tmp_path / "i.rerf", "--json").stdout)
+    assert {f["type"] for f in info["frames"]} == {"intra"} and len(info["gofs"]) == 8
+    human = run("info", tmp_path / "i.rerf").stdout
+    assert "residual" not in human
+
+
+def test_info_per_gof_qualities_and_frame_types(tmp_path, moving):
+    d, _ = moving
+    out = tmp_path / "q.rerf"
+    res = run("encode", d / "seq", "-o", out, "--gof", "3", "--quality", "50", "--density-quality", "80")
+    assert res.exit_code == 0, res.stderr
+    info = json.loads(run("info", out, "--json").stdout)
+    assert [(g["first_frame"], g["num_frames"]) for g in info["gofs"]] == [(0, 3), (3, 3), (6, 2)]
+    for g in info["gofs"]:
+        assert (g["quality"], g["density_quality"]) == (50, 80)
+        assert (g["quality_features"], g["quality_density"]) == (50, 80)
+        assert g["frame_types"] == {"intra": 1, "residual": g["num_frames"] - 1}
+        n_frames = [f for f in info["frames"] if f["gof"] == info["gofs"].index(g)]
+        assert sum(f["total_bytes"] for f in n_frames) == sum(g["frame_bytes"].values())
+    ft = info["frame_types"]
+    assert ft["intra"]["frames"] == 3 and ft["residual"]["frames"] == 5
+    assert sum(e["bytes"] for e in ft.values()) + info["totals"]["header"] + info["totals"]["container"] == (
+        info["file_bytes"]
+    )
+    assert ft["residual"]["by_category"]["motion"] == info["totals"]["motion"] > 0
+    human = run("info", out).stdout
+    for word in ("q dens/feat", "80/50", "residual B/frame", "frame type", "intra", "residual", "motion"):
+        assert word in human
+
+
+def test_skip_damaged_with_residual_frames(tmp_path, moving):
+    """A damaged GOF conceals all its frames (keyframe and residual); later GOFs decode exactly."""
+    d, _ = moving
+    src = tmp_path / "g.rerf"
+    enc = json.loads(run("encode", d / "seq", "-o", src, "--gof", "3", "--json").stdout)
+    full = tmp_path / "full"
+    assert run("decode", src, "-o", full, "--verify", enc["sha256"]).exit_code == 0
+    full_meta = read_meta(full)
+    for gof, lost, frozen_on in ((1, [3, 4, 5], 2), (0, [0, 1, 2], None)):
+        bad, out = tmp_path / f"bad{gof}.rerf", tmp_path / f"out{gof}"
+        _corrupt(src, bad, gof=gof)
+        assert_one_line_error(run("decode", bad, "-o", out))
+        res = run("decode", bad, "-o", out, "--skip-damaged", "--json")
+        assert res.exit_code == 0, res.stderr
+        rep = json.loads(res.stdout)
+        assert rep["damaged_frames"] == lost
+        assert rep["damaged"][0]["frames"] == [lost[0], lost[-1] + 1]
+        meta = read_meta(out)
+        for i in lost:
+            fr = read_frame(out, i, meta)
+            if frozen_on is None:
+                assert not fr.features.any()
+            else:
+                prev = read_frame(full, frozen_on, full_meta)
+                assert np.array_equal(fr.density, prev.density) and np.array_equal(fr.features, prev.features)
+        for i in sorted(set(range(8)) - set(lost)):  # every other frame, residual ones included, is exact
+            a, b = read_frame(out, i, meta), read_frame(full, i, full_meta)
+            assert np.array_equal(a.density, b.density) and np.array_equal(a.features, b.features), i
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -344,13 +519,18 @@ def test_demo_quick(tmp_path):
     assert s["frames"] == 6 and s["grid_shape"] == [32, 32, 32]
     assert s["feature_psnr_db"] > 30 and s["density_psnr_db"] > 30
     assert s["compression_ratio"] > 10
+    # the default GOF (20) holds the whole sequence: one keyframe, then residual frames
+    assert s["gof"] == 20 and s["intra_frames"] == 1 and s["residual_frames"] == 5
+    assert s["intra_kb_per_frame"] > 0 and s["residual_kb_per_frame"] > 0 and s["motion_bytes"] > 0
+    kb = s["intra_kb_per_frame"] * 1 + s["residual_kb_per_frame"] * 5
+    assert kb * 1e3 < s["file_bytes"]  # + header and container
     assert s["file_bytes"] == (out / "demo.rerf").stat().st_size
     assert sorted(p.name for p in out.iterdir()) == ["decoded", "demo.rerf", "sequence"]
     assert list(tmp_path.iterdir()) == [out]
     assert_one_line_error(run("demo", "-o", out, "--quick"))
     res = run("demo", "-o", out, "--quick", "--force")
     assert res.exit_code == 0, res.stderr
-    for word in ("compression", "feature PSNR", "density PSNR", "sha256 match  yes"):
+    for word in ("compression", "feature PSNR", "density PSNR", "sha256 match  yes", "keyframes", "residual"):
         assert word in res.stdout
 
 
@@ -388,3 +568,46 @@ def test_no_torch_on_cli_paths():
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr.decode()
+
+
+@pytest.mark.skipif(not RERF.exists(), reason="console script not installed")
+def test_executable_target_kbpf_errors(tmp_path, moving):
+    d, _ = moving
+    for value in ("0", "-1", "abc"):
+        p = _rerf("encode", str(d / "seq"), "-o", str(tmp_path / "o.rerf"), "--target-kbpf", value)
+        assert p.returncode == 2 and p.stdout == b"", (value, p.stderr)
+        err = p.stderr.decode()
+        assert err.count("\n") == 1 and err.startswith("rerf: error: ") and "--target-kbpf" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not RERF.exists() or sys.platform == "win32", reason="needs the console script and a pty")
+def test_executable_tty_progress_shows_frame_types(tmp_path, moving):
+    """On a terminal, encode's progress line names each frame's type (and stdout keeps the summary)."""
+    import pty
+
+    d, _ = moving
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+    try:
+        p = subprocess.Popen(
+            [str(RERF), "encode", str(d / "seq"), "-o", str(tmp_path / "t.rerf"), "--gof", "4"],
+            stdout=subprocess.PIPE, stderr=slave, env=env,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                b = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not b:
+                break
+            chunks.append(b)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        os.close(master)
+    assert p.returncode == 0
+    err = b"".join(chunks).decode(errors="replace")
+    assert "frame 0 intra" in err and "frame 7 residual" in err
+    assert b"encoded 8 frames" in out

@@ -461,10 +461,11 @@ def _material_noise(obj: _Object, us: np.ndarray, channels: int, seed: int, k: i
     noise on a 1-voxel lattice in the object's material frame, trilinearly interpolated.
     """
     lattice = getattr(obj, "_noise_lattice", None)
-    half = int(math.ceil(obj.bound)) + 2
+    half = math.ceil(obj.bound) + 2
     if lattice is None:
         rng = np.random.default_rng([seed, 5, k])
-        lattice = _heavy_normal(rng, (2 * half + 2) ** 3 * (1 + channels)).reshape(2 * half + 2, 2 * half + 2, 2 * half + 2, 1 + channels)
+        side = 2 * half + 2
+        lattice = _heavy_normal(rng, side**3 * (1 + channels)).reshape(side, side, side, 1 + channels)
         obj._noise_lattice = lattice  # type: ignore[attr-defined]
     p = np.clip(us.T.astype(np.float64) + half, 0, 2 * half)
     i0 = np.floor(p).astype(np.int64)

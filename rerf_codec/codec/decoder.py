@@ -24,6 +24,7 @@ from rerf_codec.bitstream import (
 )
 from rerf_codec.codec.intra import BufferPool, parse_intra, reconstruct_intra
 from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual
+from rerf_codec.codec.threads import single_blas_thread
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 
@@ -55,18 +56,19 @@ def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None
         idx = gof.first_frame + i
         out = buffers.slot(needs_reference=record.frame_type != FRAME_INTRA) if buffers else None
         try:
-            if record.frame_type == FRAME_INTRA:
-                mask, levels = parse_intra(record, header)
-                frame = reconstruct_intra(header, gof.channels, mask, levels, out)
-                state = initial_state(header, out.padded() if out else frame, mask)
-            elif record.frame_type == FRAME_RESIDUAL:
-                if state is None:
-                    raise RerfFormatError("residual frame without a preceding keyframe in its GOF")
-                mask, mv, levels, coarse = parse_residual(record, header, state)
-                frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev, out)
-                state = GofState(out.padded() if out else frame, mask, coarse)
-            else:  # pragma: no cover - the parser rejects unknown types
-                raise RerfFormatError(f"unsupported frame type {record.frame_type}")
+            with single_blas_thread():
+                if record.frame_type == FRAME_INTRA:
+                    mask, levels = parse_intra(record, header)
+                    frame = reconstruct_intra(header, gof.channels, mask, levels, out)
+                    state = initial_state(header, out.padded() if out else frame, mask)
+                elif record.frame_type == FRAME_RESIDUAL:
+                    if state is None:
+                        raise RerfFormatError("residual frame without a preceding keyframe in its GOF")
+                    mask, mv, levels, coarse = parse_residual(record, header, state)
+                    frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev, out)
+                    state = GofState(out.padded() if out else frame, mask, coarse)
+                else:  # pragma: no cover - the parser rejects unknown types
+                    raise RerfFormatError(f"unsupported frame type {record.frame_type}")
         except RerfFormatError as exc:
             raise RerfFormatError(f"frame {idx}: {exc}") from None
         yield DecodedFrame(idx, FRAME_TYPE_NAMES[record.frame_type], frame)

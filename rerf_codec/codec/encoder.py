@@ -41,6 +41,7 @@ from rerf_codec.codec.motion_search import SearchConfig, search_motion
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
 from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qmatrix, qstep_table, quality_to_step
 from rerf_codec.codec.residual import GofState, encode_residual, initial_state
+from rerf_codec.codec.threads import single_blas_thread
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.grids import (
@@ -443,6 +444,10 @@ class _GofEncoder:
         return _frame_fits(self.channels, frame)
 
     def add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None) -> None:
+        with single_blas_thread():
+            self._add(idx, frame, trainer_motion)
+
+    def _add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None) -> None:
         ctx, header = self.ctx, self.ctx.header
         tf = time.perf_counter()
         if self.first_idx is None:

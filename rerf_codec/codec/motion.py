@@ -38,6 +38,7 @@ from rerf_codec.codec.entropy import (
     unpack_mantissas,
     write_tables,
 )
+from rerf_codec.codec.threads import parallel_map
 from rerf_codec.codec.transform import BLOCK
 from rerf_codec.errors import RerfFormatError
 
@@ -115,7 +116,7 @@ def motion_compensate(
     w = [[FILTER_TAPS[frac[:, a], t][:, None, None, None] for t in range(N_TAPS)] for a in range(3)]
     half = 2.0 ** (3 * FILTER_BITS - 1)
     inv = 2.0 ** (-3 * FILTER_BITS)
-    for c in range(c_total):
+    def one_channel(c: int) -> None:
         src = prev_density if c == 0 else prev_features[c - 1]
         region = np.take(np.ascontiguousarray(src).reshape(-1), flat).astype(np.float64)  # (N, 11, 11, 11)
         region *= scales[c]  # exact: float32 lattice values times a power of two
@@ -134,6 +135,8 @@ def motion_compensate(
         r3 += half
         r3 *= inv
         np.floor(r3, out=out[c])
+
+    parallel_map(one_channel, range(c_total))  # channels are independent: same bits for any thread count
     return out
 
 
