@@ -185,6 +185,9 @@ def _environments() -> dict[str, dict[str, str]]:
         "threads1": {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
         "threads2": {"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"},
         "mkl_vars": {"MKL_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+        # the codec's own thread pool (codec/threads.py): 1 thread vs more threads than cores
+        "rerf_threads1": {"RERF_THREADS": "1"},
+        "rerf_threads7": {"RERF_THREADS": "7", "OPENBLAS_NUM_THREADS": "3"},
     }
     if dispatch:  # every runtime-dispatched SIMD level off: numpy's baseline loops only
         envs["numpy_baseline_simd"] = {"NPY_DISABLE_CPU_FEATURES": " ".join(dispatch)}
