@@ -94,6 +94,8 @@ class EncoderConfig:
     frames stored full), or "zero" (no motion compensation)."""
     search_range: float = 16.0
     """Largest searched motion component, voxels."""
+    search_channels: int = 5
+    """Channels the motion search compares: density plus the strongest features."""
     target_kbpf: float | None = None
     """Rate control: average kilobytes (1000 B) per frame of the whole file; None = fixed quality."""
 
@@ -615,15 +617,28 @@ class _MotionChooser:
             mv = trainer
         else:
             prev = self.state.prev
-            channels = [prev.density] + [prev.features[c] for c in range(prev.features.shape[0])]
+            planes = [prev.density] + [prev.features[c] for c in range(prev.features.shape[0])]
+            sel = _search_channels(cur, self.weights, self.config.search_channels)
             candidates = [self.prev_mv[ix, iy, iz]]
             if trainer is not None:
                 candidates.append(np.clip(trainer, -limit, limit))
             mv = search_motion(
-                cur, channels, self.header.grid_shape, (ix, iy, iz), self.weights, candidates, self.search, scales
+                cur[sel], [planes[c] for c in sel], self.header.grid_shape, (ix, iy, iz), self.weights[sel],
+                candidates, self.search, scales[sel],
             )
         self.chosen = mv
         return mv
+
+
+def _search_channels(cur: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
+    """Channels the motion search looks at: density, plus the features with the most
+    (step-weighted) variance. One vector serves all channels, so a few strong ones find
+    it as well as all of them, at a fraction of the cost."""
+    if count >= cur.shape[0]:
+        return np.arange(cur.shape[0])
+    energy = cur[1:].var(axis=(1, 2)) * weights[1:]
+    top = 1 + np.argsort(-energy, kind="stable")[: max(0, count - 1)]
+    return np.concatenate([[0], np.sort(top)])
 
 
 def _check_frame(frame: GridFrame, meta: SequenceMeta, idx: int) -> None:
