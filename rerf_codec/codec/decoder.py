@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import numpy as np
+
 from rerf_codec.bitstream import (
     FRAME_INTRA,
     FRAME_RESIDUAL,
@@ -23,6 +25,7 @@ from rerf_codec.bitstream import (
     StreamReader,
 )
 from rerf_codec.codec.intra import BufferPool, parse_intra, reconstruct_intra
+from rerf_codec.codec.quant import qstep_table
 from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual
 from rerf_codec.codec.threads import single_blas_thread
 from rerf_codec.errors import RerfFormatError, RerfUsageError
@@ -51,6 +54,11 @@ def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None
     With ``buffers`` frames are written into the pool's reused arrays: a yielded frame
     stays valid until the next frame is decoded.
     """
+    # Every GOF's quantiser steps must be in range, whether or not a frame needs them.
+    try:
+        qstep_table(header.qmatrix, np.array([ch.qscale for ch in gof.channels]))
+    except RerfFormatError as exc:
+        raise RerfFormatError(f"GOF at frame {gof.first_frame}: {exc}") from None
     state: GofState | None = None
     for i, record in enumerate(gof.frames):
         idx = gof.first_frame + i

@@ -8,7 +8,7 @@ Motion compensation is exact integer arithmetic on the value lattice: with
 ``mv = 8 * i + f`` per axis (``i = floor(mv / 8)``, ``f`` in 0..7) each axis is
 interpolated with the 4-tap filter ``FILTER_TAPS[f]`` (HEVC's chroma filter: integer
 taps summing to 64) over samples ``i - 1 .. i + 2``; the separable weighted sum (an
-integer below 2**43) is rounded once: ``floor((acc + 2**17) / 2**18)``. Reference
+integer below 2**44: the taps' largest absolute sum is 84) is rounded once: ``floor((acc + 2**17) / 2**18)``. Reference
 positions outside the grid are clamped to the nearest edge voxel (edge replication),
 on each axis independently. Filter and precision were measured: trilinear
 quarter-voxel prediction cost ~3% more residual-frame bytes on the synthetic sequence.
@@ -120,9 +120,9 @@ def motion_compensate(
         src = prev_density if c == 0 else prev_features[c - 1]
         region = np.take(np.ascontiguousarray(src).reshape(-1), flat).astype(np.float64)  # (N, 11, 11, 11)
         region *= scales[c]  # exact: float32 lattice values times a power of two
-        # Separable 4-tap passes with no intermediate rounding: the taps' absolute sum is 76,
-        # so every partial value is an integer below 2**24 * 76**3 < 2**43; the float64 sums
-        # are exact and equal the non-separable sum. One rounding at the end.
+        # Separable 4-tap passes with no intermediate rounding: the taps' largest absolute sum
+        # is 84, so every partial value is an integer below 2**24 * 84**3 < 2**44; the float64
+        # sums are exact and equal the non-separable sum. One rounding at the end.
         r = w[0][0] * region[:, 0:BLOCK]
         for t in range(1, N_TAPS):
             r += w[0][t] * region[:, t : t + BLOCK]
@@ -225,6 +225,9 @@ def decode_motion(
     mant_bytes = section[pos : pos + nm]
     dec = SymbolDecoder(section[pos + nm :])
     used = np.unique(sb)
+    for table, n in zip(tables, (used.size, sb.size), strict=True):
+        if n == 0 and not table.empty:
+            raise RerfFormatError("motion section declares a table for an empty symbol list")
     coarse_cls = dec.decode(used.size * 3, tables[0])
     fine_cls = dec.decode(sb.size * 3, tables[1])
     classes = np.concatenate([coarse_cls, fine_cls])

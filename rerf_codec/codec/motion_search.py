@@ -78,7 +78,7 @@ class _Evaluator:
         self.grad = np.stack(grads, axis=-1)  # (C, N, S, 3)
 
     def predict(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """Trilinear prediction ``(C, len(rows), S)`` at ``pos + mv/4`` (clamped to the grid)."""
+        """Trilinear prediction ``(C, len(rows), S)`` at ``pos + mv / MV_UNIT`` (clamped to the grid)."""
         p = self.pos[rows] + (mv[:, None, :] / MV_UNIT)
         np.clip(p, 0.0, self.limits, out=p)
         i0 = np.floor(p)
