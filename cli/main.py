@@ -545,7 +545,7 @@ def _print_demo(s: dict[str, Any]) -> None:
         ("grid", f"{x}×{y}×{z}, density + {s['feature_channels']} features"),
         ("raw float32", f"{s['raw_float32_mb']:,.2f} MB"),
         (".rerf", f"{s['file_bytes']:,} bytes = {s['kb_per_frame']:,.2f} kB/frame (quality {s['quality']})"),
-        ("keyframes", f"{s['intra_frames']} × {s['intra_kb_per_frame']:,.2f} kB (intra, every {s['gof']} frames)"),
+        ("keyframes", f"{s['intra_frames']} × {s['intra_kb_per_frame']:,.2f} kB (intra; one per GOF of {s['gof']})"),
         ("residual", _demo_residual(s)),
         ("compression", f"{s['compression_ratio']:,.1f}× vs raw float32"),
         ("feature PSNR", db(s["feature_psnr_db"])),

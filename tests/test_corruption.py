@@ -185,7 +185,8 @@ def outcome(data: bytes, *, seekable_range: bool = True) -> str:
         try:
             dec = Decoder(io.BytesIO(data))
             dec.sequence_meta()
-            for item in dec.frames(skip_damaged=True):
+            # (after a clean decode, skipping damage would decode the same frames again)
+            for item in dec.frames(skip_damaged=True) if results[0] == "error" else ():
                 assert isinstance(item, DecodedFrame | DamagedFrames)
                 if isinstance(item, DamagedFrames):
                     check_message(RerfFormatError(item.reason))
@@ -784,7 +785,12 @@ MUST_FAIL: dict[str, tuple[Callable[[Stream, bs.GofChunk], bs.GofChunk | bytes],
     "frame type 7": (lambda s, g: _record(g, 1, frame_type=7), "frame type 7"),
     "frame type 0": (lambda s, g: _record(g, 0, frame_type=0), "frame type 0"),
     "GOF starts with a residual": (lambda s, g: _record(g, 0, frame_type=bs.FRAME_RESIDUAL), "intra"),
-    "residual frame": (lambda s, g: _record(g, 1, frame_type=bs.FRAME_RESIDUAL), "residual"),
+    "residual record marked intra": (lambda s, g: _record(g, 1, frame_type=bs.FRAME_INTRA), "motion"),
+    "residual without motion": (lambda s, g: _record(g, 1, motion=b""), "motion"),
+    "residual motion one byte": (lambda s, g: _record(g, 1, motion=b"\x05"), "motion"),
+    "residual motion table size 65535": (lambda s, g: _record(g, 1, motion=b"\xff\xff" + g.frames[1].motion[2:]), "motion"),
+    "residual motion cut short": (lambda s, g: _record(g, 1, motion=g.frames[1].motion[:5]), None),
+    "residual mask odd length": (lambda s, g: _record(g, 1, mask=g.frames[1].mask + b"\0"), "multiple of 4"),
     "frame flags": (lambda s, g: _payload_patch(g, FRAME0 + 1, b"\x01"), "reserved"),
     "frame reserved": (lambda s, g: _payload_patch(g, FRAME0 + 2, b"\x00\x80"), "reserved"),
     "exponent 100": (lambda s, g: _channel(g, 0, exponent=100), "exponent"),
@@ -846,6 +852,17 @@ MAY_DECODE: dict[str, Callable[[Stream, bs.GofChunk], bs.GofChunk | bytes]] = {
     ),
     "exponent 64": lambda s, g: _channel(_channel(g, 0, exponent=64), 1, exponent=64),
     "exponent -64, largest fill": lambda s, g: _channel(g, 0, exponent=-64, fill=2**24 - 1),
+    **{f"residual motion random bytes {i}": (lambda s, g, i=i: _record(g, 1, motion=_rand(len(g.frames[1].motion), i)))
+       for i in range(4)},
+    **{f"residual motion random words {i}": (
+        lambda s, g, i=i: _record(g, 1, motion=g.frames[1].motion[:-8] + _words(i, 2))) for i in range(4)},
+    **{f"residual mask random words {i}": (lambda s, g, i=i: _record(g, 1, mask=_words(i, 8))) for i in range(3)},
+    "residual mask all ones": lambda s, g: _record(g, 1, mask=b"\xff" * 64),
+    "residual mask empty": lambda s, g: _record(g, 1, mask=b""),
+    "residual with the intra frame's sections": lambda s, g: _record(
+        g, 1, mask=g.frames[0].mask, side_info=g.frames[0].side_info, coeff_words=g.frames[0].coeff_words,
+        mantissa=g.frames[0].mantissa,
+    ),
     "qscale 1": lambda s, g: _channel(g, 2, qscale=1),
     "large qscale": lambda s, g: _channel(g, 0, qscale=2**18),
 }
@@ -928,7 +945,7 @@ def test_fuzz_gof_payloads_with_valid_crc(stream: Stream) -> None:
     rng = random.Random(77)
     raw = [bs.encode_gof_payload(_raw_side_gof(gof(s, k))) for k in range(len(s.gofs))]
     cases = []
-    for _ in range(300):
+    for _ in range(200):
         k = rng.randrange(len(raw))
         payloads = list(raw)
         payloads[k] = _mutate(raw[k], rng)
@@ -947,7 +964,7 @@ def _mutate_section(g: bs.GofChunk, rng: random.Random) -> bs.GofChunk:
             fill=rng.randint(-(2**24) + 1, 2**24 - 1),
             qscale=rng.choice([1, rng.randint(1, 2**20), rng.getrandbits(32) or 1]),
         )
-    name = rng.choice(["mask", "side_info", "coeff_words", "mantissa"])
+    name = rng.choice(["mask", "motion", "side_info", "coeff_words", "mantissa"])
     value = bytearray(getattr(g.frames[i], name))
     if name == "side_info":
         with contextlib.suppress(RerfFormatError):  # already mutated: keep as is
@@ -972,7 +989,7 @@ def test_fuzz_frame_sections_with_valid_crc(stream: Stream) -> None:
     rng = random.Random(4242)
     gofs = [gof(s, k) for k in range(len(s.gofs))]
     cases = []
-    for _ in range(300):
+    for _ in range(200):
         k = rng.randrange(len(gofs))
         payloads = [g.payload for g in s.gofs]
         payloads[k] = bs.encode_gof_payload(_mutate_section(gofs[k], rng))
@@ -984,9 +1001,9 @@ def test_fuzz_frame_sections_with_valid_crc(stream: Stream) -> None:
 def test_fuzz_index_with_valid_crc(stream: Stream) -> None:
     s = stream
     rng = random.Random(5)
-    cases = [with_index(s, _mutate(s.index.payload, rng)) for _ in range(100)]
+    cases = [with_index(s, _mutate(s.index.payload, rng)) for _ in range(50)]
     counts = _run_fuzz(cases)
-    assert counts["error"] > 50, counts
+    assert counts["error"] > 25, counts
 
 
 def test_fuzz_sequence_header_with_valid_crc(stream: Stream) -> None:
@@ -994,7 +1011,7 @@ def test_fuzz_sequence_header_with_valid_crc(stream: Stream) -> None:
     rng = random.Random(99)
     body = header_body(s)
     cases = []
-    for _ in range(150):
+    for _ in range(100):
         mutated = _mutate(body, rng)
         cases.append(with_header(s, mutated))
     with bounded_allocation(8 * ALLOC_LIMIT):

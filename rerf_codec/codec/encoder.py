@@ -500,6 +500,8 @@ class _RateControl:
     """
 
     MAX_TRIALS = 5
+    TOLERANCE = 0.02
+    """Stop searching once a trial is within this fraction of the GOF's budget."""
 
     def __init__(self, config: EncoderConfig, num_frames: int, header_bytes: int) -> None:
         self.config = config
@@ -542,9 +544,16 @@ class _RateControl:
             return q
 
         q0 = trial(self.last_quality)
-        trial(q0 + round(10.0 * math.log2(budget / tried[q0][0])))
+        if abs(tried[q0][0] - budget) > self.TOLERANCE * budget:
+            step = round(10.0 * math.log2(budget / tried[q0][0]))
+            if step == 0:  # close but outside the tolerance: one quality point towards the budget
+                step = 1 if tried[q0][0] < budget else -1
+            trial(q0 + step)
         for _ in range(self.MAX_TRIALS - 2):
-            (qa, (ba, _, _)), (qb, (bb, _, _)) = sorted(tried.items(), key=lambda kv: abs(math.log(kv[1][0] / budget)))[:2]
+            if len(tried) < 2 or min(abs(b - budget) for b, _, _ in tried.values()) <= self.TOLERANCE * budget:
+                break
+            ranked = sorted(tried.items(), key=lambda kv: abs(math.log(kv[1][0] / budget)))
+            (qa, (ba, _, _)), (qb, (bb, _, _)) = ranked[0], ranked[1]
             if ba == bb or qa == qb:
                 break
             slope = (math.log(bb) - math.log(ba)) / (qb - qa)
