@@ -67,6 +67,8 @@ class _Evaluator:
         self.cur = cur[:, :, self.sample_idx]  # (C, N, S)
         origin = np.stack(blocks, axis=1).astype(np.float64) * BLOCK  # (N, 3)
         self.pos = origin[:, None, :] + np.stack([ox.ravel(), oy.ravel(), oz.ravel()], axis=1)[None]  # (N, S, 3)
+        # Samples in the padding of partial edge blocks are cropped by the decoder: weight 0.
+        self.valid = (self.pos < np.array(grid_shape, dtype=np.float64)).all(axis=2).astype(np.float64)  # (N, S)
         self.prev = [np.ascontiguousarray(p).reshape(-1) for p in prev_channels]
         self.strides = (prev_channels[0].shape[1] * prev_channels[0].shape[2], prev_channels[0].shape[2], 1)
         self.limits = np.array(grid_shape, dtype=np.float64) - 1.0
@@ -102,12 +104,14 @@ class _Evaluator:
 
     def error(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
         r = self.cur[:, rows] - self.predict(mv, rows)
+        r *= self.valid[rows]
         return np.einsum("cns,c->n", r * r, self.weights)
 
     def lk_step(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One Gauss–Newton step: the update in voxels ``(len(rows), 3)``."""
         r = self.cur[:, rows] - self.predict(mv, rows)  # (C, n, S)
-        g = self.grad[:, rows]  # (C, n, S, 3)
+        r *= self.valid[rows]
+        g = self.grad[:, rows] * self.valid[rows][None, :, :, None]  # (C, n, S, 3)
         wg = g * self.weights[:, None, None, None]
         a = np.einsum("cnsi,cnsj->nij", wg, g)
         b = np.einsum("cnsi,cns->ni", wg, r)

@@ -120,6 +120,7 @@ def encode_residual(
     motion_bytes, coarse, motion_bits = encode_motion(mv, sb, state.prev_coarse.shape[0], state.prev_coarse)
     pred = motion_compensate(state.prev.density, state.prev.features, header.grid_shape, scales, blocks, mv)
     resid = cur - pred.reshape(c_total, n, BLOCK**3)
+    _replicate_edges(resid.reshape(c_total, n, BLOCK, BLOCK, BLOCK), blocks, header.grid_shape)
     coeffs = forward_dct(resid.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
     steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
     levels = quantize(coeffs, steps, deadzone)
@@ -136,6 +137,25 @@ def encode_residual(
     new_state = GofState(prev=_padded(recon, out), prev_mask=mask, prev_coarse=coarse)
     stats = {"occupied_blocks": float(n), "ideal_coefficient_bits": coded.ideal_bits, "motion_bits": motion_bits}
     return record, recon, new_state, stats
+
+
+def _replicate_edges(
+    resid: np.ndarray, blocks: tuple[np.ndarray, np.ndarray, np.ndarray], grid_shape: tuple[int, int, int]
+) -> None:
+    """In place: voxels of partial edge blocks beyond the grid take the residual of the last
+    voxel inside it (per axis). The decoder crops them; replicating the *residual* (not the
+    input) keeps them smooth and free, where input minus a clamped prediction would not be."""
+    for axis in range(3):
+        valid = grid_shape[axis] - blocks[axis] * BLOCK  # voxels inside the grid, per block
+        for v in np.unique(valid[valid < BLOCK]):
+            rows = np.flatnonzero(valid == v)
+            src = [slice(None)] * 3
+            dst = [slice(None)] * 3
+            src[axis] = slice(int(v) - 1, int(v))
+            dst[axis] = slice(int(v), BLOCK)
+            sub = resid[:, rows]
+            sub[(slice(None), slice(None), *dst)] = sub[(slice(None), slice(None), *src)]
+            resid[:, rows] = sub
 
 
 def _padded(frame: GridFrame, out: FrameBuffers | None) -> GridFrame:
