@@ -171,7 +171,7 @@ def test_round_trip_trainer_form(tmp_path, rng):
     expected.append(f3)
     got = list(iter_full_frames(out, meta))
     assert [i for i, _ in got] == [0, 1, 2, 3]
-    for (_, g), e in zip(got, expected):
+    for (_, g), e in zip(got, expected, strict=True):
         assert g.density.dtype == np.float32
         np.testing.assert_allclose(g.density, e.density, atol=1e-5)
         np.testing.assert_allclose(g.features, e.features, atol=1e-5)
@@ -197,7 +197,7 @@ def test_iter_starts_from_latest_full_frame(tmp_path, rng):
     frame_path(out, 0).write_bytes(b"garbage")
     sub = list(iter_full_frames(out, meta, frames=range(3, 4)))
     assert_frames_equal(sub[0][1], full[3][1])
-    with pytest.raises(RerfFormatError, match="000000.npz"):
+    with pytest.raises(RerfFormatError, match=r"000000.npz"):
         list(iter_full_frames(out, meta))
 
 
@@ -274,7 +274,7 @@ def test_decoder_round_trip(tmp_path, rng):
         assert got[k].dtype == arr.dtype
     assert read_decoder(out, meta) is None  # meta without a decoder
     (out / "decoder.npz").unlink()
-    with pytest.raises(RerfFormatError, match="decoder.npz"):
+    with pytest.raises(RerfFormatError, match=r"decoder.npz"):
         read_decoder(out, got_meta)
 
 
@@ -414,7 +414,7 @@ def test_error_message_format(seq):
 def test_bad_json_names_file(seq, text):
     out, _, _ = seq
     (out / "sequence.json").write_bytes(text.encode("latin-1"))
-    with pytest.raises(RerfFormatError, match="sequence.json"):
+    with pytest.raises(RerfFormatError, match=r"sequence.json"):
         read_meta(out)
 
 
@@ -431,10 +431,10 @@ def test_missing_directory_and_file(tmp_path, seq):
         read_meta(tmp_path / "nope")
     out, meta, _ = seq
     (out / "sequence.json").unlink()
-    with pytest.raises(RerfFormatError, match="sequence.json"):
+    with pytest.raises(RerfFormatError, match=r"sequence.json"):
         read_meta(out)
     frame_path(out, 2).unlink()
-    with pytest.raises(RerfFormatError, match="000002.npz"):
+    with pytest.raises(RerfFormatError, match=r"000002.npz"):
         read_frame(out, 2, meta)
 
 
