@@ -75,3 +75,14 @@ def test_bad_arguments_exit_2():
 def test_default_is_intra_only(tiny_result):
     assert tiny_result["gof"] == 1
     assert tiny_result["encode"]["frame_types"] == {"intra": 2}
+
+
+def test_zstd_baseline_can_be_skipped(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    argv = ["--shape", "16", "16", "16", "--frames", "1", "--runs", "1", "--channels", "2", "--qualities", "",
+            "--zstd-level", "0", "--json-out", str(out)]
+    assert codec_bench.main(argv) == 0
+    res = json.loads(out.read_text(encoding="utf-8"))
+    assert res["baselines"]["zstd_f16"] is None
+    assert res["figures"]["ratio_vs_zstd19_f16"] is None and res["pass"]["ratio_vs_zstd19_f16"] is None
+    assert "ratio vs float16 + zstd-19" in capsys.readouterr().out

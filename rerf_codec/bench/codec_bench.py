@@ -492,9 +492,15 @@ def run_bench(
         mem = decoder_memory(path, dense_frame_bytes)
 
         # ---- baselines, same process, same grids
-        log(f"baseline: float16 + zstd level {zstd_level} ({zstd_threads} threads) on {frames} frames ...")
-        zb = zstd_f16_baseline(grid_frames, zstd_level, zstd_threads)
-        log(f"  {zb['seconds']:.1f} s, {zb['bytes']} bytes")
+        if zstd_level > 0:
+            log(f"baseline: float16 + zstd level {zstd_level} ({zstd_threads} threads) on {frames} frames ...")
+            zb: dict[str, Any] | None = zstd_f16_baseline(grid_frames, zstd_level, zstd_threads)
+            assert zb is not None
+            log(f"  {zb['seconds']:.1f} s, {zb['bytes']} bytes")
+        else:
+            log("baseline: float16 + zstd skipped (--zstd-level 0)")
+            zb = None
+        zbytes = zb["bytes"] if zb is not None else None
         raw32 = dense_frame_bytes * frames
 
         # ---- quality sweep: one encode + decode per extra quality
@@ -518,7 +524,7 @@ def run_bench(
                     "file_bytes": r_bytes,
                     "bytes_per_frame": r_bytes / frames,
                     "ratio_vs_raw_f32": raw32 / r_bytes,
-                    "ratio_vs_zstd19_f16": zb["bytes"] / r_bytes,
+                    "ratio_vs_zstd19_f16": zbytes / r_bytes if zbytes else None,
                     "feature_psnr_db": r_qual["feature_psnr_db"],
                     "density_psnr_db": r_qual["density_psnr_db"],
                     "feature_max_abs_err": r_qual["feature_max_abs_err"],
@@ -535,7 +541,7 @@ def run_bench(
         "entropy_overhead_pct": ent["entropy_overhead_pct"],
         "feature_psnr_db": qual["feature_psnr_db"],
         "density_psnr_db": qual["density_psnr_db"],
-        "ratio_vs_zstd19_f16": zb["bytes"] / file_bytes,
+        "ratio_vs_zstd19_f16": zbytes / file_bytes if zbytes else None,
         "ratio_vs_raw_f32": raw32 / file_bytes,
         "decoder_peak_dense_frames": mem["decoder_peak_dense_frames"],
     }
@@ -570,7 +576,7 @@ def run_bench(
                 "raw_f32_bytes": raw32,
                 "zstd_f16": zb,
                 "ratio_vs_raw_f32": figures["ratio_vs_raw_f32"],
-                "ratio_vs_f16_raw": zb["float16_bytes"] / file_bytes,
+                "ratio_vs_f16_raw": raw32 / 2 / file_bytes,
                 "ratio_vs_zstd19_f16": figures["ratio_vs_zstd19_f16"],
             },
             "decoder_memory": mem,
@@ -584,12 +590,12 @@ def run_bench(
 # --------------------------------------------------------------------------- output
 
 
-def _fmt(v: Any, spec: str = ".2f") -> str:
+def _fmt(v: Any, spec: str = ".2f", unit: str = "") -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float) and math.isinf(v):
-        return "inf"
-    return format(v, spec)
+        return "inf" + unit
+    return format(v, spec) + unit
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -612,16 +618,16 @@ def format_table(res: dict[str, Any]) -> str:
     def row(label: str, key: str, spec: str = ".2f", unit: str = "") -> None:
         t = TARGETS[key]
         mark = {True: "yes", False: "NO", None: "?"}[ok[key]]
-        lines.append(f"{label:<34} {t['op'] + format(t['value'], 'g') + unit:>10} {_fmt(f[key], spec) + unit:>12}  {mark}")
+        lines.append(f"{label:<34} {t['op'] + format(t['value'], 'g') + unit:>10} {_fmt(f[key], spec, unit):>12}  {mark}")
 
     row("decode fps (no hash)", "decode_fps")
     lines.append(f"{'decode + SHA-256 fps':<34} {'':>10} {_fmt(f['decode_sha256_fps']):>12}")
     row("encode fps", "encode_fps")
     row("entropy overhead (coefficients)", "entropy_overhead_pct", ".3f", "%")
     row("feature PSNR (mean over frames)", "feature_psnr_db", ".2f", "dB")
-    lines.append(f"{'density PSNR (mean over frames)':<34} {'':>10} {_fmt(f['density_psnr_db']) + 'dB':>12}")
+    lines.append(f"{'density PSNR (mean over frames)':<34} {'':>10} {_fmt(f['density_psnr_db'], '.2f', 'dB'):>12}")
     row("ratio vs float16 + zstd-19", "ratio_vs_zstd19_f16", ".1f", "x")
-    lines.append(f"{'ratio vs raw float32':<34} {'':>10} {_fmt(f['ratio_vs_raw_f32'], '.1f') + 'x':>12}")
+    lines.append(f"{'ratio vs raw float32':<34} {'':>10} {_fmt(f['ratio_vs_raw_f32'], '.1f', 'x'):>12}")
     row("decoder peak / dense frame", "decoder_peak_dense_frames", ".2f", "x")
     sz = res["size"]
     b = res["baselines"]
@@ -629,7 +635,8 @@ def format_table(res: dict[str, Any]) -> str:
     lines += [
         "",
         f"sizes (real file bytes): .rerf {sz['file_bytes']} ({sz['bytes_per_frame']:.0f}/frame); "
-        f"float16+zstd-{b['zstd_f16']['level']} {b['zstd_f16']['bytes']}; raw float32 {b['raw_f32_bytes']}",
+        + (f"float16+zstd-{b['zstd_f16']['level']} {b['zstd_f16']['bytes']}; " if b["zstd_f16"] else "")
+        + f"raw float32 {b['raw_f32_bytes']}",
         f"sections: {sz['section_bytes']}, header {sz['header_bytes']}, container {sz['container_bytes']}",
         f"coefficients: coded {sz['coefficient_bytes']} B, model entropy {sz['ideal_coefficient_bytes']:.0f} B",
         f"decoder: peak RSS {mem['peak_rss_bytes'] / 2**20:.0f} MiB, after header {mem['rss_after_header_bytes'] / 2**20:.0f} MiB, "
@@ -642,8 +649,8 @@ def format_table(res: dict[str, Any]) -> str:
     ]
     for r in res["sweep"]:
         lines.append(
-            f"{r['quality']:>7} {r['bytes_per_frame']:>12.0f} {r['ratio_vs_zstd19_f16']:>9.1f}x {r['ratio_vs_raw_f32']:>7.1f}x "
-            f"{_fmt(r['feature_psnr_db']):>10} {_fmt(r['density_psnr_db']):>10} {_fmt(r['entropy_overhead_pct'], '.3f') + '%':>9} "
+            f"{r['quality']:>7} {r['bytes_per_frame']:>12.0f} {_fmt(r['ratio_vs_zstd19_f16'], '.1f', 'x'):>10} {r['ratio_vs_raw_f32']:>7.1f}x "
+            f"{_fmt(r['feature_psnr_db']):>10} {_fmt(r['density_psnr_db']):>10} {_fmt(r['entropy_overhead_pct'], '.3f', '%'):>9} "
             f"{r['encode_fps']:>8.2f}"
         )
     return "\n".join(lines)
@@ -692,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--gof", type=int, default=1, help="frames per GOF (1 = every frame intra, the default)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--zstd-level", type=int, default=ZSTD_LEVEL)
+    ap.add_argument("--zstd-level", type=int, default=ZSTD_LEVEL, help="0 skips the zstd baseline (speed checks only)")
     ap.add_argument("--zstd-threads", type=int, default=ZSTD_THREADS)
     ap.add_argument("--json-out", help="write the results as JSON to this file")
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
