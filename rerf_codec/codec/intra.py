@@ -14,6 +14,7 @@ reconstruction is exactly representable in float32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,18 +136,24 @@ class BufferPool:
         return buf
 
 
+CHANNEL_CHUNK = 4
+"""Channels reconstructed at a time: bounds the decoder's working memory (levels,
+coefficients, prediction and transform intermediates) to a few channels' worth."""
+
+
 def write_blocks(
     header: SequenceHeader,
     channels: tuple[ChannelParams, ...],
     mask: np.ndarray,
-    values: np.ndarray,
+    produce: Callable[[slice], np.ndarray],
     out: FrameBuffers | None = None,
 ) -> GridFrame:
-    """Dense frame: fill values everywhere, then the occupied blocks' lattice ``values``.
+    """Dense frame: fill values everywhere, then the occupied blocks' lattice values.
 
     Args:
-        values: ``(C_total, N, 8, 8, 8)`` integers (lattice units) for the occupied blocks,
-            in raster order of ``mask``.
+        produce: ``produce(channel_slice)`` returns ``(len, N, 8, 8, 8)`` integers (lattice
+            units) for the occupied blocks of those channels, in raster order of ``mask``;
+            it is called for chunks of :data:`CHANNEL_CHUNK` channels.
         out: buffers to write into (the result views them); None for fresh arrays.
     """
     c_total = header.num_channels
@@ -165,11 +172,15 @@ def write_blocks(
             bufs.features[c - 1].fill(fills[c])
     bufs.fill_key = key
     bufs.written = mask.copy()
-    if values.shape[1]:
-        values *= inv[:, None, None, None, None]
-        ix, iy, iz = block_coords(mask)
-        _blocked(bufs.density)[ix, iy, iz] = values[0]
-        _blocked(bufs.features)[:, ix, iy, iz] = values[1:]
+    ix, iy, iz = block_coords(mask)
+    if ix.size:
+        for start in range(0, c_total, CHANNEL_CHUNK):
+            sl = slice(start, min(c_total, start + CHANNEL_CHUNK))
+            values = produce(sl)
+            values *= inv[sl, None, None, None, None]
+            for j, c in enumerate(range(sl.start, sl.stop)):
+                plane = bufs.density if c == 0 else bufs.features[c - 1]
+                _blocked(plane)[ix, iy, iz] = values[j]
     if out is None:  # fresh arrays the caller owns
         x, y, z = header.grid_shape
         if (x, y, z) == bufs.density.shape:
@@ -192,14 +203,15 @@ def reconstruct_intra(
     With ``out`` the result is written into (and views) those buffers; otherwise the
     returned arrays are fresh and C-contiguous.
     """
-    c_total = header.num_channels
     n = levels.shape[1]
-    values = np.empty((c_total, 0, BLOCK, BLOCK, BLOCK))
-    if n:
-        steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
-        coeffs = dequantize(levels, steps).reshape(c_total * n, BLOCK, BLOCK, BLOCK)
-        values = inverse_dct_exact(coeffs).reshape(c_total, n, BLOCK, BLOCK, BLOCK)
-    return write_blocks(header, channels, mask, values, out)
+    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+
+    def produce(sl: slice) -> np.ndarray:
+        k = sl.stop - sl.start
+        coeffs = dequantize(levels[sl], steps[sl]).reshape(k * n, BLOCK, BLOCK, BLOCK)
+        return inverse_dct_exact(coeffs).reshape(k, n, BLOCK, BLOCK, BLOCK)
+
+    return write_blocks(header, channels, mask, produce, out)
 
 
 def encode_intra(

@@ -82,6 +82,7 @@ def motion_compensate(
     scales: np.ndarray,
     blocks: tuple[np.ndarray, np.ndarray, np.ndarray],
     mv: np.ndarray,
+    channel_slice: slice | None = None,
 ) -> np.ndarray:
     """Predict occupied blocks from the previous frame, in lattice units.
 
@@ -93,14 +94,15 @@ def motion_compensate(
         scales: ``2**exponent`` per channel (density first), exact powers of two.
         blocks: block coordinates ``(ix, iy, iz)`` of the N predicted blocks.
         mv: ``(N, 3)`` int motion in eighths of a voxel.
+        channel_slice: channels to predict (0 = density); default all.
 
     Returns:
-        ``(1 + C, N, 8, 8, 8)`` float64 holding integers (the prediction).
+        ``(channels, N, 8, 8, 8)`` float64 holding integers (the prediction).
     """
     ix, iy, iz = blocks
     n = ix.size
-    c_total = 1 + prev_features.shape[0]
-    out = np.empty((c_total, n, BLOCK, BLOCK, BLOCK), dtype=np.float64)
+    chans = range(1 + prev_features.shape[0])[channel_slice or slice(None)]
+    out = np.empty((len(chans), n, BLOCK, BLOCK, BLOCK), dtype=np.float64)
     if n == 0:
         return out
     mv = np.asarray(mv, dtype=np.int64)
@@ -116,7 +118,8 @@ def motion_compensate(
     w = [[FILTER_TAPS[frac[:, a], t][:, None, None, None] for t in range(N_TAPS)] for a in range(3)]
     half = 2.0 ** (3 * FILTER_BITS - 1)
     inv = 2.0 ** (-3 * FILTER_BITS)
-    def one_channel(c: int) -> None:
+    def one_channel(j: int) -> None:
+        c = chans[j]
         src = prev_density if c == 0 else prev_features[c - 1]
         region = np.take(np.ascontiguousarray(src).reshape(-1), flat).astype(np.float64)  # (N, 11, 11, 11)
         region *= scales[c]  # exact: float32 lattice values times a power of two
@@ -134,9 +137,9 @@ def motion_compensate(
             r3 += w[2][t] * r2[:, :, :, t : t + BLOCK]
         r3 += half
         r3 *= inv
-        np.floor(r3, out=out[c])
+        np.floor(r3, out=out[j])
 
-    parallel_map(one_channel, range(c_total))  # channels are independent: same bits for any thread count
+    parallel_map(one_channel, range(len(chans)))  # channels are independent: same bits for any thread count
     return out
 
 

@@ -77,19 +77,23 @@ def reconstruct_residual(
     """Prediction + decoded residual for the occupied blocks; exact integer arithmetic."""
     scales = channel_scales(channels)
     blocks = block_coords(mask)
-    values = motion_compensate(prev.density, prev.features, header.grid_shape, scales, blocks, mv)
-    c_total, n = values.shape[:2]
-    if n:
-        coded = np.flatnonzero(levels.reshape(c_total * n, -1).any(axis=1))
+    n = blocks[0].size
+    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+
+    def produce(sl: slice) -> np.ndarray:
+        k = sl.stop - sl.start
+        values = motion_compensate(prev.density, prev.features, header.grid_shape, scales, blocks, mv, sl)
+        flat_levels = levels[sl].reshape(k * n, -1)
+        coded = np.flatnonzero(flat_levels.any(axis=1))  # (channel, block) rows with a residual
         if coded.size:
-            steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
-            flat_levels = levels.reshape(c_total * n, -1)[coded]
-            coeffs = dequantize(flat_levels[:, None, :], steps[coded // n])
+            coeffs = dequantize(flat_levels[coded][:, None, :], steps[sl][coded // n])
             resid = inverse_dct_exact(coeffs.reshape(-1, BLOCK, BLOCK, BLOCK))
-            flat_values = values.reshape(c_total * n, BLOCK, BLOCK, BLOCK)
+            flat_values = values.reshape(k * n, BLOCK, BLOCK, BLOCK)
             flat_values[coded] += resid
         np.clip(values, -MAX_SAMPLE, MAX_SAMPLE, out=values)
-    return write_blocks(header, channels, mask, values, out)
+        return values
+
+    return write_blocks(header, channels, mask, produce, out)
 
 
 def encode_residual(
@@ -118,7 +122,7 @@ def encode_residual(
     block_shape = block_grid_shape(header.grid_shape)
     sb = superblock_index(blocks, block_shape)
     motion_bytes, coarse, motion_bits = encode_motion(mv, sb, state.prev_coarse.shape[0], state.prev_coarse)
-    pred = motion_compensate(state.prev.density, state.prev.features, header.grid_shape, scales, blocks, mv)
+    pred = motion_compensate(state.prev.density, state.prev.features, header.grid_shape, scales, blocks, mv)  # all channels
     resid = cur - pred.reshape(c_total, n, BLOCK**3)
     _replicate_edges(resid.reshape(c_total, n, BLOCK, BLOCK, BLOCK), blocks, header.grid_shape)
     coeffs = forward_dct(resid.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
