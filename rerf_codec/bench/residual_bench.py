@@ -786,8 +786,9 @@ def _notes(name: str, r: dict[str, Any], res: dict[str, Any]) -> list[str]:
                 "interpolation of every channel of each occupied block) to the inverse transform"
                 if (d["residual_frame_ms_mean"] or 0) > (d["keyframe_ms_mean"] or 0) else ""
             )
-            + f". CPU/wall = {cpu_wall:.2f} on {cpus} CPUs with load average {load[0]} at the start, so part of "
-            f"the gap is contention; counted in CPU time instead of wall time it is {_cpu_fps(d, n):.2f} frames/s"
+            + f". CPU/wall = {cpu_wall:.2f} on {cpus} CPUs with load average {load[0]} at the start"
+            + (", so part of the gap is contention" if cpu_wall < 0.9 else "")
+            + f"; counted in CPU time instead of wall time it is {_cpu_fps(d, n):.2f} frames/s"
             + (", still short of the target." if _cpu_fps(d, n) < TARGETS["decode_fps"]["value"] else ".")
         )
     if ok["encode_fps"] is False:
