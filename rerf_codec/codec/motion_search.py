@@ -13,12 +13,15 @@ Search, vectorised over all blocks at once:
 1. candidates: zero motion, the block's vector in the previous frame and the
    trainer's vector when the input carries one; keep the best;
 2. early exit: blocks whose zero-motion error is already below ``early_exit``
-   (mean squared error in quantiser steps) keep zero motion;
+   (mean absolute error in quantiser steps) keep zero motion;
 3. Lucas–Kanade refinement from the best candidate: a few Gauss–Newton steps using
    the current frame's spatial gradient (so each step costs one evaluation), each
-   step clipped to ±1.5 voxels, the total to ±``search_range`` voxels;
-4. the result is rounded to eighths of a voxel, then a ±1/8 voxel polish around it, and
-   it replaces the candidate only if it lowers the error.
+   step clipped to ±1.5 voxels, the total to ±``search_range`` voxels, then rounded
+   to 1/8 voxel;
+4. propagation: every block tries its 6 neighbours' vectors (motion is smooth across an
+   object; this rescues blocks stuck in a poor local minimum);
+5. the result is re-ranked on all voxels of the block and polished by ±1/8 voxel steps;
+   a vector replaces the previous one only if it lowers the error.
 
 Steps 1–4 evaluate a regular subset of each block's voxels (every ``sample_stride``-th
 voxel per axis) to keep the cost low; step 5 uses every voxel.
