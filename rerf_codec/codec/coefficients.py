@@ -128,7 +128,7 @@ def decode_levels(side_info: bytes, words: bytes, mantissa: bytes, num_channels:
     classes = np.concatenate([p[3] for p in placed]) if placed else np.zeros(0, dtype=np.int32)
     mant = unpack_mantissas(mantissa_bits(classes), mantissa)
     flat = classes_to_levels(classes, mant)
-    out = np.zeros((num_channels, num_blocks, 512), dtype=np.int64)
+    out = np.zeros((num_channels, num_blocks, 512), dtype=np.int32)  # |level| <= 2**31 - 1
     pos = 0
     for gi, b, sel, cls in placed:
         g = groups[gi]

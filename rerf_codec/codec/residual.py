@@ -73,8 +73,13 @@ def reconstruct_residual(
     levels: np.ndarray,
     prev: GridFrame,
     out: FrameBuffers | None = None,
+    prediction: np.ndarray | None = None,
 ) -> GridFrame:
-    """Prediction + decoded residual for the occupied blocks; exact integer arithmetic."""
+    """Prediction + decoded residual for the occupied blocks; exact integer arithmetic.
+
+    ``prediction`` lets the encoder pass the ``motion_compensate`` result it already
+    computed for the same (prev, mask, mv); the decoder computes it here, per chunk.
+    """
     scales = channel_scales(channels)
     blocks = block_coords(mask)
     n = blocks[0].size
@@ -82,7 +87,10 @@ def reconstruct_residual(
 
     def produce(sl: slice) -> np.ndarray:
         k = sl.stop - sl.start
-        values = motion_compensate(prev.density, prev.features, header.grid_shape, scales, blocks, mv, sl)
+        if prediction is not None:
+            values = prediction[sl].copy()
+        else:
+            values = motion_compensate(prev.density, prev.features, header.grid_shape, scales, blocks, mv, sl)
         flat_levels = levels[sl].reshape(k * n, -1)
         coded = np.flatnonzero(flat_levels.any(axis=1))  # (channel, block) rows with a residual
         if coded.size:
@@ -137,7 +145,7 @@ def encode_residual(
         coeff_words=coded.words,
         mantissa=coded.mantissa,
     )
-    recon = reconstruct_residual(header, channels, mask, mv, levels, state.prev, out)
+    recon = reconstruct_residual(header, channels, mask, mv, levels, state.prev, out, prediction=pred)
     new_state = GofState(prev=_padded(recon, out), prev_mask=mask, prev_coarse=coarse)
     stats = {"occupied_blocks": float(n), "ideal_coefficient_bits": coded.ideal_bits, "motion_bits": motion_bits}
     return record, recon, new_state, stats
