@@ -7,8 +7,6 @@ proof that only the encoder side moved and old streams still decode).
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
@@ -127,7 +125,7 @@ def test_golden_encode_levels():
     assert len(coded.side_info) == GOLDEN_LEVEL_SIDE_INFO_LEN
     assert coded.side_info.hex() == GOLDEN_LEVEL_SIDE_INFO
     out = coefficients.decode_levels(coded.side_info, coded.words, coded.mantissa, 3, 2)
-    assert out.dtype == np.int64
+    assert out.dtype == np.int32  # |level| <= 2**31 - 1
     assert np.array_equal(out, lv)
 
 
@@ -267,4 +265,4 @@ def test_coded_size_close_to_ideal_bits():
     assert ideal > 100_000
     assert abs(size - ideal) <= 0.01 * ideal, (size, ideal)
     out = coefficients.decode_levels(coded.side_info, coded.words, coded.mantissa, 4, 500)
-    assert hashlib.sha256(out.tobytes()).digest() == hashlib.sha256(levels.tobytes()).digest()
+    assert out.dtype == np.int32 and np.array_equal(out, levels)

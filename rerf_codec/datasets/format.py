@@ -1,0 +1,1028 @@
+"""Native multi-view dataset format (DESIGN.md decision 7): layout, validating loader, atomic writer.
+
+Layout::
+
+    DATA/transforms.json                       metadata (``DatasetMeta``), see below
+    DATA/images/{frame:06d}/{camera}.png        uint8 PNG, RGBA or RGB per ``image_mode``, w×h of that camera
+
+``transforms.json``::
+
+    {"format": "rerf-dataset", "version": 1,
+     "num_frames": T, "first_frame": 0, "fps": 30.0,
+     "bbox": {"xyz_min": [x, y, z], "xyz_max": [x, y, z]},    # scene bounding box, world units
+     "image_mode": "RGBA" | "RGB", "background": [r, g, b],  # floats 0..1
+     "cameras": [{"name": "cam000", "split": "train" | "test",
+                  "fl_x": .., "fl_y": .., "cx": .., "cy": .., "w": W, "h": H,
+                  "transform_matrix": [[4×4]]}, ...],        # camera-to-world
+     "source": {...}}                                          # optional free-form provenance
+
+``background``: RGBA images are composited on it by consumers (trainer, preview); RGB
+images were rendered or captured on it already. Frame folders use the original frame
+numbers (``first_frame`` .. ``first_frame + num_frames - 1``), so a cut keeps its numbering.
+
+Camera and pixel convention (everything else -- trainer, renderers, importers, bench --
+relies on it, so it lives here and nowhere else):
+
+* ``transform_matrix`` is camera-to-world (``c2w``) in the NeRF/OpenGL convention: in
+  camera coordinates the camera looks along −z, +y is up and +x is right. Its rotation
+  part is orthonormal with determinant +1, its last row is ``[0, 0, 0, 1]``.
+* Pixel ``(u, v)`` (column ``u``, row ``v``, origin at the top-left corner) covers the
+  square ``[u, u+1) × [v, v+1)``. Its centre ray in camera coordinates is
+  ``d = ((u + 0.5 − cx) / fl_x, −(v + 0.5 − cy) / fl_y, −1)``; in world coordinates the
+  ray starts at ``c2w[:3, 3]`` and points along ``c2w[:3, :3] @ d``.
+* A world point ``P`` projects to ``Pc = inverse(c2w) @ P``,
+  ``u = cx + fl_x · Pc.x / (−Pc.z)``, ``v = cy − fl_y · Pc.y / (−Pc.z)`` (continuous pixel
+  coordinates, so a pixel centre projects to ``(u + 0.5, v + 0.5)``); it is visible iff
+  ``−Pc.z > 0`` and ``(u, v)`` lies in ``[0, w) × [0, h)``.
+
+Everything read from disk is untrusted: every error is a ``RerfFormatError`` whose
+message names the file (and the field), so a user can fix the file without reading this
+code. Images are decoded lazily, one at a time: a 76-camera × 4000-frame sequence is
+never read into memory at once; ``open_dataset`` only checks that every image file
+exists (directory listings, no decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import secrets
+import shutil
+import struct
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import imageio.v3 as iio
+import numpy as np
+
+from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "IMAGES_DIR",
+    "MAX_CAMERAS",
+    "MAX_FRAMES",
+    "MAX_IMAGE_SIDE",
+    "ROTATION_TOL",
+    "TRANSFORMS_JSON",
+    "Camera",
+    "Dataset",
+    "DatasetMeta",
+    "DatasetWriter",
+    "open_dataset",
+    "read_meta",
+    "split_cameras",
+    "write_dataset",
+]
+
+FORMAT_NAME = "rerf-dataset"
+FORMAT_VERSION = 1
+TRANSFORMS_JSON = "transforms.json"
+IMAGES_DIR = "images"
+ROTATION_TOL = 1e-4  # max |RᵀR − I| entry; JSON round trips and float32 exporters stay far below
+MAX_CAMERAS = 4096
+MAX_FRAMES = 1_000_000
+MAX_IMAGE_SIDE = 16384  # caps checked before any image buffer is allocated (DESIGN.md decision 5)
+_MAX_JSON_BYTES = 64 << 20
+_SPLITS = ("train", "test")
+_MODES = {"RGBA": 4, "RGB": 3}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TOP_KEYS = {
+    "format",
+    "version",
+    "num_frames",
+    "first_frame",
+    "fps",
+    "bbox",
+    "image_mode",
+    "background",
+    "cameras",
+    "source",
+}
+_CAMERA_KEYS = ("name", "split", "fl_x", "fl_y", "cx", "cy", "w", "h", "transform_matrix")
+
+
+# --------------------------------------------------------------------------- small checks
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """Short JSON-like rendering of a bad value for an error message."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _finite(v: Any) -> bool:
+    return _is_number(v) and math.isfinite(float(v))
+
+
+def _valid_name(name: Any) -> bool:
+    """Camera names become file names: no separators, no hidden files, no surprises."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 128
+        and not name.startswith(".")
+        and all(c.isalnum() or c in "_-." for c in name)
+    )
+
+
+def _check_c2w(m: Any, where: str, err: type[RerfError]) -> np.ndarray:
+    """A finite 4×4 rigid transform: orthonormal rotation with det +1, last row [0, 0, 0, 1]."""
+    fld = f"{where}field 'transform_matrix'"
+    if isinstance(m, np.ndarray):
+        rows = m.tolist() if m.shape == (4, 4) else None
+    elif isinstance(m, (list, tuple)) and len(m) == 4 and all(isinstance(r, (list, tuple)) and len(r) == 4 for r in m):
+        rows = [list(r) for r in m]
+    else:
+        rows = None
+    if rows is None:
+        raise err(f"{fld} must be a 4×4 matrix (list of 4 rows of 4 numbers), got {_show(m)}")
+    for r in rows:
+        for v in r:
+            if not _finite(v):
+                raise err(f"{fld} must contain finite numbers only, got {_show(v)}")
+    a = np.array(rows, dtype=np.float64)
+    if np.max(np.abs(a[3] - [0.0, 0.0, 0.0, 1.0])) > 1e-9:
+        raise err(f"{fld}: last row must be [0, 0, 0, 1], got {_show(a[3].tolist())}")
+    rot = a[:3, :3]
+    dev = float(np.max(np.abs(rot.T @ rot - np.eye(3))))
+    if dev > ROTATION_TOL:
+        raise err(
+            f"{fld}: rotation part is not orthonormal (max |RᵀR − I| = {dev:.3g}, tolerance {ROTATION_TOL:g}); "
+            "expected a rigid camera-to-world transform without scale"
+        )
+    det = float(np.linalg.det(rot))
+    if det < 0:
+        raise err(f"{fld}: rotation part has determinant {det:.4f}, expected +1 (a reflection, not a rotation)")
+    return a
+
+
+def _check_camera_values(
+    name: Any, split: Any, fl_x: Any, fl_y: Any, cx: Any, cy: Any, w: Any, h: Any, where: str, err: type[RerfError]
+) -> None:
+    if not _valid_name(name):
+        raise err(
+            f"{where}field 'name' must be 1..128 letters, digits, '_', '-' or '.' (not starting with '.'), "
+            f"got {_show(name)}"
+        )
+    if split not in _SPLITS:
+        raise err(f'{where}field \'split\' must be "train" or "test", got {_show(split)}')
+    for key, v in (("w", w), ("h", h)):
+        if not _is_int(v) or not 1 <= int(v) <= MAX_IMAGE_SIDE:
+            raise err(f"{where}field '{key}' must be an integer in 1..{MAX_IMAGE_SIDE}, got {_show(v)}")
+    for key, v in (("fl_x", fl_x), ("fl_y", fl_y)):
+        if not _finite(v) or float(v) <= 0:
+            raise err(f"{where}field '{key}' must be a finite number > 0, got {_show(v)}")
+    for key, v in (("cx", cx), ("cy", cy)):
+        if not _finite(v):
+            raise err(f"{where}field '{key}' must be a finite number, got {_show(v)}")
+
+
+# --------------------------------------------------------------------------- cameras
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One pinhole camera: intrinsics in pixels and a camera-to-world pose (see the module docstring).
+
+    ``c2w`` is stored as a read-only float64 copy so a frozen camera really is immutable.
+    Constructing a camera validates it (``RerfUsageError``); ``from_json`` validates a
+    file's camera entry first and raises ``RerfFormatError`` naming the file and field.
+    """
+
+    name: str
+    split: str
+    fl_x: float
+    fl_y: float
+    cx: float
+    cy: float
+    w: int
+    h: int
+    c2w: np.ndarray
+
+    def __post_init__(self) -> None:
+        where = f"camera {_show(self.name)}: "
+        _check_camera_values(
+            self.name, self.split, self.fl_x, self.fl_y, self.cx, self.cy, self.w, self.h, where, RerfUsageError
+        )
+        c2w = _check_c2w(self.c2w, where, RerfUsageError)
+        c2w.flags.writeable = False
+        for key in ("fl_x", "fl_y", "cx", "cy"):
+            object.__setattr__(self, key, float(getattr(self, key)))
+        object.__setattr__(self, "w", int(self.w))
+        object.__setattr__(self, "h", int(self.h))
+        object.__setattr__(self, "c2w", c2w)
+
+    # ndarray fields break the generated __eq__/__hash__; compare by value instead.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Camera):
+            return NotImplemented
+        return self._key() == other._key() and bool(np.array_equal(self.c2w, other.c2w))
+
+    def __hash__(self) -> int:
+        return hash((*self._key(), self.c2w.tobytes()))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.name, self.split, self.fl_x, self.fl_y, self.cx, self.cy, self.w, self.h)
+
+    @property
+    def center(self) -> np.ndarray:
+        """Camera position in world coordinates (``c2w[:3, 3]``)."""
+        return self.c2w[:3, 3].copy()
+
+    @property
+    def w2c(self) -> np.ndarray:
+        """World-to-camera transform (exact inverse of ``c2w``)."""
+        return np.linalg.inv(self.c2w)
+
+    def pixel_directions(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Unit world directions through continuous pixel positions ``(u, v)`` (centres are ``+0.5``).
+
+        Why separate from ``rays``: trainers sample random pixels and must not build all rays.
+        """
+        u = np.asarray(u, dtype=np.float64)
+        v = np.asarray(v, dtype=np.float64)
+        d = np.stack([(u - self.cx) / self.fl_x, -(v - self.cy) / self.fl_y, -np.ones_like(u)], axis=-1)
+        d = d @ self.c2w[:3, :3].T
+        return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+    def rays(self, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """Centre rays of every pixel: origins ``(h, w, 3)`` and unit directions ``(h, w, 3)``, world space.
+
+        Computed in float64 and returned as ``dtype`` (float32 by default: a 4K camera's
+        rays in float64 would be 400 MB).
+        """
+        u, v = np.meshgrid(np.arange(self.w) + 0.5, np.arange(self.h) + 0.5)
+        dirs = self.pixel_directions(u, v).astype(dtype, copy=False)
+        origins = np.empty_like(dirs)
+        origins[...] = self.c2w[:3, 3].astype(dtype)
+        return origins, dirs
+
+    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Project world points ``(..., 3)`` to continuous pixel coordinates ``(..., 2)`` and depth ``(...)``.
+
+        Depth is ``−Pc.z`` (positive in front of the camera); points with depth ≤ 0 get
+        non-finite or meaningless pixel coordinates, so callers test ``depth > 0``.
+        """
+        p = np.asarray(points, dtype=np.float64)
+        if p.shape[-1:] != (3,):
+            raise RerfUsageError(f"Camera.project: points must have shape (..., 3), got {p.shape}")
+        w2c = self.w2c
+        pc = p @ w2c[:3, :3].T + w2c[:3, 3]
+        depth = -pc[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = self.cx + self.fl_x * pc[..., 0] / depth
+            v = self.cy - self.fl_y * pc[..., 1] / depth
+        return np.stack([u, v], axis=-1), depth
+
+    def visible(self, points: np.ndarray) -> np.ndarray:
+        """Boolean mask of the points in front of the camera and inside the image."""
+        uv, depth = self.project(points)
+        with np.errstate(invalid="ignore"):
+            return (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < self.w) & (uv[..., 1] >= 0) & (uv[..., 1] < self.h)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``cameras[]`` entry of ``transforms.json``."""
+        return {
+            "name": self.name,
+            "split": self.split,
+            "fl_x": self.fl_x,
+            "fl_y": self.fl_y,
+            "cx": self.cx,
+            "cy": self.cy,
+            "w": self.w,
+            "h": self.h,
+            "transform_matrix": self.c2w.tolist(),
+        }
+
+    @staticmethod
+    def from_json(d: Any, source: str = TRANSFORMS_JSON, index: int = 0) -> Camera:
+        """Validate one ``cameras[index]`` entry; errors are ``RerfFormatError`` naming ``source`` and the field."""
+        where = f"{source}: cameras[{index}]"
+        if not isinstance(d, dict):
+            raise RerfFormatError(f"{where} must be an object, got {_show(d)}")
+        if _valid_name(d.get("name")):
+            where += f" ({d['name']})"
+        where += ": "
+        for key in _CAMERA_KEYS:
+            if key not in d:
+                raise RerfFormatError(f"{where}missing field '{key}'")
+        extra = sorted(set(d) - set(_CAMERA_KEYS))
+        if extra:
+            raise RerfFormatError(f"{where}unknown field '{extra[0]}' (fields: {', '.join(_CAMERA_KEYS)})")
+        _check_camera_values(
+            d["name"], d["split"], d["fl_x"], d["fl_y"], d["cx"], d["cy"], d["w"], d["h"], where, RerfFormatError
+        )
+        c2w = _check_c2w(d["transform_matrix"], where, RerfFormatError)
+        return Camera(d["name"], d["split"], d["fl_x"], d["fl_y"], d["cx"], d["cy"], d["w"], d["h"], c2w)
+
+    @staticmethod
+    def look_at(
+        name: str,
+        eye: Sequence[float],
+        target: Sequence[float],
+        up: Sequence[float],
+        fov_x_deg: float,
+        w: int,
+        h: int,
+        split: str = "train",
+    ) -> Camera:
+        """A camera at ``eye`` looking at ``target`` (projects to the image centre), ``up`` roughly up.
+
+        Square pixels (``fl_y == fl_x``), principal point at the image centre.
+        """
+        eye_a = np.asarray(eye, dtype=np.float64)
+        fwd = np.asarray(target, dtype=np.float64) - eye_a
+        up_a = np.asarray(up, dtype=np.float64)
+        if eye_a.shape != (3,) or fwd.shape != (3,) or up_a.shape != (3,):
+            raise RerfUsageError("Camera.look_at: eye, target and up must be 3-vectors")
+        if not (np.all(np.isfinite(eye_a)) and np.all(np.isfinite(fwd)) and np.all(np.isfinite(up_a))):
+            raise RerfUsageError("Camera.look_at: eye, target and up must be finite")
+        if not (_finite(fov_x_deg) and 0 < float(fov_x_deg) < 180):
+            raise RerfUsageError(f"Camera.look_at: fov_x_deg must be in (0, 180), got {_show(fov_x_deg)}")
+        n = np.linalg.norm(fwd)
+        if n == 0:
+            raise RerfUsageError("Camera.look_at: eye and target coincide")
+        fwd = fwd / n
+        right = np.cross(fwd, up_a)
+        rn = np.linalg.norm(right)
+        if rn < 1e-9 * max(1.0, float(np.linalg.norm(up_a))):
+            raise RerfUsageError("Camera.look_at: up is parallel to the viewing direction (or zero)")
+        right = right / rn
+        true_up = np.cross(right, fwd)
+        c2w = np.eye(4)
+        c2w[:3, 0] = right
+        c2w[:3, 1] = true_up
+        c2w[:3, 2] = -fwd
+        c2w[:3, 3] = eye_a
+        fl = 0.5 * w / math.tan(math.radians(float(fov_x_deg)) / 2)
+        return Camera(name, split, fl, fl, w / 2, h / 2, w, h, c2w)
+
+
+def split_cameras(n_total: int, n_test: int) -> list[str]:
+    """Deterministic train/test split: ``n_test`` test cameras spread evenly over the ring.
+
+    Returns one of ``"train"`` / ``"test"`` per camera index. Test camera ``i`` is index
+    ``floor((i + 0.5) · n_total / n_test)`` -- the middle of each of ``n_test`` equal
+    runs -- so held-out views interleave with training views instead of clustering on
+    one side of a capture rig, and importers always pick the same ones.
+    """
+    if not _is_int(n_total) or not _is_int(n_test) or not 1 <= n_test < n_total:
+        raise RerfUsageError(
+            f"split_cameras: need 1 <= n_test < n_total (a dataset needs train and test cameras), "
+            f"got n_total={_show(n_total)} n_test={_show(n_test)}"
+        )
+    out = ["train"] * n_total
+    for i in range(n_test):
+        out[int((i + 0.5) * n_total / n_test)] = "test"
+    return out
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _check_meta_values(
+    num_frames: Any,
+    first_frame: Any,
+    fps: Any,
+    xyz_min: Any,
+    xyz_max: Any,
+    image_mode: Any,
+    background: Any,
+    cameras: Sequence[Camera],
+    source_info: Any,
+    where: str,
+    err: type[RerfError],
+) -> None:
+    """Checks shared by ``DatasetMeta`` construction (usage errors) and parsing (format errors)."""
+    if not _is_int(num_frames) or not 1 <= int(num_frames) <= MAX_FRAMES:
+        raise err(f"{where}field 'num_frames' must be an integer in 1..{MAX_FRAMES}, got {_show(num_frames)}")
+    if not _is_int(first_frame) or not 0 <= int(first_frame) <= 999_999 - int(num_frames) + 1:
+        raise err(
+            f"{where}field 'first_frame' must be an integer >= 0 with first_frame + num_frames <= 1000000 "
+            f"(frame folders have 6 digits), got {_show(first_frame)}"
+        )
+    if not _finite(fps) or float(fps) <= 0:
+        raise err(f"{where}field 'fps' must be a finite number > 0, got {_show(fps)}")
+    for key, vec in (("xyz_min", xyz_min), ("xyz_max", xyz_max)):
+        if not isinstance(vec, (list, tuple)) or len(vec) != 3 or not all(_finite(x) for x in vec):
+            raise err(f"{where}field 'bbox.{key}' must be 3 finite numbers, got {_show(vec)}")
+    if not all(float(a) < float(b) for a, b in zip(xyz_min, xyz_max, strict=True)):
+        raise err(
+            f"{where}field 'bbox': xyz_min must be < xyz_max on every axis, "
+            f"got xyz_min={_show(list(xyz_min))} xyz_max={_show(list(xyz_max))}"
+        )
+    if image_mode not in _MODES:
+        raise err(f'{where}field \'image_mode\' must be "RGBA" or "RGB", got {_show(image_mode)}')
+    if (
+        not isinstance(background, (list, tuple))
+        or len(background) != 3
+        or not all(_finite(x) and 0 <= float(x) <= 1 for x in background)
+    ):
+        raise err(f"{where}field 'background' must be 3 numbers in 0..1 (r, g, b), got {_show(background)}")
+    if not isinstance(source_info, dict):
+        raise err(f"{where}field 'source' must be an object, got {_show(source_info)}")
+    if not 1 <= len(cameras) <= MAX_CAMERAS:
+        raise err(f"{where}field 'cameras' must list 1..{MAX_CAMERAS} cameras, got {len(cameras)}")
+    seen: set[str] = set()
+    for i, cam in enumerate(cameras):
+        if cam.name in seen:
+            raise err(f"{where}field 'cameras': duplicate camera name {_show(cam.name)} (cameras[{i}])")
+        seen.add(cam.name)
+    splits = {cam.split for cam in cameras}
+    for s in _SPLITS:
+        if s not in splits:
+            raise err(
+                f"{where}field 'cameras': no {s} camera (a dataset always holds out >= 1 test camera "
+                "and trains on >= 1 other)"
+            )
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """Everything in ``transforms.json``. Validated on construction (``RerfUsageError``)."""
+
+    num_frames: int
+    first_frame: int
+    fps: float
+    xyz_min: tuple[float, float, float]
+    xyz_max: tuple[float, float, float]
+    image_mode: str
+    background: tuple[float, float, float]
+    cameras: tuple[Camera, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cams = tuple(self.cameras)
+        for c in cams:
+            if not isinstance(c, Camera):
+                raise RerfUsageError(f"DatasetMeta: cameras must be Camera objects, got {type(c).__name__}")
+        _check_meta_values(
+            self.num_frames, self.first_frame, self.fps, tuple(self.xyz_min), tuple(self.xyz_max),
+            self.image_mode, tuple(self.background), cams, self.source, "DatasetMeta: ", RerfUsageError,
+        )  # fmt: skip
+        object.__setattr__(self, "num_frames", int(self.num_frames))
+        object.__setattr__(self, "first_frame", int(self.first_frame))
+        object.__setattr__(self, "fps", float(self.fps))
+        object.__setattr__(self, "xyz_min", tuple(float(x) for x in self.xyz_min))
+        object.__setattr__(self, "xyz_max", tuple(float(x) for x in self.xyz_max))
+        object.__setattr__(self, "background", tuple(float(x) for x in self.background))
+        object.__setattr__(self, "cameras", cams)
+
+    @property
+    def frame_indices(self) -> range:
+        """The frame numbers, as used in folder names (``first_frame`` .. ``first_frame + num_frames - 1``)."""
+        return range(self.first_frame, self.first_frame + self.num_frames)
+
+    @property
+    def train_cameras(self) -> tuple[Camera, ...]:
+        return tuple(c for c in self.cameras if c.split == "train")
+
+    @property
+    def test_cameras(self) -> tuple[Camera, ...]:
+        return tuple(c for c in self.cameras if c.split == "test")
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cameras)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the stored PNGs (4 for RGBA, 3 for RGB)."""
+        return _MODES[self.image_mode]
+
+    def camera(self, cam: str | Camera) -> Camera:
+        """Look a camera up by name (or check a Camera belongs to this dataset)."""
+        name = cam.name if isinstance(cam, Camera) else cam
+        for c in self.cameras:
+            if c.name == name:
+                return c
+        raise RerfUsageError(f"no camera named {_show(name)} (cameras: {_name_list(self.camera_names)})")
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``transforms.json`` object."""
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "num_frames": self.num_frames,
+            "first_frame": self.first_frame,
+            "fps": self.fps,
+            "bbox": {"xyz_min": list(self.xyz_min), "xyz_max": list(self.xyz_max)},
+            "image_mode": self.image_mode,
+            "background": list(self.background),
+            "cameras": [c.to_json() for c in self.cameras],
+            "source": self.source,
+        }
+
+    @staticmethod
+    def from_json(d: Any, source_path: str | Path = TRANSFORMS_JSON) -> DatasetMeta:
+        """Validate a parsed ``transforms.json``; errors are ``RerfFormatError`` naming the file and field."""
+        src = str(source_path)
+        where = f"{src}: "
+        if not isinstance(d, dict):
+            raise RerfFormatError(f"{where}top level must be a JSON object")
+        if d.get("format") != FORMAT_NAME:
+            raise RerfFormatError(f"{where}field 'format' must be {_show(FORMAT_NAME)}, got {_show(d.get('format'))}")
+        if d.get("version") != FORMAT_VERSION or not _is_int(d.get("version")):
+            raise RerfFormatError(
+                f"{where}unsupported version {_show(d.get('version'))} (this reader supports {FORMAT_VERSION})"
+            )
+        for key in sorted(_TOP_KEYS - {"source", "first_frame"}):
+            if key not in d:
+                raise RerfFormatError(f"{where}missing field '{key}'")
+        extra = sorted(set(d) - _TOP_KEYS)
+        if extra:
+            raise RerfFormatError(f"{where}unknown field '{extra[0]}' (put provenance under 'source')")
+        bbox = d["bbox"]
+        if not isinstance(bbox, dict) or set(bbox) != {"xyz_min", "xyz_max"}:
+            raise RerfFormatError(f'{where}field \'bbox\' must be {{"xyz_min": [x,y,z], "xyz_max": [x,y,z]}}')
+        cams_raw = d["cameras"]
+        if not isinstance(cams_raw, list):
+            raise RerfFormatError(f"{where}field 'cameras' must be a list, got {_show(cams_raw)}")
+        if len(cams_raw) > MAX_CAMERAS:
+            raise RerfFormatError(f"{where}field 'cameras' lists {len(cams_raw)} cameras (at most {MAX_CAMERAS})")
+        cameras = tuple(Camera.from_json(c, src, i) for i, c in enumerate(cams_raw))
+        first = d.get("first_frame", 0)
+        source_info = d.get("source", {})
+        _check_meta_values(
+            d["num_frames"], first, d["fps"], bbox["xyz_min"], bbox["xyz_max"], d["image_mode"],
+            d["background"], cameras, source_info, where, RerfFormatError,
+        )  # fmt: skip
+        return DatasetMeta(
+            num_frames=d["num_frames"],
+            first_frame=first,
+            fps=d["fps"],
+            xyz_min=tuple(bbox["xyz_min"]),
+            xyz_max=tuple(bbox["xyz_max"]),
+            image_mode=d["image_mode"],
+            background=tuple(d["background"]),
+            cameras=cameras,
+            source=source_info,
+        )
+
+
+def _name_list(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _json_object_pairs(source: str) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise RerfFormatError(f"{source}: duplicate key '{k}'")
+            out[k] = v
+        return out
+
+    return hook
+
+
+def _reject_constant(source: str) -> Any:
+    def hook(name: str) -> Any:
+        raise RerfFormatError(f"{source}: invalid JSON: {name} is not a JSON number")
+
+    return hook
+
+
+def read_meta(path: str | Path) -> DatasetMeta:
+    """Read and validate ``transforms.json`` (strict JSON: no NaN/Infinity, no duplicate keys)."""
+    p = Path(path)
+    source = str(p)
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(_MAX_JSON_BYTES + 1)
+    except FileNotFoundError:
+        raise RerfFormatError(f"{source}: file is missing (not a rerf dataset?)") from None
+    except OSError as exc:
+        raise RerfFormatError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > _MAX_JSON_BYTES:
+        raise RerfFormatError(f"{source}: larger than {_MAX_JSON_BYTES} bytes")
+    try:
+        d = json.loads(
+            raw.decode("utf-8"), object_pairs_hook=_json_object_pairs(source), parse_constant=_reject_constant(source)
+        )
+    except UnicodeDecodeError as exc:
+        raise RerfFormatError(f"{source}: invalid JSON: not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise RerfFormatError(f"{source}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise RerfFormatError(f"{source}: invalid JSON: nested too deeply") from None
+    return DatasetMeta.from_json(d, source)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the PNG header, read before decoding so a wrong or hostile file costs nothing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+    except FileNotFoundError:
+        raise RerfFormatError(f"{path}: image is missing") from None
+    except OSError as exc:
+        raise RerfFormatError(f"{path}: cannot read image: {exc.strerror or exc}") from None
+    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise RerfFormatError(f"{path}: not a PNG file" + (" (empty)" if not head else ""))
+    w, h = struct.unpack(">II", head[16:24])
+    return int(w), int(h)
+
+
+class Dataset:
+    """An opened dataset: validated metadata plus lazy, validated image access."""
+
+    def __init__(self, root: Path, meta: DatasetMeta) -> None:
+        self.root = Path(root)
+        self.meta = meta
+
+    def __repr__(self) -> str:
+        m = self.meta
+        return f"Dataset({str(self.root)!r}, {m.num_frames} frames, {len(m.cameras)} cameras, {m.image_mode})"
+
+    def _frame(self, frame: int) -> int:
+        if not _is_int(frame) or int(frame) not in self.meta.frame_indices:
+            r = self.meta.frame_indices
+            raise RerfUsageError(f"frame {_show(frame)} is outside the dataset's frames {r.start}..{r.stop - 1}")
+        return int(frame)
+
+    def image_path(self, frame: int, camera: str | Camera) -> Path:
+        """``DATA/images/{frame:06d}/{camera}.png`` (frame is the original frame number)."""
+        cam = self.meta.camera(camera)
+        return self.root / IMAGES_DIR / f"{self._frame(frame):06d}" / f"{cam.name}.png"
+
+    def load_image(self, frame: int, camera: str | Camera) -> np.ndarray:
+        """Decode one image as float32 ``(h, w, 4)`` RGBA in [0, 1] (RGB images get alpha 1).
+
+        The PNG header is checked against the camera's size before decoding; any failure
+        (missing, unreadable, corrupt, wrong size, wrong channel count, not 8-bit) is a
+        ``RerfFormatError`` naming the file.
+        """
+        cam = self.meta.camera(camera)
+        path = self.image_path(frame, cam)
+        w, h = _png_size(path)
+        if (w, h) != (cam.w, cam.h):
+            raise RerfFormatError(f"{path}: image is {w}×{h}, camera {cam.name} expects {cam.w}×{cam.h}")
+        try:
+            img = iio.imread(path, extension=".png")
+        except Exception as exc:  # decoders raise anything from OSError to SyntaxError on bad data
+            raise RerfFormatError(f"{path}: cannot decode PNG: {exc}") from None
+        img = np.asarray(img)
+        if img.dtype != np.uint8:
+            raise RerfFormatError(f"{path}: expected 8-bit samples, got {img.dtype}")
+        want = self.meta.channels
+        if img.shape != (cam.h, cam.w, want):
+            got = img.shape[2] if img.ndim == 3 else 1
+            raise RerfFormatError(
+                f"{path}: expected a {self.meta.image_mode} image ({want} channels, {cam.w}×{cam.h}), "
+                f"got {got} channel(s) with shape {img.shape}"
+            )
+        out = np.empty((cam.h, cam.w, 4), dtype=np.float32)
+        np.multiply(img, np.float32(1 / 255), out=out[..., :want], dtype=np.float32)
+        if want == 3:
+            out[..., 3] = 1.0
+        return out
+
+    def _cameras(self, cameras: Iterable[str | Camera] | None) -> list[Camera]:
+        cams = list(self.meta.cameras) if cameras is None else [self.meta.camera(c) for c in cameras]
+        if not cams:
+            raise RerfUsageError("no cameras selected")
+        sizes = {(c.w, c.h) for c in cams}
+        if len(sizes) > 1:
+            raise RerfUsageError(
+                f"cameras of different sizes ({', '.join(f'{w}×{h}' for w, h in sorted(sizes))}) cannot be stacked; "
+                "load them one by one with load_image"
+            )
+        return cams
+
+    def load_frame(self, frame: int, cameras: Iterable[str | Camera] | None = None) -> np.ndarray:
+        """All (or the given) cameras' images of one frame, float32 ``(n, h, w, 4)``; sizes must match."""
+        cams = self._cameras(cameras)
+        frame = self._frame(frame)
+        out = np.empty((len(cams), cams[0].h, cams[0].w, 4), dtype=np.float32)
+        for i, c in enumerate(cams):
+            out[i] = self.load_image(frame, c)
+        return out
+
+    def iter_frames(self, cameras: Iterable[str | Camera] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(frame, load_frame(frame, cameras))`` for every frame, decoded one frame at a time."""
+        cams = self._cameras(cameras)  # fail now, not at the first next()
+
+        def gen() -> Iterator[tuple[int, np.ndarray]]:
+            for f in self.meta.frame_indices:
+                yield f, self.load_frame(f, cams)
+
+        return gen()
+
+    def image_bytes(self) -> int:
+        """Total size of the image files on disk (directory listings and stats only)."""
+        total = 0
+        images = self.root / IMAGES_DIR
+        with os.scandir(images) as frames:
+            for fd in frames:
+                if not fd.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(fd.path) as files:
+                    for e in files:
+                        if e.name.endswith(".png") and e.is_file():
+                            total += e.stat().st_size
+        return total
+
+
+def _check_image_files(root: Path, meta: DatasetMeta) -> None:
+    """Every ``images/{frame}/{camera}.png`` exists and is non-empty; no stray frame folders or images.
+
+    Uses directory listings (one ``scandir`` per frame) and one ``stat`` per image, no
+    decoding, so it stays fast on a 300 000-image capture.
+    """
+    images = root / IMAGES_DIR
+    if not images.is_dir():
+        raise RerfFormatError(f"{images}: image folder is missing")
+    expected = {f"{f:06d}" for f in meta.frame_indices}
+    try:
+        with os.scandir(images) as it:
+            present = {e.name for e in it if e.is_dir() and not e.name.startswith(".")}
+    except OSError as exc:
+        raise RerfFormatError(f"{images}: cannot list: {exc.strerror or exc}") from None
+    stray = sorted(present - expected)
+    if stray:
+        r = meta.frame_indices
+        raise RerfFormatError(
+            f"{images / stray[0]}: unexpected frame folder ({len(stray)} in all); transforms.json declares "
+            f"num_frames={meta.num_frames} (frames {r.start:06d}..{r.stop - 1:06d})"
+        )
+    want = {f"{c.name}.png" for c in meta.cameras}
+    order = [f"{c.name}.png" for c in meta.cameras]
+    missing: list[Path] = []
+    for f in meta.frame_indices:
+        folder = images / f"{f:06d}"
+        if folder.name not in present:
+            missing.extend(folder / n for n in order)
+            continue
+        try:
+            with os.scandir(folder) as it:
+                entries = {e.name: e for e in it}
+        except OSError as exc:
+            raise RerfFormatError(f"{folder}: cannot list: {exc.strerror or exc}") from None
+        extra = sorted(n for n in entries if n.endswith(".png") and n not in want)
+        if extra:
+            raise RerfFormatError(
+                f"{folder / extra[0]}: image of a camera that transforms.json does not list "
+                f"({len(extra)} such image(s) in this frame; inconsistent camera set)"
+            )
+        for n in order:
+            e = entries.get(n)
+            if e is None or not e.is_file():
+                missing.append(folder / n)
+            elif e.stat().st_size == 0:
+                raise RerfFormatError(f"{folder / n}: image file is empty")
+    if missing:
+        total = meta.num_frames * len(meta.cameras)
+        raise RerfFormatError(f"{missing[0]}: image is missing ({len(missing)} of {total} images are missing)")
+
+
+def open_dataset(path: str | Path, *, check_images: bool = True) -> Dataset:
+    """Open and validate a dataset directory (or its ``transforms.json``).
+
+    ``transforms.json`` is validated fully. With ``check_images`` every image file must
+    exist and no stray frame folders / camera images may be present (no decoding: image
+    contents are checked lazily by ``Dataset.load_image``).
+    """
+    p = Path(path)
+    if p.name == TRANSFORMS_JSON and p.is_file():
+        p = p.parent
+    if not p.exists():
+        raise RerfUsageError(f"{p}: dataset does not exist")
+    if not p.is_dir():
+        raise RerfFormatError(f"{p}: not a directory (expected a dataset directory with {TRANSFORMS_JSON})")
+    meta = read_meta(p / TRANSFORMS_JSON)
+    if check_images:
+        _check_image_files(p, meta)
+    return Dataset(p, meta)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _sibling(path: Path, kind: str) -> Path:
+    """A fresh hidden name next to ``path`` (same file system, so renames are atomic)."""
+    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
+
+
+def _looks_replaceable(path: Path) -> bool:
+    """--force may replace an empty directory or a dataset, nothing else."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    return (path / TRANSFORMS_JSON).is_file() or not any(path.iterdir())
+
+
+def _to_uint8(rgba: Any, cam: Camera, mode: str, where: str) -> np.ndarray:
+    if not isinstance(rgba, np.ndarray):
+        raise RerfUsageError(f"{where}: image must be a numpy array, got {type(rgba).__name__}")
+    ch = _MODES[mode]
+    if rgba.shape != (cam.h, cam.w, ch):
+        raise RerfUsageError(
+            f"{where}: image has shape {rgba.shape}, expected {(cam.h, cam.w, ch)} ({mode}, camera {cam.w}×{cam.h})"
+        )
+    if rgba.dtype == np.uint8:
+        return np.ascontiguousarray(rgba)
+    if not np.issubdtype(rgba.dtype, np.floating):
+        raise RerfUsageError(f"{where}: image dtype must be uint8 or float in [0, 1], got {rgba.dtype}")
+    if not np.all(np.isfinite(rgba)):
+        raise RerfUsageError(f"{where}: image contains non-finite values")
+    lo, hi = float(rgba.min()), float(rgba.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise RerfUsageError(f"{where}: float image values must be in [0, 1], got {lo:.4g}..{hi:.4g}")
+    return np.clip(np.rint(rgba.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+
+
+class DatasetWriter:
+    """Write a dataset atomically (mirrors ``rerf_codec.grids.SequenceWriter``).
+
+    Everything goes into a hidden sibling ``.NAME.tmp-XXXX`` first; only a complete
+    dataset (every image of every frame and camera written) is renamed into place on a
+    clean ``__exit__`` (or ``commit()``). On an exception nothing is left behind and an
+    existing output is untouched. With ``force`` an existing dataset (or empty directory)
+    is moved aside, the new one renamed in, and the old one deleted; anything else is
+    refused, so ``--force`` with a mistyped path cannot wipe unrelated data. No fsync:
+    atomic against failures of this process, not against power loss. ``write_image`` may
+    be called from several threads (PNG compression releases the GIL).
+    """
+
+    def __init__(self, out_dir: str | Path, meta: DatasetMeta, *, force: bool = False) -> None:
+        if not isinstance(meta, DatasetMeta):
+            raise RerfUsageError(f"meta must be a DatasetMeta, got {type(meta).__name__}")
+        self.out_dir = Path(out_dir)
+        self.force = bool(force)
+        if self.out_dir.name in ("", ".", ".."):
+            raise RerfUsageError(f"{out_dir}: not a usable output directory name")
+        self._check_target()
+        if not self.out_dir.parent.is_dir():
+            raise RerfUsageError(f"output folder {self.out_dir.parent} does not exist")
+        self.meta = meta
+        self._written: set[tuple[int, str]] = set()
+        self._lock = threading.Lock()
+        self._done = False
+        while True:
+            self._tmp = _sibling(self.out_dir, "tmp")
+            try:
+                self._tmp.mkdir()
+                break
+            except FileExistsError:  # pragma: no cover - 48 random bits
+                continue
+        try:
+            (self._tmp / IMAGES_DIR).mkdir()
+            self._write_json()
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Where the dataset is being assembled (for tools that write extra files before commit)."""
+        return self._tmp
+
+    def _write_json(self) -> None:
+        text = json.dumps(self.meta.to_json(), indent=1, allow_nan=False)
+        (self._tmp / TRANSFORMS_JSON).write_text(text + "\n", encoding="utf-8")
+
+    def _check_target(self) -> None:
+        p = self.out_dir
+        if not (p.exists() or p.is_symlink()):
+            return
+        if not self.force:
+            raise RerfUsageError(f"{p} exists; use --force to overwrite")
+        if not _looks_replaceable(p):
+            raise RerfUsageError(
+                f"{p} exists and is not a rerf dataset or an empty directory; refusing to overwrite it"
+            )
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise RerfUsageError("DatasetWriter: already committed or aborted")
+
+    def update_source(self, **source: Any) -> None:
+        """Add or replace keys of the free-form ``source`` provenance before commit."""
+        self._check_open()
+        merged = {**self.meta.source, **source}
+        try:
+            json.dumps(merged, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise RerfUsageError(f"DatasetWriter: source must be JSON-serialisable: {exc}") from None
+        with self._lock:
+            self.meta = replace(self.meta, source=merged)
+            self._write_json()
+
+    def image_path(self, frame: int, camera: str | Camera) -> Path:
+        """Temporary path of an image (valid until commit)."""
+        cam = self.meta.camera(camera)
+        if not _is_int(frame) or int(frame) not in self.meta.frame_indices:
+            r = self.meta.frame_indices
+            raise RerfUsageError(f"frame {_show(frame)} is outside the dataset's frames {r.start}..{r.stop - 1}")
+        return self._tmp / IMAGES_DIR / f"{int(frame):06d}" / f"{cam.name}.png"
+
+    def write_image(self, frame: int, camera: str | Camera, rgba: np.ndarray) -> None:
+        """Write one image: uint8 ``(h, w, 4|3)`` matching ``image_mode``, or float in [0, 1] (rounded to uint8)."""
+        self._check_open()
+        cam = self.meta.camera(camera)
+        path = self.image_path(frame, cam)
+        key = (int(frame), cam.name)
+        where = f"frame {int(frame)} camera {cam.name}"
+        with self._lock:
+            if key in self._written:
+                raise RerfUsageError(f"{where}: image was already written")
+            self._written.add(key)
+        try:
+            data = _to_uint8(rgba, cam, self.meta.image_mode, where)
+            path.parent.mkdir(exist_ok=True)
+            iio.imwrite(path, data, extension=".png")
+        except BaseException:
+            with self._lock:
+                self._written.discard(key)
+            raise
+
+    def commit(self) -> None:
+        """Check every image was written, then move the dataset into place (called by a clean ``__exit__``)."""
+        self._check_open()
+        try:
+            total = self.meta.num_frames * len(self.meta.cameras)
+            if len(self._written) != total:
+                first = next(
+                    (f, c.name)
+                    for f in self.meta.frame_indices
+                    for c in self.meta.cameras
+                    if (f, c.name) not in self._written
+                )
+                raise RerfUsageError(
+                    f"{self.out_dir}: {total - len(self._written)} of {total} images were not written "
+                    f"(first missing: frame {first[0]} camera {first[1]}); nothing was written"
+                )
+            self._check_target()  # it may have appeared since __init__
+            old: Path | None = None
+            if self.out_dir.exists() or self.out_dir.is_symlink():
+                old = _sibling(self.out_dir, "old")
+                os.rename(self.out_dir, old)
+            try:
+                os.rename(self._tmp, self.out_dir)
+            except BaseException:
+                if old is not None:
+                    os.rename(old, self.out_dir)
+                raise
+            self._done = True
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Delete the temporary directory; an existing output stays untouched."""
+        self._done = True
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_dataset(
+    out_dir: str | Path,
+    meta: DatasetMeta,
+    images: Iterable[tuple[int, str | Camera, np.ndarray]],
+    *,
+    force: bool = False,
+) -> Dataset:
+    """Write a whole dataset atomically from ``(frame, camera, image)`` triples; returns it opened."""
+    with DatasetWriter(out_dir, meta, force=force) as w:
+        for frame, cam, img in images:
+            w.write_image(frame, cam, img)
+    return Dataset(Path(out_dir), meta)
