@@ -99,17 +99,30 @@ def motion_compensate(
     Returns:
         ``(channels, N, 8, 8, 8)`` float64 holding integers (the prediction).
     """
+    chans = range(1 + prev_features.shape[0])[channel_slice or slice(None)]
+    planes = [prev_density if c == 0 else prev_features[c - 1] for c in chans]
+    return compensate_planes(planes, grid_shape, np.asarray(scales)[list(chans)], blocks, mv)
+
+
+def compensate_planes(
+    planes: list[np.ndarray],
+    grid_shape: tuple[int, int, int],
+    scales: np.ndarray,
+    blocks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    mv: np.ndarray,
+) -> np.ndarray:
+    """:func:`motion_compensate` for any list of same-layout planes (the encoder's search
+    uses it on a subset of channels); ``scales[i]`` belongs to ``planes[i]``."""
     ix, iy, iz = blocks
     n = ix.size
-    chans = range(1 + prev_features.shape[0])[channel_slice or slice(None)]
-    out = np.empty((len(chans), n, BLOCK, BLOCK, BLOCK), dtype=np.float64)
-    if n == 0:
+    out = np.empty((len(planes), n, BLOCK, BLOCK, BLOCK), dtype=np.float64)
+    if n == 0 or not planes:
         return out
     mv = np.asarray(mv, dtype=np.int64)
     whole = mv >> MV_FRAC_BITS  # floor division
     frac = mv & (MV_UNIT - 1)
     x, y, z = grid_shape
-    _, sy, sz = prev_density.shape  # strides of the (possibly padded) arrays
+    _, sy, sz = planes[0].shape  # strides of the (possibly padded) arrays
     tx = _axis_taps(ix * BLOCK + whole[:, 0], x)
     ty = _axis_taps(iy * BLOCK + whole[:, 1], y)
     tz = _axis_taps(iz * BLOCK + whole[:, 2], z)
@@ -118,11 +131,11 @@ def motion_compensate(
     w = [[FILTER_TAPS[frac[:, a], t][:, None, None, None] for t in range(N_TAPS)] for a in range(3)]
     half = 2.0 ** (3 * FILTER_BITS - 1)
     inv = 2.0 ** (-3 * FILTER_BITS)
+
     def one_channel(j: int) -> None:
-        c = chans[j]
-        src = prev_density if c == 0 else prev_features[c - 1]
+        src = planes[j]
         region = np.take(np.ascontiguousarray(src).reshape(-1), flat).astype(np.float64)  # (N, 11, 11, 11)
-        region *= scales[c]  # exact: float32 lattice values times a power of two
+        region *= scales[j]  # exact: float32 lattice values times a power of two
         # Separable 4-tap passes with no intermediate rounding: the taps' largest absolute sum
         # is 84, so every partial value is an integer below 2**24 * 84**3 < 2**44; the float64
         # sums are exact and equal the non-separable sum. One rounding at the end.
@@ -139,7 +152,7 @@ def motion_compensate(
         r3 *= inv
         np.floor(r3, out=out[j])
 
-    parallel_map(one_channel, range(len(chans)))  # channels are independent: same bits for any thread count
+    parallel_map(one_channel, range(len(planes)))  # channels are independent: same bits for any thread count
     return out
 
 

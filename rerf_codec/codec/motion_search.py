@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rerf_codec.codec.motion import MV_UNIT
+from rerf_codec.codec.motion import MV_UNIT, compensate_planes
 from rerf_codec.codec.transform import BLOCK
 
 
@@ -53,8 +53,6 @@ class SearchConfig:
     """Rounds in which every block tries its 6 neighbours' vectors."""
     sample_stride: int = 2
     """Evaluate every n-th voxel per axis of a block (candidates, refinement, propagation)."""
-    polish_stride: int = 1
-    """Sampling of the final ±1/8-voxel polish, which also re-ranks the chosen vector."""
 
 
 class _Evaluator:
@@ -134,6 +132,40 @@ class _Evaluator:
         return np.linalg.solve(a, b[..., None])[..., 0]
 
 
+class _ExactEvaluator:
+    """Step-weighted SAD of the decoder's own motion-compensated prediction, all voxels."""
+
+    def __init__(
+        self,
+        cur: np.ndarray,
+        prev_channels: list[np.ndarray],
+        grid_shape: tuple[int, int, int],
+        blocks: tuple[np.ndarray, np.ndarray, np.ndarray],
+        weights: np.ndarray,
+        scales: np.ndarray,
+    ) -> None:
+        self.cur = cur
+        self.prev = prev_channels
+        self.grid_shape = grid_shape
+        self.blocks = blocks
+        self.sad_weights = np.sqrt(weights)
+        self.scales = scales
+        origin = np.stack(blocks, axis=1) * BLOCK
+        off = np.arange(BLOCK)
+        inside = [(origin[:, a, None] + off[None, :]) < grid_shape[a] for a in range(3)]
+        self.valid = (inside[0][:, :, None, None] & inside[1][:, None, :, None] & inside[2][:, None, None, :]).reshape(
+            len(origin), -1
+        )
+
+    def error(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        sub = tuple(b[rows] for b in self.blocks)
+        pred = compensate_planes(self.prev, self.grid_shape, self.scales, sub, mv.astype(np.int64))
+        r = self.cur[:, rows] - pred.reshape(len(self.prev), len(rows), -1)
+        r *= self.valid[rows]
+        np.abs(r, out=r)
+        return np.einsum("cns,c->n", r, self.sad_weights)
+
+
 def search_motion(
     cur: np.ndarray,
     prev_channels: list[np.ndarray],
@@ -204,9 +236,9 @@ def search_motion(
             ok = (nb[rows] >= 0)
             try_candidates(best[nb[rows[ok]]], rows[ok])
     if config.polish:
-        if config.polish_stride != config.sample_stride:  # re-rank on finer samples
-            ev = _Evaluator(cur, prev_channels, grid_shape, blocks, weights, config.polish_stride, scales)
-            best_err[rows] = ev.error(best[rows].astype(np.float64), rows)
+        # Re-rank and polish with the codec's own prediction on every voxel of the block.
+        ev = _ExactEvaluator(cur, prev_channels, grid_shape, blocks, weights, scales)
+        best_err[rows] = ev.error(best[rows].astype(np.float64), rows)
         for axis in range(3):
             for sign in (-1, 1):
                 c = best[rows].copy()
