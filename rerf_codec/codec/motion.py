@@ -127,8 +127,15 @@ def compensate_planes(
     ty = _axis_taps(iy * BLOCK + whole[:, 1], y)
     tz = _axis_taps(iz * BLOCK + whole[:, 2], z)
     flat = (tx[:, :, None, None] * sy + ty[:, None, :, None]) * sz + tz[:, None, None, :]  # (N, 11, 11, 11)
-    # Per-block weights of each tap, shaped to broadcast over (N, a, b, c).
-    w = [[FILTER_TAPS[frac[:, a], t][:, None, None, None] for t in range(N_TAPS)] for a in range(3)]
+    # Per-block banded filter matrices (N, 8, 11): row i holds the 4 taps at columns i..i+3.
+    span = BLOCK + N_TAPS - 1
+    band = [np.zeros((n, BLOCK, span)) for _ in range(3)]
+    for a in range(3):
+        taps = FILTER_TAPS[frac[:, a]]  # (N, 4)
+        for i in range(BLOCK):
+            band[a][:, i, i : i + N_TAPS] = taps
+    bx, by = band[0], band[1][:, None]  # (N, 8, 11), (N, 1, 8, 11)
+    bz_t = np.ascontiguousarray(band[2].transpose(0, 2, 1))[:, None]  # (N, 1, 11, 8)
     half = 2.0 ** (3 * FILTER_BITS - 1)
     inv = 2.0 ** (-3 * FILTER_BITS)
 
@@ -136,21 +143,15 @@ def compensate_planes(
         src = planes[j]
         region = np.take(np.ascontiguousarray(src).reshape(-1), flat).astype(np.float64)  # (N, 11, 11, 11)
         region *= scales[j]  # exact: float32 lattice values times a power of two
-        # Separable 4-tap passes with no intermediate rounding: the taps' largest absolute sum
-        # is 84, so every partial value is an integer below 2**24 * 84**3 < 2**44; the float64
-        # sums are exact and equal the non-separable sum. One rounding at the end.
-        r = w[0][0] * region[:, 0:BLOCK]
-        for t in range(1, N_TAPS):
-            r += w[0][t] * region[:, t : t + BLOCK]
-        r2 = w[1][0] * r[:, :, 0:BLOCK]
-        for t in range(1, N_TAPS):
-            r2 += w[1][t] * r[:, :, t : t + BLOCK]
-        r3 = w[2][0] * r2[:, :, :, 0:BLOCK]
-        for t in range(1, N_TAPS):
-            r3 += w[2][t] * r2[:, :, :, t : t + BLOCK]
-        r3 += half
-        r3 *= inv
-        np.floor(r3, out=out[j])
+        # Separable 4-tap passes as batched matrix products, with no intermediate rounding: the
+        # taps' largest absolute sum is 84, so every product and partial sum is an integer below
+        # 2**24 * 84**3 < 2**44 and float64 arithmetic is exact in any order (BLAS included).
+        r = np.matmul(bx, region.reshape(n, span, span * span)).reshape(n, BLOCK, span, span)  # along x
+        r = np.matmul(by, r)  # along y: (N, 8, 8, 11)
+        r = np.matmul(r, bz_t)  # along z: (N, 8, 8, 8)
+        r += half
+        r *= inv
+        np.floor(r, out=out[j])
 
     parallel_map(one_channel, range(len(planes)))  # channels are independent: same bits for any thread count
     return out

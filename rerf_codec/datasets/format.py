@@ -732,17 +732,19 @@ class Dataset:
         return gen()
 
     def image_bytes(self) -> int:
-        """Total size of the image files on disk (directory listings and stats only)."""
+        """Total size of the image files on disk (directory listings and stats only, nothing decoded)."""
         total = 0
-        images = self.root / IMAGES_DIR
-        with os.scandir(images) as frames:
-            for fd in frames:
-                if not fd.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(fd.path) as files:
-                    for e in files:
-                        if e.name.endswith(".png") and e.is_file():
-                            total += e.stat().st_size
+        try:
+            with os.scandir(self.root / IMAGES_DIR) as frames:
+                for fd in frames:
+                    if not fd.is_dir(follow_symlinks=False):
+                        continue
+                    with os.scandir(fd.path) as files:
+                        for e in files:
+                            if e.name.endswith(".png") and e.is_file():
+                                total += e.stat().st_size
+        except FileNotFoundError:  # opened with check_images=False on a folder without images
+            pass
         return total
 
 
