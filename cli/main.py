@@ -559,6 +559,10 @@ def _print_demo(s: dict[str, Any]) -> None:
         click.echo(f"  {k:<13} {v}")
 
 
+# Command groups defined in their own modules register themselves on ``cli`` when imported.
+from cli import dataset as _dataset  # noqa: E402, F401
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point (``rerf``)."""
     cli.main(args=argv, prog_name="rerf")
