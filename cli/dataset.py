@@ -128,3 +128,62 @@ def from_mesh_cmd(
         f"{report['bytes_on_disk'] / 1e6:.2f} MB on disk ({report['bytes_per_frame'] / 1e3:.1f} kB/frame); "
         f"renderer {report['renderer']}"
     )
+
+
+def _import_summary(kind: str, output: str, report: dict[str, Any]) -> None:
+    w, h = report["size"]
+    click.echo(
+        f"imported {kind}: {report['num_frames']} frame(s) × {report['cameras']} cameras "
+        f"({report['train']} train + {report['test']} test), {w}×{h} {report['image_mode']} at "
+        f"{report['fps']:g} fps → {output}"
+    )
+
+
+@dataset.command("import-nerf")
+@click.argument("src", metavar="DIR")
+@click.option("-o", "--output", required=True, metavar="DATA", help="Output dataset directory (written atomically).")
+@click.option("--test-split", default="test", show_default=True, type=click.Choice(["test", "val"]))
+@click.option("--max-test", default=None, type=click.IntRange(1, 100_000), help="Keep at most N test views (spread).")
+@click.option("--force", is_flag=True, help="Replace an existing dataset directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report instead of the summary.")
+def import_nerf_cmd(src: str, output: str, test_split: str, max_test: int | None, force: bool, as_json: bool) -> None:
+    """Import a NeRF-synthetic scene (transforms_{train,test}.json + PNGs) as a one-frame dataset."""
+    from rerf_codec.datasets.importers import import_nerf
+
+    with _progress(not as_json) as bar:
+        report = import_nerf(
+            src, output, force=force, test_split=test_split, max_test=max_test,
+            progress=lambda done, total: bar.update("import", done, total),
+        )
+    if as_json:
+        _print_json(report)
+    else:
+        _import_summary("NeRF-synthetic", output, report)
+
+
+@dataset.command("import-rerf")
+@click.argument("src", metavar="DIR")
+@click.option("-o", "--output", required=True, metavar="DATA", help="Output dataset directory (written atomically).")
+@click.option("--frames", "frames_text", default=None, metavar="A:B", help="Frames to import (half-open).")
+@click.option("--test-cameras", default=None, type=click.IntRange(1, 4096), help="Held-out cameras (default 4).")
+@click.option("--downscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Shrink images by N.")
+@click.option("--force", is_flag=True, help="Replace an existing dataset directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON report instead of the summary.")
+def import_rerf_cmd(
+    src: str, output: str, frames_text: str | None, test_cameras: int | None, downscale: int, force: bool,
+    as_json: bool,
+) -> None:
+    """Import a ReRF/NHR capture: CamPose.inf, Intrinsic.inf, bbox.json, image/NNN.mp4 + mask/NNN.mp4."""
+    from rerf_codec.datasets.importers import import_rerf
+
+    frames = _frames_option(frames_text)
+    span = None if frames is None else (frames[0], None if frames[1] == -1 else frames[1])
+    with _progress(not as_json) as bar:
+        report = import_rerf(
+            src, output, force=force, frames=span, test_cameras=test_cameras, downscale=downscale,
+            progress=lambda done, total: bar.update("import", done, total),
+        )
+    if as_json:
+        _print_json(report)
+    else:
+        _import_summary("ReRF/NHR capture", output, report)
