@@ -1,4 +1,7 @@
-"""Atomic output files: write to a temporary sibling, rename into place on success.
+"""Atomic outputs: write to a temporary sibling, rename into place on success.
+
+``atomic_file`` for single files (``.rerf``, PNG); ``AtomicDirectory`` as the base of the
+directory writers (grid sequences, datasets).
 
 Why: a crash or a bad input half-way through must never leave a half-written
 output, and an existing file must never be replaced unless the user said --force.
@@ -8,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import BinaryIO, Self
 
 from rerf_codec.errors import RerfUsageError
 
@@ -44,3 +50,107 @@ def atomic_file(path: str | Path, *, force: bool = False) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sibling_path(path: Path, kind: str) -> Path:
+    """A fresh hidden name next to ``path`` (same file system, so renames are atomic)."""
+    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
+
+
+class AtomicDirectory:
+    """Base of writers that assemble a directory in a hidden sibling and rename it into place.
+
+    Everything goes into ``.NAME.tmp-XXXX`` first; ``commit()`` (or a clean ``with`` exit)
+    checks completeness (``_check_complete``, a subclass hook) and renames it into place.
+    On an exception nothing is left behind and an existing output is untouched. With
+    ``force`` an existing output that *looks like one of ours* (it holds ``MARKER``) or
+    an empty directory is moved aside, the new one renamed in and the old one deleted;
+    anything else is refused, so ``--force`` with a mistyped path cannot wipe unrelated
+    data. Atomic against failures of this process; no fsync, so not against power loss.
+    An abandoned writer (neither committed nor aborted) leaves its temporary directory.
+    """
+
+    MARKER = ""
+    """File whose presence marks an existing output this writer may replace with --force."""
+    KIND = "output"
+    """What the directory holds, for messages."""
+
+    def __init__(self, out_dir: str | Path, *, force: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.force = bool(force)
+        if self.out_dir.name in ("", ".", ".."):
+            raise RerfUsageError(f"{out_dir}: not a usable output directory name")
+        self._check_target()
+        if not self.out_dir.parent.is_dir():  # as atomic_file: no surprise folder trees
+            raise RerfUsageError(f"output folder {self.out_dir.parent} does not exist")
+        self._done = False
+        while True:
+            self._tmp = sibling_path(self.out_dir, "tmp")
+            try:
+                self._tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp (0700)
+                break
+            except FileExistsError:  # pragma: no cover - 48 random bits
+                continue
+
+    def _looks_replaceable(self) -> bool:
+        p = self.out_dir
+        if p.is_symlink() or not p.is_dir():
+            return False
+        return (p / self.MARKER).is_file() or not any(p.iterdir())
+
+    def _check_target(self) -> None:
+        p = self.out_dir
+        if not (p.exists() or p.is_symlink()):
+            return
+        if not self.force:
+            raise RerfUsageError(f"{p} exists; use --force to overwrite")
+        if not self._looks_replaceable():
+            raise RerfUsageError(f"{p} exists and is not a {self.KIND} or an empty directory; refusing to overwrite it")
+
+    def _check_open(self) -> None:
+        if self._done:
+            raise RerfUsageError(f"{type(self).__name__}: already committed or aborted")
+
+    def _check_complete(self) -> None:
+        """Raise RerfUsageError when the output is incomplete (subclasses)."""
+
+    def commit(self) -> None:
+        """Check completeness and move the directory into place."""
+        self._check_open()
+        try:
+            self._check_complete()
+            self._check_target()  # it may have appeared since __init__
+            old: Path | None = None
+            if self.out_dir.exists() or self.out_dir.is_symlink():
+                old = sibling_path(self.out_dir, "old")
+                os.rename(self.out_dir, old)
+            try:
+                os.rename(self._tmp, self.out_dir)
+            except BaseException:
+                if old is not None:
+                    os.rename(old, self.out_dir)
+                raise
+            self._done = True
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Delete the temporary directory; an existing output stays untouched."""
+        self._done = True
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._done:
+            return
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

@@ -26,20 +26,17 @@ import hashlib
 import json
 import math
 import numbers
-import os
 import re
-import secrets
-import shutil
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import numpy as np
 
+from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
 
 __all__ = [
@@ -970,11 +967,6 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
                 np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
 
 
-def _sibling(path: Path, kind: str) -> Path:
-    """A fresh hidden name next to ``path`` (same file system, so renames are atomic)."""
-    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
-
-
 def _check_write_array(arr: Any, name: str, shape: tuple[int, ...], index: int) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise RerfUsageError(
@@ -1016,27 +1008,16 @@ def _check_decoder_arrays(decoder: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def _looks_replaceable(path: Path) -> bool:
-    """--force may replace an empty directory or a grid sequence, nothing else."""
-    if path.is_symlink() or not path.is_dir():
-        return False
-    return (path / SEQUENCE_JSON).is_file() or not any(path.iterdir())
+class SequenceWriter(AtomicDirectory):
+    """Write a grid sequence atomically (see :class:`rerf_codec.atomic.AtomicDirectory`).
 
-
-class SequenceWriter:
-    """Write a grid sequence atomically.
-
-    Everything goes into a hidden sibling ``.NAME.tmp-XXXX`` first; only a complete and
-    valid sequence (every frame of ``meta.frame_indices`` written) is renamed into place
-    on a clean ``__exit__`` (or ``commit()``). On an exception nothing is left behind and
-    an existing output is untouched. With ``force`` an existing sequence (or empty
-    directory) is moved aside, the new one renamed in, and the old one deleted; anything
-    else is refused, so ``--force`` with a mistyped path cannot wipe unrelated data.
-    Atomic against failures of this process (readers never see a half-written
-    sequence); no fsync, so not against power loss. Use it as a context manager, or
-    call ``commit()`` / ``abort()`` yourself: an abandoned writer leaves its temporary
-    directory behind.
+    Only a complete and valid sequence (every frame of ``meta.frame_indices`` written) is
+    renamed into place; ``--force`` replaces only an existing grid sequence or an empty
+    directory.
     """
+
+    MARKER = SEQUENCE_JSON
+    KIND = "grid sequence"
 
     def __init__(
         self,
@@ -1048,13 +1029,6 @@ class SequenceWriter:
     ) -> None:
         if not isinstance(meta, SequenceMeta):
             raise RerfUsageError(f"meta must be a SequenceMeta, got {type(meta).__name__}")
-        self.out_dir = Path(out_dir)
-        self.force = bool(force)
-        if self.out_dir.name in ("", ".", ".."):
-            raise RerfUsageError(f"{out_dir}: not a usable output directory name")
-        self._check_target()
-        if not self.out_dir.parent.is_dir():  # as rerf_codec.atomic: no surprise folder trees
-            raise RerfUsageError(f"output folder {self.out_dir.parent} does not exist")
         if decoder is not None:
             decoder = _check_decoder_arrays(decoder)
             if meta.decoder is None:
@@ -1063,16 +1037,9 @@ class SequenceWriter:
             raise RerfUsageError(
                 f"meta declares decoder={meta.decoder!r} but no decoder arrays were given"
             )
+        super().__init__(out_dir, force=force)
         self.meta = meta
         self._written: set[int] = set()
-        self._done = False
-        while True:
-            self._tmp = _sibling(self.out_dir, "tmp")
-            try:
-                self._tmp.mkdir()  # honours the umask, unlike tempfile.mkdtemp (0700)
-                break
-            except FileExistsError:  # pragma: no cover - 48 random bits
-                continue
         try:
             (self._tmp / FRAMES_DIR).mkdir()
             if decoder is not None:
@@ -1083,21 +1050,9 @@ class SequenceWriter:
             self.abort()
             raise
 
-    def _check_target(self) -> None:
-        p = self.out_dir
-        if not (p.exists() or p.is_symlink()):
-            return
-        if not self.force:
-            raise RerfUsageError(f"{p} exists; use --force to overwrite")
-        if not _looks_replaceable(p):
-            raise RerfUsageError(
-                f"{p} exists and is not a grid sequence or an empty directory; refusing to overwrite it"
-            )
-
     def write_frame(self, index: int, frame: GridFrame | TrainerFrame) -> None:
         """Validate (float32, exact shapes, finite) and write frame number ``index``."""
-        if self._done:
-            raise RerfUsageError("SequenceWriter: already committed or aborted")
+        self._check_open()
         meta = self.meta
         if not _is_int(index) or index not in meta.frame_indices:
             raise RerfUsageError(
@@ -1128,62 +1083,19 @@ class SequenceWriter:
 
     def update_extra(self, **extra: Any) -> None:
         """Add or replace extra sequence.json keys before commit (e.g. ``damaged_frames``)."""
-        if self._done:
-            raise RerfUsageError("SequenceWriter: already committed or aborted")
+        self._check_open()
         meta = dataclasses.replace(self.meta, extra={**self.meta.extra, **extra})
         text = json.dumps(meta.to_json_dict(), indent=2, allow_nan=False)
         (self._tmp / SEQUENCE_JSON).write_text(text + "\n", encoding="utf-8")
         self.meta = meta
 
-    def commit(self) -> None:
-        """Check completeness and move the sequence into place (called by a clean ``__exit__``)."""
-        if self._done:
-            raise RerfUsageError("SequenceWriter: already committed or aborted")
-        try:
-            missing = [i for i in self.meta.frame_indices if i not in self._written]
-            if missing:
-                raise RerfUsageError(
-                    f"{self.out_dir}: {len(missing)} of {self.meta.num_frames} frames were not "
-                    f"written (first missing: {missing[0]}); nothing was written"
-                )
-            self._check_target()  # it may have appeared since __init__
-            old: Path | None = None
-            if self.out_dir.exists() or self.out_dir.is_symlink():
-                old = _sibling(self.out_dir, "old")
-                os.rename(self.out_dir, old)
-            try:
-                os.rename(self._tmp, self.out_dir)
-            except BaseException:
-                if old is not None:
-                    os.rename(old, self.out_dir)
-                raise
-            self._done = True
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        """Delete the temporary directory; an existing output stays untouched."""
-        self._done = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+    def _check_complete(self) -> None:
+        missing = [i for i in self.meta.frame_indices if i not in self._written]
+        if missing:
+            raise RerfUsageError(
+                f"{self.out_dir}: {len(missing)} of {self.meta.num_frames} frames were not "
+                f"written (first missing: {missing[0]}); nothing was written"
+            )
 
 
 def write_sequence(

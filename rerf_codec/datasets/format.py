@@ -48,19 +48,17 @@ import json
 import math
 import numbers
 import os
-import secrets
-import shutil
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
 
+from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
 
 __all__ = [
@@ -823,18 +821,6 @@ def open_dataset(path: str | Path, *, check_images: bool = True) -> Dataset:
 # --------------------------------------------------------------------------- writing
 
 
-def _sibling(path: Path, kind: str) -> Path:
-    """A fresh hidden name next to ``path`` (same file system, so renames are atomic)."""
-    return path.parent / f".{path.name}.{kind}-{secrets.token_hex(6)}"
-
-
-def _looks_replaceable(path: Path) -> bool:
-    """--force may replace an empty directory or a dataset, nothing else."""
-    if path.is_symlink() or not path.is_dir():
-        return False
-    return (path / TRANSFORMS_JSON).is_file() or not any(path.iterdir())
-
-
 def _to_uint8(rgba: Any, cam: Camera, mode: str, where: str) -> np.ndarray:
     if not isinstance(rgba, np.ndarray):
         raise RerfUsageError(f"{where}: image must be a numpy array, got {type(rgba).__name__}")
@@ -855,7 +841,7 @@ def _to_uint8(rgba: Any, cam: Camera, mode: str, where: str) -> np.ndarray:
     return np.clip(np.rint(rgba.astype(np.float64) * 255), 0, 255).astype(np.uint8)
 
 
-class DatasetWriter:
+class DatasetWriter(AtomicDirectory):
     """Write a dataset atomically (mirrors ``rerf_codec.grids.SequenceWriter``).
 
     Everything goes into a hidden sibling ``.NAME.tmp-XXXX`` first; only a complete
@@ -868,27 +854,16 @@ class DatasetWriter:
     be called from several threads (PNG compression releases the GIL).
     """
 
+    MARKER = TRANSFORMS_JSON
+    KIND = "rerf dataset"
+
     def __init__(self, out_dir: str | Path, meta: DatasetMeta, *, force: bool = False) -> None:
         if not isinstance(meta, DatasetMeta):
             raise RerfUsageError(f"meta must be a DatasetMeta, got {type(meta).__name__}")
-        self.out_dir = Path(out_dir)
-        self.force = bool(force)
-        if self.out_dir.name in ("", ".", ".."):
-            raise RerfUsageError(f"{out_dir}: not a usable output directory name")
-        self._check_target()
-        if not self.out_dir.parent.is_dir():
-            raise RerfUsageError(f"output folder {self.out_dir.parent} does not exist")
+        super().__init__(out_dir, force=force)
         self.meta = meta
         self._written: set[tuple[int, str]] = set()
         self._lock = threading.Lock()
-        self._done = False
-        while True:
-            self._tmp = _sibling(self.out_dir, "tmp")
-            try:
-                self._tmp.mkdir()
-                break
-            except FileExistsError:  # pragma: no cover - 48 random bits
-                continue
         try:
             (self._tmp / IMAGES_DIR).mkdir()
             self._write_json()
@@ -904,21 +879,6 @@ class DatasetWriter:
     def _write_json(self) -> None:
         text = json.dumps(self.meta.to_json(), indent=1, allow_nan=False)
         (self._tmp / TRANSFORMS_JSON).write_text(text + "\n", encoding="utf-8")
-
-    def _check_target(self) -> None:
-        p = self.out_dir
-        if not (p.exists() or p.is_symlink()):
-            return
-        if not self.force:
-            raise RerfUsageError(f"{p} exists; use --force to overwrite")
-        if not _looks_replaceable(p):
-            raise RerfUsageError(
-                f"{p} exists and is not a rerf dataset or an empty directory; refusing to overwrite it"
-            )
-
-    def _check_open(self) -> None:
-        if self._done:
-            raise RerfUsageError("DatasetWriter: already committed or aborted")
 
     def update_source(self, **source: Any) -> None:
         """Add or replace keys of the free-form ``source`` provenance before commit."""
@@ -960,60 +920,16 @@ class DatasetWriter:
                 self._written.discard(key)
             raise
 
-    def commit(self) -> None:
-        """Check every image was written, then move the dataset into place (called by a clean ``__exit__``)."""
-        self._check_open()
-        try:
-            total = self.meta.num_frames * len(self.meta.cameras)
-            if len(self._written) != total:
-                first = next(
-                    (f, c.name)
-                    for f in self.meta.frame_indices
-                    for c in self.meta.cameras
-                    if (f, c.name) not in self._written
-                )
-                raise RerfUsageError(
-                    f"{self.out_dir}: {total - len(self._written)} of {total} images were not written "
-                    f"(first missing: frame {first[0]} camera {first[1]}); nothing was written"
-                )
-            self._check_target()  # it may have appeared since __init__
-            old: Path | None = None
-            if self.out_dir.exists() or self.out_dir.is_symlink():
-                old = _sibling(self.out_dir, "old")
-                os.rename(self.out_dir, old)
-            try:
-                os.rename(self._tmp, self.out_dir)
-            except BaseException:
-                if old is not None:
-                    os.rename(old, self.out_dir)
-                raise
-            self._done = True
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            self.abort()
-            raise
-
-    def abort(self) -> None:
-        """Delete the temporary directory; an existing output stays untouched."""
-        self._done = True
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._done:
-            return
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+    def _check_complete(self) -> None:
+        total = self.meta.num_frames * len(self.meta.cameras)
+        if len(self._written) != total:
+            first = next(
+                (f, c.name) for f in self.meta.frame_indices for c in self.meta.cameras if (f, c.name) not in self._written
+            )
+            raise RerfUsageError(
+                f"{self.out_dir}: {total - len(self._written)} of {total} images were not written "
+                f"(first missing: frame {first[0]} camera {first[1]}); nothing was written"
+            )
 
 
 def write_dataset(
