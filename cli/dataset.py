@@ -26,8 +26,8 @@ def dataset() -> None:
     """
 
 
-def _frames_option(text: str | None) -> tuple[int, int] | None:
-    """``A:B`` (half-open) -> (A, B); either side may be omitted (resolved by the command)."""
+def _frames_option(text: str | None) -> tuple[int, int | None] | None:
+    """``A:B`` (half-open) -> (A, B); A defaults to 0, an omitted B (``A:``) means to the end (None)."""
     if text is None:
         return None
     parts = text.split(":")
@@ -35,24 +35,14 @@ def _frames_option(text: str | None) -> tuple[int, int] | None:
         raise RerfUsageError(f"--frames must look like A:B (half-open), got {text!r}")
     try:
         a = int(parts[0]) if parts[0].strip() else 0
-        b = int(parts[1]) if parts[1].strip() else -1
+        b = int(parts[1]) if parts[1].strip() else None
     except ValueError:
         raise RerfUsageError(f"--frames must look like A:B with integers, got {text!r}") from None
-    if a < 0 or (b != -1 and b <= a):
-        raise RerfUsageError(f"--frames {text!r} is empty or negative")
+    if a < 0 or (b is not None and b < 0):
+        raise RerfUsageError(f"--frames {text!r}: frame numbers must be >= 0 (no negative indices)")
+    if b is not None and b <= a:
+        raise RerfUsageError(f"--frames {text!r} is an empty range (half-open A:B needs B > A)")
     return a, b
-
-
-def _summary(title: str, out: str, report: dict[str, Any]) -> None:
-    click.echo(f"{title} → {out}")
-    for key in ("frames", "cameras", "train_cameras", "test_cameras", "size", "seconds", "images_per_second", "bytes"):
-        if key in report:
-            value = report[key]
-            if isinstance(value, float):
-                value = f"{value:,.2f}"
-            elif isinstance(value, int):
-                value = f"{value:,}"
-            click.echo(f"  {key.replace('_', ' '):<18} {value}")
 
 
 @dataset.command("info")
@@ -109,8 +99,7 @@ def from_mesh_cmd(
     """
     from rerf_codec.datasets.mesh_render import render_mesh_sequence
 
-    frames = _frames_option(frames_text)
-    span = None if frames is None else (frames[0], None if frames[1] == -1 else frames[1])
+    span = _frames_option(frames_text)
     with _progress(not as_json) as bar:
         report = render_mesh_sequence(
             mesh, output, cameras=cameras, test_cameras=test_cameras, size=size, frames=span, step=step,
@@ -176,8 +165,7 @@ def import_rerf_cmd(
     """Import a ReRF/NHR capture: CamPose.inf, Intrinsic.inf, bbox.json, image/NNN.mp4 + mask/NNN.mp4."""
     from rerf_codec.datasets.importers import import_rerf
 
-    frames = _frames_option(frames_text)
-    span = None if frames is None else (frames[0], None if frames[1] == -1 else frames[1])
+    span = _frames_option(frames_text)
     with _progress(not as_json) as bar:
         report = import_rerf(
             src, output, force=force, frames=span, test_cameras=test_cameras, downscale=downscale,
