@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from rerf_codec.bench.codec_bench import frame_quality, machine_info
+from rerf_codec.bench.report import to_json
 from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
@@ -956,29 +957,6 @@ def format_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-# ---- JSON
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(type(o).__name__)
-
-
-def _sanitize(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, dict):
-        return {k: _sanitize(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_sanitize(v) for v in o]
-    return o
-
-
 def _ints(text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
@@ -1031,7 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     except RerfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    doc = json.dumps(_sanitize(res), indent=2, default=_json_default)
+    doc = to_json(res)
     if a.json_out and not a.from_json:
         out = Path(a.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)

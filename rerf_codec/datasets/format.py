@@ -60,6 +60,7 @@ import numpy as np
 
 from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
+from rerf_codec.jsonfile import loads_strict
 
 __all__ = [
     "FORMAT_NAME",
@@ -581,25 +582,6 @@ def _name_list(names: Sequence[str], limit: int = 8) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _json_object_pairs(source: str) -> Any:
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise RerfFormatError(f"{source}: duplicate key '{k}'")
-            out[k] = v
-        return out
-
-    return hook
-
-
-def _reject_constant(source: str) -> Any:
-    def hook(name: str) -> Any:
-        raise RerfFormatError(f"{source}: invalid JSON: {name} is not a JSON number")
-
-    return hook
-
-
 def read_meta(path: str | Path) -> DatasetMeta:
     """Read and validate ``transforms.json`` (strict JSON: no NaN/Infinity, no duplicate keys)."""
     p = Path(path)
@@ -613,16 +595,7 @@ def read_meta(path: str | Path) -> DatasetMeta:
         raise RerfFormatError(f"{source}: cannot read: {exc.strerror or exc}") from None
     if len(raw) > _MAX_JSON_BYTES:
         raise RerfFormatError(f"{source}: larger than {_MAX_JSON_BYTES} bytes")
-    try:
-        d = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_json_object_pairs(source), parse_constant=_reject_constant(source)
-        )
-    except UnicodeDecodeError as exc:
-        raise RerfFormatError(f"{source}: invalid JSON: not UTF-8 ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise RerfFormatError(f"{source}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise RerfFormatError(f"{source}: invalid JSON: nested too deeply") from None
+    d = loads_strict(raw, source)
     return DatasetMeta.from_json(d, source)
 
 
