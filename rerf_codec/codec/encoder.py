@@ -55,7 +55,7 @@ from rerf_codec.grids import (
 
 MOTION_MODES = ("search", "trainer", "zero")
 DEFAULT_QUALITY = 75
-DEFAULT_GOF = 20
+DEFAULT_GOF = 20  # the knee of the GOF-length sweep (BENCHMARKS.md, rerf_codec.bench.gof_sweep)
 LATTICE_HEADROOM_BITS = 4
 """The lattice exponent leaves this many bits above the keyframe's largest value."""
 
