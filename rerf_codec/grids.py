@@ -25,7 +25,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import re
 import zipfile
 import zlib
@@ -37,8 +36,11 @@ from typing import IO, Any
 import numpy as np
 
 from rerf_codec.atomic import AtomicDirectory
+from rerf_codec.checks import is_int as _is_int
+from rerf_codec.checks import is_number as _is_number
+from rerf_codec.checks import show as _show
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
-from rerf_codec.jsonfile import loads_strict
+from rerf_codec.jsonfile import loads_strict, read_bounded
 
 __all__ = [
     "FORMAT_NAME",
@@ -108,23 +110,6 @@ _RESERVED_KEYS = frozenset(_REQUIRED_KEYS) | {"first_frame"}
 
 
 # --------------------------------------------------------------------------- validation helpers
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """Short JSON-like rendering of a bad value for an error message."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def _field_error(err: type[RerfError], source: str, name: str, what: str, value: Any) -> RerfError:
@@ -350,16 +335,7 @@ def read_meta(seq_dir: str | Path) -> SequenceMeta:
         raise RerfFormatError(f"{seq}: not a directory (expected a grid sequence directory)")
     path = seq / SEQUENCE_JSON
     source = str(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_MAX_JSON_BYTES + 1)
-    except FileNotFoundError:
-        raise RerfFormatError(f"{source}: file is missing (not a grid sequence?)") from None
-    except OSError as exc:
-        raise RerfFormatError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > _MAX_JSON_BYTES:
-        raise RerfFormatError(f"{source}: larger than {_MAX_JSON_BYTES} bytes")
-    d = loads_strict(raw, source)
+    d = loads_strict(read_bounded(path, _MAX_JSON_BYTES, " (not a grid sequence?)"), source)
     return SequenceMeta.from_json_dict(d, source)
 
 
@@ -487,6 +463,10 @@ def _npz_keys(zf: zipfile.ZipFile, source: str) -> list[str]:
     return keys
 
 
+# What zipfile / numpy raise on a damaged npz member; each becomes one RerfFormatError.
+_NPZ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error, NotImplementedError, RuntimeError)
+
+
 def _scan_members(zf: zipfile.ZipFile, keys: Iterable[str], source: str) -> dict[str, _NpzMember]:
     """Read every member's .npy header (nothing else); object dtypes are rejected here."""
     members: dict[str, _NpzMember] = {}
@@ -499,15 +479,7 @@ def _scan_members(zf: zipfile.ZipFile, keys: Iterable[str], source: str) -> dict
                 header_len = fp.tell()
         except RerfError:
             raise
-        except (
-            zipfile.BadZipFile,
-            OSError,
-            EOFError,
-            ValueError,
-            zlib.error,
-            NotImplementedError,
-            RuntimeError,
-        ) as exc:
+        except _NPZ_ERRORS as exc:
             raise RerfFormatError(f"{source}: field '{key}' cannot be read: {exc}") from None
         if dtype.hasobject:
             raise RerfFormatError(
@@ -539,15 +511,7 @@ def _load_member(zf: zipfile.ZipFile, m: _NpzMember, source: str) -> np.ndarray:
                 raise RerfFormatError(f"{source}: field '{m.name}' has trailing data")
     except RerfError:
         raise
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        NotImplementedError,
-        RuntimeError,
-    ) as exc:
+    except _NPZ_ERRORS as exc:
         raise RerfFormatError(f"{source}: field '{m.name}' is corrupt: {exc}") from None
     if m.fortran:
         arr = arr.T

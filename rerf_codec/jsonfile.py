@@ -8,6 +8,7 @@ duplicate key (which plain ``json`` silently resolves to the last one) or NaN/In
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from rerf_codec.errors import RerfFormatError
@@ -44,3 +45,19 @@ def loads_strict(raw: bytes, source: str) -> Any:
         raise RerfFormatError(f"{source}: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise RerfFormatError(f"{source}: invalid JSON: nested too deeply") from None
+
+
+def read_bounded(path: str | Path, max_bytes: int, missing_hint: str = "") -> bytes:
+    """Read a small metadata file whole, refusing anything over ``max_bytes`` (checked while
+    reading, so a huge file is never loaded). Errors are one RerfFormatError naming the file;
+    ``missing_hint`` is appended to the "file is missing" message."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise RerfFormatError(f"{path}: file is missing{missing_hint}") from None
+    except OSError as exc:
+        raise RerfFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > max_bytes:
+        raise RerfFormatError(f"{path}: larger than {max_bytes} bytes")
+    return raw

@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 import rerf_codec
-from rerf_codec.bench.report import to_json
+from rerf_codec.bench.report import int_list, to_json
 from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
@@ -657,15 +657,6 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _qualities(text: str) -> list[int]:
-    if not text.strip():
-        return []
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Measure the codec on a synthetic ReRF-like grid sequence (see BENCHMARKS.md)."""
     args_list = sys.argv[1:] if argv is None else list(argv)
@@ -676,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="timed runs; the median is reported")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY)
     ap.add_argument(
-        "--qualities", type=_qualities, default=list(DEFAULT_QUALITIES),
+        "--qualities", type=int_list, default=list(DEFAULT_QUALITIES),
         help="comma-separated qualities for the sweep rows ('' for none)",
     )
     ap.add_argument("--gof", type=int, default=1, help="frames per GOF (1 = every frame intra, the default)")

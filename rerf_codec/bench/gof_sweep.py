@@ -19,7 +19,7 @@ import numpy as np
 
 from rerf_codec.bench.dataset_bench import DEFAULT_MESH
 from rerf_codec.bench.meshgrid import MeshGridSpec, load_mesh_sequence, meshgrid_frames, meshgrid_meta
-from rerf_codec.bench.report import to_json
+from rerf_codec.bench.report import int_list, to_json
 from rerf_codec.codec.decoder import decode_all
 from rerf_codec.codec.encoder import DEFAULT_QUALITY, EncoderConfig, encode_frames
 from rerf_codec.codec.occupancy import occupancy_mask
@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mesh", type=Path, default=DEFAULT_MESH)
     ap.add_argument("--resolution", type=int, default=96)
     ap.add_argument("--frames", type=int, default=60)
-    ap.add_argument("--gofs", default="1,5,10,20,30,60")
+    ap.add_argument("--gofs", type=int_list, default=[1, 5, 10, 20, 30, 60])
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if not a.mesh.is_file():
         print(f"gof_sweep: error: mesh {a.mesh} not found", file=sys.stderr)
         return 2
-    gofs = [int(g) for g in a.gofs.split(",") if g.strip()]
+    gofs = a.gofs
     vertices, faces = load_mesh_sequence(a.mesh)
     spec = MeshGridSpec(resolution=a.resolution, frames=(0, a.frames))
     meta = SequenceMeta.from_json_dict(meshgrid_meta(vertices, spec), str(a.mesh))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from typing import Any
@@ -33,3 +34,11 @@ def _sanitize(o: Any) -> Any:
 def to_json(result: Any) -> str:
     """A benchmark result as indented JSON (numpy scalars converted, inf/nan as strings)."""
     return json.dumps(_sanitize(result), indent=2, default=_default)
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type for ``"65,75,85"`` (empty: no values)."""
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None

@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 
 from rerf_codec.bench.codec_bench import frame_quality, machine_info
-from rerf_codec.bench.report import to_json
+from rerf_codec.bench.report import int_list, to_json
 from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
@@ -957,13 +957,6 @@ def format_markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _floats(text: str) -> list[float]:
     try:
         return [float(t) for t in text.split(",") if t.strip()]
@@ -979,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=13)
     ap.add_argument("--resolution", type=int, default=128, help="synthetic: R³ grid; crane: R voxels on the longest axis")
     ap.add_argument("--channels", type=int, default=12, help="feature channels (density is one more)")
-    ap.add_argument("--qualities", type=_ints, default=list(DEFAULT_QUALITIES), help="RD curve qualities")
+    ap.add_argument("--qualities", type=int_list, default=list(DEFAULT_QUALITIES), help="RD curve qualities")
     ap.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="default quality (speed, reference point)")
     ap.add_argument("--gof", type=int, default=DEFAULT_GOF, help="frames per GOF of the residual modes")
     ap.add_argument("--runs", type=int, default=3, help="timed runs; the median is reported")

@@ -321,6 +321,7 @@ def encode_frames(
 
     gof: _GofEncoder | None = None
     batch: list[InputFrame3] = []
+    batch_lattice: tuple[ChannelParams, ...] = ()  # of batch[0], computed once per batch
     for item in _checked_frames(frames, meta):
         if rate is None:  # streaming: one frame in memory at a time
             if gof is None or gof.full or not gof.fits(item[1]):
@@ -330,9 +331,11 @@ def encode_frames(
             gof.add(*item)
             continue
         # Rate control holds one GOF of input frames and encodes it at trial qualities.
-        if batch and (len(batch) == config.gof or not _fits(ctx, config, batch[0][1], item[1])):
+        if batch and (len(batch) == config.gof or not _frame_fits(batch_lattice, item[1])):
             write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q)))
             batch = []
+        if not batch:
+            batch_lattice = _gof_lattice(ctx, config, item[1])
         batch.append(item)
     if gof is not None:
         write(gof)
@@ -395,11 +398,9 @@ LATTICE_LIMIT = 2.0**23
 ends early and the frame starts a new one with its own lattice."""
 
 
-def _fits(ctx: _EncodeContext, config: EncoderConfig, first: GridFrame, frame: GridFrame) -> bool:
-    """Would ``frame`` fit the lattice a GOF starting with ``first`` gets?"""
-    mask = occupancy_mask(first.density, ctx.header.occupancy_threshold)
-    channels = gof_parameters(first, ctx.header, config, mask)
-    return _frame_fits(channels, frame)
+def _gof_lattice(ctx: _EncodeContext, config: EncoderConfig, first: GridFrame) -> tuple[ChannelParams, ...]:
+    """The per-channel parameters (hence lattice) a GOF starting with ``first`` gets."""
+    return gof_parameters(first, ctx.header, config, occupancy_mask(first.density, ctx.header.occupancy_threshold))
 
 
 def _peak(values: np.ndarray) -> float:
@@ -428,8 +429,8 @@ class _GofEncoder:
         self.sha = sha
         self.progress = progress
         header = ctx.header
-        mask = occupancy_mask(first.density, header.occupancy_threshold)
-        self.channels = gof_parameters(first, header, config, mask)
+        self.first_mask = occupancy_mask(first.density, header.occupancy_threshold)  # the keyframe's
+        self.channels = gof_parameters(first, header, config, self.first_mask)
         steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in self.channels]))
         self.weights = 1.0 / steps[:, 0].astype(np.float64) ** 2
         self.records: list[FrameRecord] = []
@@ -456,9 +457,8 @@ class _GofEncoder:
             self.first_idx = idx
         if self.state is None:
             out = ctx.buffers.slot(needs_reference=False)
-            record, recon, st = encode_intra(frame, header, self.channels, ctx.deadzone, out)
-            mask = occupancy_mask(frame.density, header.occupancy_threshold)
-            self.state = initial_state(header, out.padded(), mask)
+            record, recon, st = encode_intra(frame, header, self.channels, ctx.deadzone, out, self.first_mask)
+            self.state = initial_state(header, out.padded(), self.first_mask)
             stats = {"occupied_blocks": st.occupied_blocks, "ideal_coefficient_bits": st.ideal_coefficient_bits}
             self.prev_mv[:] = 0
         else:

@@ -220,10 +220,12 @@ def encode_intra(
     channels: tuple[ChannelParams, ...],
     deadzone: DeadZone,
     out: FrameBuffers | None = None,
+    mask: np.ndarray | None = None,
 ) -> tuple[FrameRecord, GridFrame, IntraStats]:
     """Code one keyframe; returns the record, the decoder's reconstruction (in ``out``
-    when given) and stats."""
-    mask = occupancy_mask(frame.density, header.occupancy_threshold)
+    when given) and stats. ``mask`` is the frame's occupancy if the caller already has it."""
+    if mask is None:
+        mask = occupancy_mask(frame.density, header.occupancy_threshold)
     mask_enc = SymbolEncoder()
     encode_mask(mask, mask_enc)
     scales = channel_scales(channels)

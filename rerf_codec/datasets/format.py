@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import struct
 import threading
@@ -59,8 +58,11 @@ import imageio.v3 as iio
 import numpy as np
 
 from rerf_codec.atomic import AtomicDirectory
+from rerf_codec.checks import is_int as _is_int
+from rerf_codec.checks import is_number as _is_number
+from rerf_codec.checks import show as _show
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
-from rerf_codec.jsonfile import loads_strict
+from rerf_codec.jsonfile import loads_strict, read_bounded
 
 __all__ = [
     "FORMAT_NAME",
@@ -109,23 +111,6 @@ _CAMERA_KEYS = ("name", "split", "fl_x", "fl_y", "cx", "cy", "w", "h", "transfor
 
 
 # --------------------------------------------------------------------------- small checks
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """Short JSON-like rendering of a bad value for an error message."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def _finite(v: Any) -> bool:
@@ -586,16 +571,7 @@ def read_meta(path: str | Path) -> DatasetMeta:
     """Read and validate ``transforms.json`` (strict JSON: no NaN/Infinity, no duplicate keys)."""
     p = Path(path)
     source = str(p)
-    try:
-        with open(p, "rb") as fh:
-            raw = fh.read(_MAX_JSON_BYTES + 1)
-    except FileNotFoundError:
-        raise RerfFormatError(f"{source}: file is missing (not a rerf dataset?)") from None
-    except OSError as exc:
-        raise RerfFormatError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > _MAX_JSON_BYTES:
-        raise RerfFormatError(f"{source}: larger than {_MAX_JSON_BYTES} bytes")
-    d = loads_strict(raw, source)
+    d = loads_strict(read_bounded(p, _MAX_JSON_BYTES, " (not a rerf dataset?)"), source)
     return DatasetMeta.from_json(d, source)
 
 

@@ -95,6 +95,7 @@ from rerf_codec.datasets.format import (
     split_cameras,
 )
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.jsonfile import read_bounded
 
 __all__ = ["NERF_DEFAULT_BBOX", "import_nerf", "import_rerf", "parse_campose", "parse_intrinsics"]
 
@@ -144,15 +145,7 @@ def _rigid(m: np.ndarray, where: str) -> np.ndarray:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_MAX_SOURCE_JSON + 1)
-    except FileNotFoundError:
-        raise RerfFormatError(f"{path}: file is missing") from None
-    except OSError as exc:
-        raise RerfFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > _MAX_SOURCE_JSON:
-        raise RerfFormatError(f"{path}: larger than {_MAX_SOURCE_JSON} bytes")
+    raw = read_bounded(path, _MAX_SOURCE_JSON)
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -491,15 +484,7 @@ def _floats(tokens: list[str], where: str) -> list[float]:
 
 
 def _read_text(path: Path) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(_MAX_SOURCE_JSON + 1)
-    except FileNotFoundError:
-        raise RerfFormatError(f"{path}: file is missing") from None
-    except OSError as exc:
-        raise RerfFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > _MAX_SOURCE_JSON:
-        raise RerfFormatError(f"{path}: larger than {_MAX_SOURCE_JSON} bytes")
+    raw = read_bounded(path, _MAX_SOURCE_JSON)
     try:
         return raw.decode("utf-8").splitlines()
     except UnicodeDecodeError:
