@@ -560,6 +560,7 @@ def _print_demo(s: dict[str, Any]) -> None:
 
 
 # Command groups defined in their own modules register themselves on ``cli`` when imported.
+from cli import bench as _bench  # noqa: E402, F401
 from cli import dataset as _dataset  # noqa: E402, F401
 
 
