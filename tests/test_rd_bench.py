@@ -262,3 +262,11 @@ def test_rendered_metrics_need_the_renderer(seq_dir, tmp_path, monkeypatch):
     res = invoke("bench-rate-distortion", seq, "-o", tmp_path / "o", "--dataset", tmp_path, "--baselines", "")
     one_line_error(res, "rerf_codec.field.RadianceField")
     assert not (tmp_path / "o").exists()
+
+
+def test_combined_grid_psnr():
+    assert rd.combined_psnr(40.0, 40.0, 12) == pytest.approx(40.0)
+    # density 10x the normalised MSE of the features, 12 feature channels: (10 + 12) / 13
+    assert rd.combined_psnr(40.0, 30.0, 12) == pytest.approx(40.0 - 10 * math.log10(22 / 13))
+    assert rd.combined_psnr(math.inf, math.inf, 4) == math.inf
+    assert rd.combined_psnr(None, 30.0, 4) is None

@@ -9,7 +9,8 @@ and decoded back; the figures per setting are:
 * **grid PSNR** (:func:`rerf_codec.bench.metrics.grid_psnr`): over the voxels of the
   original frame's occupied 8³ blocks (rerf's occupancy threshold, the same for every
   codec), peak = max − min of the original there; *feature* PSNR over all feature
-  channels together, *density* PSNR on the raw density; mean over frames (and worst);
+  channels together, *density* PSNR on the raw density, and the headline *grid* PSNR
+  over all channels (:func:`combined_psnr`); each the mean over frames (and worst);
 * **speed**: encode frames/s (wall time of the encode call writing the file) and decode
   frames/s (wall time inside the decoder's frame iterator only; quality measurement and
   rendering excluded); one run each — the bench is about size, speed figures are a guide;
@@ -81,7 +82,7 @@ DEFAULT_REFERENCE_QUALITIES = (50, 75, 90, 95, 98)
 ZSTD_LEVEL = 19
 MAX_IN_MEMORY = 8 << 30
 """The bench holds the whole sequence in memory; refuse beyond this many bytes."""
-METRICS = ("feature_psnr_db", "density_psnr_db", "rendered_psnr_db", "rendered_psnr_vs_uncompressed_db")
+METRICS = ("grid_psnr_db", "feature_psnr_db", "density_psnr_db", "rendered_psnr_db", "rendered_psnr_vs_uncompressed_db")
 RESULTS_FORMAT = "rerf-rd-results"
 
 
@@ -135,6 +136,7 @@ class _Point:
     decode_seconds: float
     feature_psnr: list[float | None] = field(default_factory=list)
     density_psnr: list[float | None] = field(default_factory=list)
+    grid_psnr: list[float | None] = field(default_factory=list)
     bit_exact: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     rendered: dict[str, Any] | None = None
@@ -154,6 +156,8 @@ class _Point:
             "residual_frames": len(res),
             "residual_frame_bytes_mean": float(np.mean(res)) if res else None,
             "bytes": dict(self.bytes),
+            "grid_psnr_db": _mean(self.grid_psnr),
+            "grid_psnr_db_min": _min(self.grid_psnr),
             "feature_psnr_db": _mean(self.feature_psnr),
             "feature_psnr_db_min": _min(self.feature_psnr),
             "density_psnr_db": _mean(self.density_psnr),
@@ -213,9 +217,25 @@ class _Sequence:
     def items(self) -> Iterator[tuple[int, GridFrame, np.ndarray | None]]:
         return zip(self.meta.frame_indices, self.frames, self.motion, strict=True)  # type: ignore[return-value]
 
-    def quality(self, i: int, decoded: GridFrame) -> tuple[float | None, float | None]:
+    def quality(self, i: int, decoded: GridFrame) -> tuple[float | None, float | None, float | None]:
+        """(feature, density, grid) PSNR of frame ``i`` (see :func:`combined_psnr`)."""
         o, vm = self.frames[i], self.voxels[i]
-        return grid_psnr(o.features, decoded.features, vm), grid_psnr(o.density, decoded.density, vm)
+        fp = grid_psnr(o.features, decoded.features, vm)
+        dp = grid_psnr(o.density, decoded.density, vm)
+        return fp, dp, combined_psnr(fp, dp, self.meta.feature_channels)
+
+
+def combined_psnr(feature_db: float | None, density_db: float | None, feature_channels: int) -> float | None:
+    """Grid PSNR over all channels: each group's MSE relative to its own peak², weighted by
+    channel count (density 1, features C): ``−10 log10((m_d + C m_f) / (1 + C))``.
+
+    Why: one number for the whole grid that neither group can buy at the other's expense
+    (a codec spending its bytes on density alone would win a density-only BD-rate).
+    """
+    if feature_db is None or density_db is None:
+        return None
+    m = (10.0 ** (-density_db / 10.0) + feature_channels * 10.0 ** (-feature_db / 10.0)) / (1 + feature_channels)
+    return math.inf if m == 0.0 else -10.0 * math.log10(m)
 
 
 def _voxel_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -332,9 +352,10 @@ def _measure_decoded(
     first = seq.meta.first_frame
     for idx, frame in decoded:
         update_frame_hash(sha, frame)
-        fp, dp = seq.quality(idx - first, frame)
+        fp, dp, gp = seq.quality(idx - first, frame)
         point.feature_psnr.append(fp)
         point.density_psnr.append(dp)
+        point.grid_psnr.append(gp)
         if renderer is not None and renderer.wants(idx):
             rows.extend(renderer.measure(idx, frame))
     point.rendered = _summarise_rendered(rows)
@@ -568,7 +589,8 @@ def _progress_line(i: int, n: int, p: dict[str, Any]) -> str:
     q = "" if p["quality"] is None else f" q{p['quality']}"
     r = "" if p["rendered_psnr_db"] is None else f", rendered {_fmt_db(p['rendered_psnr_db'])}"
     exact = "" if p["bit_exact"] in (None, True) else "  ** decoder output differs from the encoder's reconstruction **"
-    return (f"[{i}/{n}] {p['codec']}{q}: {p['bytes_per_frame']:,.0f} B/frame, features {_fmt_db(p['feature_psnr_db'])}, "
+    return (f"[{i}/{n}] {p['codec']}{q}: {p['bytes_per_frame']:,.0f} B/frame, grid {_fmt_db(p['grid_psnr_db'])}, "
+            f"features {_fmt_db(p['feature_psnr_db'])}, "
             f"density {_fmt_db(p['density_psnr_db'])}{r}; encode {p['encode_seconds']:.1f} s, "
             f"decode {p['decode_seconds']:.1f} s{exact}")
 
@@ -586,7 +608,7 @@ def _assemble(
         if not mine:
             continue
         cols = ("quality", "file_bytes", "bytes_per_frame", "ratio_vs_raw_float32", "keyframe_bytes_mean",
-                "residual_frame_bytes_mean", "feature_psnr_db", "density_psnr_db", "rendered_psnr_db",
+                "residual_frame_bytes_mean", "grid_psnr_db", "feature_psnr_db", "density_psnr_db", "rendered_psnr_db",
                 "rendered_psnr_vs_uncompressed_db", "encode_fps", "decode_fps")
         codecs.append({
             "name": name,
@@ -649,7 +671,7 @@ def _assemble(
 CSV_COLUMNS = (
     "codec", "quality", "file_bytes", "frames", "bytes_per_frame", "ratio_vs_raw_float32", "keyframe_bytes_mean",
     "residual_frame_bytes_mean", "mask_bytes", "motion_bytes", "coefficient_bytes", "side_info_bytes",
-    "header_bytes", "container_bytes", "feature_psnr_db", "feature_psnr_db_min", "density_psnr_db",
+    "header_bytes", "container_bytes", "grid_psnr_db", "grid_psnr_db_min", "feature_psnr_db", "feature_psnr_db_min", "density_psnr_db",
     "density_psnr_db_min", "rendered_psnr_db", "rendered_ssim", "rendered_psnr_vs_uncompressed_db",
     "rendered_ssim_vs_uncompressed", "encode_fps", "decode_fps", "bit_exact",
 )
@@ -677,9 +699,9 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"features, {seq['occupied_blocks_mean']:.0f} occupied 8³ blocks per frame; raw float32 "
         f"{seq['raw_float32_bytes_per_frame']:,} B/frame. Bench wall time {result['wall_seconds']:.0f} s.",
         "",
-        "| codec | quality | bytes/frame | × smaller than raw | keyframe B | residual B/frame | feature PSNR | "
-        "density PSNR | rendered PSNR | enc fps | dec fps |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| codec | quality | bytes/frame | × smaller than raw | keyframe B | residual B/frame | grid PSNR | "
+        "feature PSNR | density PSNR | rendered PSNR | enc fps | dec fps |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def num(v: float | None, spec: str = ",.0f") -> str:
@@ -689,7 +711,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {p['codec']} | {'-' if p['quality'] is None else p['quality']} | {p['bytes_per_frame']:,.0f} | "
             f"{p['ratio_vs_raw_float32']:,.1f} | {num(p['keyframe_bytes_mean'])} | "
-            f"{num(p['residual_frame_bytes_mean'])} | {_fmt_db(p['feature_psnr_db'])} | "
+            f"{num(p['residual_frame_bytes_mean'])} | {_fmt_db(p['grid_psnr_db'])} | {_fmt_db(p['feature_psnr_db'])} | "
             f"{_fmt_db(p['density_psnr_db'])} | {_fmt_db(p['rendered_psnr_db'])} | {num(p['encode_fps'], '.2f')} | "
             f"{num(p['decode_fps'], '.2f')} |"
         )
@@ -717,7 +739,8 @@ def format_summary(result: dict[str, Any]) -> str:
     if d:
         lines.append(
             f"rerf at the default quality {d['quality']}: {d['bytes_per_frame']:,.0f} B/frame, "
-            f"{d['ratio_vs_raw_float32']:,.0f}× smaller than raw float32, features {_fmt_db(d['feature_psnr_db'])}, "
+            f"{d['ratio_vs_raw_float32']:,.0f}× smaller than raw float32, grid {_fmt_db(d['grid_psnr_db'])}, "
+            f"features {_fmt_db(d['feature_psnr_db'])}, "
             f"density {_fmt_db(d['density_psnr_db'])}"
             + ("" if d["rendered_psnr_db"] is None else f", rendered {_fmt_db(d['rendered_psnr_db'])}")
         )
@@ -734,21 +757,33 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     metrics = [m for m in METRICS if any(p.get(m) is not None for p in result["points"])]
-    labels = {"feature_psnr_db": "feature PSNR (dB)", "density_psnr_db": "density PSNR (dB)",
+    labels = {"grid_psnr_db": "grid PSNR, all channels (dB)", "feature_psnr_db": "feature PSNR (dB)", "density_psnr_db": "density PSNR (dB)",
               "rendered_psnr_db": "rendered PSNR vs ground truth (dB)",
               "rendered_psnr_vs_uncompressed_db": "rendered PSNR vs uncompressed (dB)"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.8), squeeze=False)
     styles = {"rerf": "o-", "rerf-intra": "s--", "rerf-nomotion": "^--", "rerf-reference": "D-",
               "float16-zstd": "*", "raw-float32": "x"}
     for ax, metric in zip(axes[0], metrics, strict=True):
+        curve_vals = [p[metric] for p in result["points"]
+                      if p["codec"] in CURVE_CODECS and p.get(metric) is not None and math.isfinite(p[metric])]
+        top = max(curve_vals) + 2.0 if curve_vals else None
         for name in CODECS:
             pts = [p for p in result["points"] if p["codec"] == name and p.get(metric) is not None]
-            finite = [p for p in pts if math.isfinite(p[metric])]
-            if finite:
+            if not pts:
+                continue
+            if name in CURVE_CODECS:
+                finite = [p for p in pts if math.isfinite(p[metric])]
                 ax.plot([p["bytes_per_frame"] for p in finite], [p[metric] for p in finite], styles[name],
                         label=name, markersize=6)
-            elif pts:  # lossless: mark it at the top of the axis
-                ax.axvline(pts[0]["bytes_per_frame"], linestyle=":", color="gray", label=f"{name} (lossless)")
+                continue
+            # single-point baselines (near-lossless): a vertical line at their size, PSNR in the label,
+            # so they do not squash the curves' axis
+            v = pts[0][metric]
+            ax.axvline(pts[0]["bytes_per_frame"], linestyle=":", color="gray" if name == "raw-float32" else "purple",
+                       label=f"{name} ({_fmt_db(v)})")
+        if top is not None:
+            lo = min(curve_vals) - 2.0
+            ax.set_ylim(lo, top)
         ax.set_xscale("log")
         ax.set_xlabel("bytes per frame (real file bytes, log scale)")
         ax.set_ylabel(labels[metric])

@@ -53,7 +53,7 @@ Points where the description is silent and we had to choose (BENCHMARKS.md repea
    past that. Levels are saturated to ±1023 (both fit) and counted (``clipped_levels``
    in the report), so the curve flattens honestly at high quality instead of the stream
    being corrupt (ReRF's coder silently wraps).
-7. **Container**: a 28-byte header, then one length-prefixed record per frame (frame type,
+7. **Container**: a 34-byte header, then one length-prefixed record per frame (frame type,
    GOF scales on keyframes, mask, motion, then each channel's segment with a u32 length).
    JPEG's markers (SOI, DQT, DHT, SOS…) are not written: the tables are fixed and
    known to both sides, which only favours the reference.
