@@ -1021,6 +1021,13 @@ class SequenceWriter(AtomicDirectory):
         (self._tmp / SEQUENCE_JSON).write_text(text + "\n", encoding="utf-8")
         self.meta = meta
 
+    def write_file(self, name: str, data: bytes) -> None:
+        """Add a side file (e.g. the trainer's ``train.json``) next to ``sequence.json``."""
+        self._check_open()
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}", name) or name in (SEQUENCE_JSON, DECODER_NPZ):
+            raise RerfUsageError(f"side file name {name!r} is not allowed")
+        (self._tmp / name).write_bytes(data)
+
     def _check_complete(self) -> None:
         missing = [i for i in self.meta.frame_indices if i not in self._written]
         if missing:

@@ -1,0 +1,259 @@
+"""Volume rendering of a density grid + feature grid + colour MLP (DVGO conventions).
+
+One code path for the trainer (with gradients), the player and the benches, so a
+grid is always judged by the renderer that will show it (DESIGN.md decision 6):
+
+* samples every ``step_ratio`` voxels along each ray inside the grid box;
+* skips samples whose nearest voxel is empty in an occupancy grid (the free-space
+  cache), so empty space costs only an index lookup;
+* ``alpha = 1 - exp(-softplus(density + shift) * step_ratio)`` — density is an optical
+  depth per voxel length, DVGO's ``interval = stepsize * voxel_size_ratio``;
+* transmittance by a per-ray exclusive cumulative sum of optical depth on the ragged
+  sample list (float64, so a batch's running sum never loses the small terms);
+* colour only for samples whose weight exceeds ``weight_threshold`` (DVGO's
+  ``fast_color_thres``): the MLP is the expensive part, most samples hardly count;
+* ``rgb = Σ w·c + T_final·background``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.field.geometry import GridGeometry, ray_box
+from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions
+
+STEP_RATIO = 0.5  # samples per voxel length: 2 (DVGO's stepsize)
+ALPHA_THRESHOLD = 1e-4  # a voxel whose one-step alpha is below this is free space (DVGO mask_cache_thres)
+WEIGHT_THRESHOLD = 1e-4  # samples lighter than this get no colour (DVGO fast_color_thres)
+RAY_CHUNK = 8192
+
+
+@dataclass
+class RenderOutput:
+    """Per-ray results of ``render_rays``."""
+
+    rgb: torch.Tensor  # (R, 3)
+    acc: torch.Tensor  # (R,) accumulated opacity 1 - T_final
+    samples: int  # samples that passed the occupancy test (cost indicator)
+    shaded: int  # samples that went through the MLP
+
+
+def sample_grid(grid: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Trilinear lookup of a (1, C, X, Y, Z) grid at unit coordinates (K, 3) → (K, C)."""
+    k = unit.shape[0]
+    out = F.grid_sample(grid, unit.view(1, 1, 1, k, 3), mode="bilinear", padding_mode="border", align_corners=True)
+    return out.view(grid.shape[1], k).t()
+
+
+def occupancy_from_density(
+    density: torch.Tensor, density_shift: float, step_ratio: float = STEP_RATIO, threshold: float = ALPHA_THRESHOLD
+) -> torch.Tensor:
+    """Free-space cache: voxels whose one-step alpha exceeds ``threshold``, dilated by one voxel.
+
+    The dilation matters: a sample's trilinear lookup reaches the 8 voxels around it, so
+    a sample whose *nearest* voxel is empty can still see density from a neighbour.
+    """
+    d = density.detach().reshape(1, 1, *density.shape[-3:])
+    alpha = 1 - torch.exp(-F.softplus(d + density_shift) * step_ratio)
+    occ = (alpha > threshold).float()
+    return F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+
+
+def render_rays(
+    density: torch.Tensor,
+    features: torch.Tensor,
+    mlp: ColorMLP,
+    geometry: GridGeometry,
+    density_shift: float,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    background: torch.Tensor,
+    *,
+    occupancy: torch.Tensor | None = None,
+    step_ratio: float = STEP_RATIO,
+    weight_threshold: float = WEIGHT_THRESHOLD,
+    density_unit: float | None = None,
+) -> RenderOutput:
+    """Render rays (R, 3) through grids ``density`` (1,1,X,Y,Z) and ``features`` (1,C,X,Y,Z).
+
+    Differentiable in the grids and the MLP. ``occupancy`` (X, Y, Z) bool, if given,
+    drops samples whose nearest voxel is free; ``None`` keeps every sample (gradient
+    checks, the first keyframe iterations). ``density_unit`` is the world length over
+    which density is an optical depth (default: this grid's voxel size); a coarse grid
+    during progressive growth passes the final grid's, so density keeps its meaning.
+    """
+    dev, dt = origins.device, origins.dtype
+    r = origins.shape[0]
+    step = step_ratio * geometry.voxel_size
+    t_near, t_far = ray_box(origins, dirs, geometry)
+    n = torch.ceil((t_far - t_near) / step).clamp_min(0).long()
+    ray_id = torch.repeat_interleave(torch.arange(r, device=dev), n)
+    starts = torch.cumsum(n, 0) - n
+    k = torch.arange(ray_id.shape[0], device=dev) - starts[ray_id]
+    t = t_near[ray_id] + (k.to(dt) + 0.5) * step
+    pts = origins[ray_id] + dirs[ray_id] * t[:, None]
+    if occupancy is not None and pts.shape[0]:
+        idx = geometry.to_index(pts).round().long()
+        for axis in range(3):
+            idx[:, axis].clamp_(0, geometry.shape[axis] - 1)
+        keep = occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
+        ray_id, pts = ray_id[keep], pts[keep]
+    unit = geometry.to_unit(pts)
+
+    depth_per_step = step_ratio if density_unit is None else step / density_unit
+    tau = F.softplus(sample_grid(density, unit)[:, 0] + density_shift) * depth_per_step
+    tau64 = tau.double()
+    excl = torch.cumsum(tau64, 0) - tau64
+    # Each ray's running sum restarts at its first sample (samples are sorted by ray).
+    first = torch.ones_like(ray_id, dtype=torch.bool)
+    first[1:] = ray_id[1:] != ray_id[:-1]
+    offset = torch.zeros(r, dtype=torch.float64, device=dev).index_copy(0, ray_id[first], excl[first])
+    trans = torch.exp(-(excl - offset[ray_id])).to(dt)
+    weights = trans * (1 - torch.exp(-tau))
+    total = torch.zeros(r, dtype=torch.float64, device=dev).index_add(0, ray_id, tau64)
+    t_final = torch.exp(-total).to(dt)
+
+    shade = weights.detach() > weight_threshold if weight_threshold > 0 else torch.ones_like(weights, dtype=torch.bool)
+    sid = ray_id[shade]
+    feats = sample_grid(features, unit[shade])
+    dir_enc = encode_directions(dirs, mlp.config.viewbase_pe)[sid]
+    colour = mlp(feats, dir_enc)
+    rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, sid, weights[shade, None] * colour)
+    rgb = rgb + t_final[:, None] * background.to(dt)
+    return RenderOutput(rgb=rgb, acc=1 - t_final, samples=int(ray_id.shape[0]), shaded=int(sid.shape[0]))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu`` or ``cuda[:N]``; a one-line usage error when CUDA is asked for but absent."""
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise RerfUsageError(f"--device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RerfUsageError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise RerfUsageError(f"--device {device}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The render parameters a sequence carries in ``sequence.json["render"]``."""
+
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    step_ratio: float = STEP_RATIO
+
+    def to_json(self) -> dict[str, Any]:
+        return {"background": list(self.background), "step_ratio": self.step_ratio}
+
+    @staticmethod
+    def from_json(d: Any, source: str = "sequence.json") -> RenderSettings:
+        if d is None:
+            return RenderSettings()
+        try:
+            bg = tuple(float(v) for v in d["background"])
+            step = float(d["step_ratio"])
+        except (TypeError, KeyError, ValueError):
+            raise RerfFormatError(f"{source}: field 'render' must hold 'background' [3 floats] and 'step_ratio'") from None
+        if len(bg) != 3 or not all(0 <= v <= 1 for v in bg) or not 0.05 <= step <= 4:
+            raise RerfFormatError(f"{source}: field 'render' has out-of-range values {d!r}")
+        return RenderSettings(bg, step)  # type: ignore[arg-type]
+
+
+class RadianceField:
+    """One frame's grids + the sequence's MLP, ready to render on one device (no gradients).
+
+    The player keeps one instance per stream and swaps grids frame by frame with
+    ``set_grids``, so the MLP is built once.
+    """
+
+    def __init__(
+        self,
+        mlp: ColorMLP,
+        geometry: GridGeometry,
+        density_shift: float,
+        settings: RenderSettings,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.mlp = mlp.to(self.device).eval()
+        for p in self.mlp.parameters():
+            p.requires_grad_(False)
+        self.geometry = geometry
+        self.density_shift = float(density_shift)
+        self.settings = settings
+        self.background = torch.tensor(settings.background, dtype=torch.float32, device=self.device)
+        self.density: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None
+        self.occupancy: torch.Tensor | None = None
+
+    @staticmethod
+    def for_sequence(meta: Any, decoder: dict[str, np.ndarray] | None, device: str | torch.device = "cpu") -> RadianceField:
+        """Build from a ``SequenceMeta`` (its ``mlp``/``render`` extras) and the decoder arrays."""
+        if decoder is None:
+            raise RerfUsageError("the sequence has no decoder (MLP weights); it holds grids only and cannot be rendered")
+        if "mlp" not in meta.extra:
+            raise RerfFormatError("sequence metadata has decoder arrays but no 'mlp' config")
+        config = MLPConfig.from_json(meta.extra["mlp"])
+        if config.feature_channels != meta.feature_channels:
+            raise RerfFormatError(
+                f"MLP expects {config.feature_channels} feature channels, the grids have {meta.feature_channels}"
+            )
+        mlp = ColorMLP.from_arrays(config, decoder)
+        geometry = GridGeometry(meta.xyz_min, meta.xyz_max, meta.grid_shape)
+        settings = RenderSettings.from_json(meta.extra.get("render"))
+        return RadianceField(mlp, geometry, meta.density_shift, settings, device)
+
+    @staticmethod
+    def from_arrays(
+        density: np.ndarray,
+        features: np.ndarray,
+        meta: Any,
+        decoder: dict[str, np.ndarray] | None,
+        device: str | torch.device = "cpu",
+    ) -> RadianceField:
+        field = RadianceField.for_sequence(meta, decoder, device)
+        field.set_grids(density, features)
+        return field
+
+    def set_grids(self, density: np.ndarray | torch.Tensor, features: np.ndarray | torch.Tensor) -> None:
+        """Load one frame's grids (copied to the device) and rebuild its free-space cache."""
+        d = torch.as_tensor(np.asarray(density, np.float32) if isinstance(density, np.ndarray) else density)
+        f = torch.as_tensor(np.asarray(features, np.float32) if isinstance(features, np.ndarray) else features)
+        if tuple(d.shape) != self.geometry.shape or tuple(f.shape[1:]) != self.geometry.shape:
+            raise RerfUsageError(f"grids {tuple(d.shape)}/{tuple(f.shape)} do not match {self.geometry.shape}")
+        self.density = d.to(self.device, torch.float32).reshape(1, 1, *d.shape)
+        self.features = f.to(self.device, torch.float32).reshape(1, *f.shape)
+        self.occupancy = occupancy_from_density(self.density, self.density_shift, self.settings.step_ratio)
+
+    @torch.no_grad()
+    def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, chunk: int = RAY_CHUNK) -> RenderOutput:
+        if self.density is None or self.features is None:
+            raise RerfUsageError("RadianceField: set_grids() before rendering")
+        rgbs, accs, samples, shaded = [], [], 0, 0
+        for i in range(0, origins.shape[0], chunk):
+            out = render_rays(
+                self.density, self.features, self.mlp, self.geometry, self.density_shift,
+                origins[i : i + chunk].to(self.device), dirs[i : i + chunk].to(self.device), self.background,
+                occupancy=self.occupancy, step_ratio=self.settings.step_ratio,
+            )  # fmt: skip
+            rgbs.append(out.rgb)
+            accs.append(out.acc)
+            samples += out.samples
+            shaded += out.shaded
+        return RenderOutput(torch.cat(rgbs), torch.cat(accs), samples, shaded)
+
+    def render_camera(self, camera: Any, chunk: int = RAY_CHUNK) -> np.ndarray:
+        """One camera's image, float32 (h, w, 3) in [0, 1]."""
+        origins, dirs = camera.rays()
+        out = self.render_rays(torch.from_numpy(origins.reshape(-1, 3)), torch.from_numpy(dirs.reshape(-1, 3)), chunk)
+        return out.rgb.clamp(0, 1).cpu().numpy().reshape(camera.h, camera.w, 3)
+
+    def render_cameras(self, cameras: Sequence[Any]) -> list[np.ndarray]:
+        return [self.render_camera(c) for c in cameras]

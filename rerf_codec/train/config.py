@@ -1,0 +1,105 @@
+"""Training settings: one frozen dataclass, recorded in ``train.json`` and the checkpoint.
+
+Defaults are the values measured in BENCHMARKS.md ("Trainer"); every field that
+changes the result is part of the checkpoint's identity, so ``--resume`` refuses to
+continue a run with different settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from rerf_codec.errors import RerfUsageError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    resolution: int = 128
+    """Voxels along the box's longest axis (cubic voxels)."""
+    feature_channels: int = 12
+    """Channels of the feature grid (ReRF: 12)."""
+    mlp_width: int = 128
+    """Hidden width of the colour MLP (3 layers, as in ReRF)."""
+    viewbase_pe: int = 4
+    """View-direction encoding frequencies."""
+    alpha_init: float = 1e-2
+    """One-voxel alpha of a zero density; sets density_shift (DVGO)."""
+    hull_alpha: float = 0.5
+    """One-voxel alpha inside the visual hull at the start of keyframe training: an opaque hull
+    is carved from the outside in, so each ray shades a few samples, not a fog of dozens."""
+    iters_key: int = 3000
+    """Keyframe iterations."""
+    iters_motion: int = 150
+    """Motion-estimation iterations per residual frame."""
+    iters_residual: int = 400
+    """Residual-grid iterations per residual frame."""
+    batch_rays: int = 4096
+    """Rays per iteration."""
+    lr_grid: float = 0.1
+    """Adam learning rate of density and feature grids (DVGO)."""
+    lr_mlp: float = 1e-3
+    """Adam learning rate of the MLP (keyframe only; then frozen)."""
+    lr_motion: float = 0.05
+    """Adam learning rate of the block motion (voxels)."""
+    lr_residual: float = 0.05
+    """Adam learning rate of the residual grids."""
+    lr_decay: float = 0.1
+    """Learning rates fall exponentially to this fraction at the last iteration."""
+    growth: tuple[float, ...] = (0.15, 0.3)
+    """Fractions of the keyframe iterations at which the grid grows (from 1/2 resolution)."""
+    tv_density: float = 1e-5
+    """Total-variation weight on density."""
+    tv_features: float = 1e-6
+    """Total-variation weight on features."""
+    entropy: float = 1e-3
+    """Weight of the binary entropy of each ray's opacity (pushes rays to empty or solid)."""
+    tv_motion: float = 1e-3
+    """Smoothness weight between neighbouring block motion vectors."""
+    l1: float = 2e-4
+    """L1 weight on the residual grids (soft-thresholded each step; drives most voxels to exactly 0)."""
+    seed: int = 0
+    """Base seed; frame t uses seed + t, so any frame can be retrained alone."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "growth":
+                g = tuple(float(x) for x in v)
+                if any(not 0 < x < 1 for x in g) or list(g) != sorted(g):
+                    raise RerfUsageError(f"growth must be increasing fractions in (0, 1), got {v!r}")
+                object.__setattr__(self, "growth", g)
+            elif isinstance(f.default, int):
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise RerfUsageError(f"{f.name} must be a non-negative integer, got {v!r}")
+            elif isinstance(f.default, float):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                    raise RerfUsageError(f"{f.name} must be a finite non-negative number, got {v!r}")
+                object.__setattr__(self, f.name, float(v))
+        if not 8 <= self.resolution <= 512:
+            raise RerfUsageError(f"--resolution must be in 8..512, got {self.resolution}")
+        if not 1 <= self.feature_channels <= 64:
+            raise RerfUsageError(f"feature_channels must be in 1..64, got {self.feature_channels}")
+        if self.batch_rays < 1 or self.mlp_width < 1:
+            raise RerfUsageError("batch_rays and mlp_width must be positive")
+        if not 0 < self.alpha_init < 1 or not 0 < self.hull_alpha < 1 or not 0 < self.lr_decay <= 1:
+            raise RerfUsageError("alpha_init must be in (0, 1) and lr_decay in (0, 1]")
+
+    @property
+    def density_shift(self) -> float:
+        """``softplus(0 + shift)`` is the optical depth whose one-voxel alpha is ``alpha_init``."""
+        return math.log(1 / (1 - self.alpha_init) - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["growth"] = list(self.growth)
+        return d
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(TrainConfig)}
+        values = {k: v for k, v in d.items() if k in known}
+        if "growth" in values:
+            values["growth"] = tuple(values["growth"])
+        return TrainConfig(**values)

@@ -1,0 +1,105 @@
+"""One frame of a dataset as training material: rays, target colours, a visual hull.
+
+Why a hull: the datasets carry alpha masks, and a voxel that projects onto
+background in any camera that sees it cannot hold anything visible. Carving those
+voxels before training means samples there are skipped from the first iteration
+(most of a bounding box is empty), and rays that meet no hull voxel at all render
+the background exactly, so they are dropped from the ray pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rerf_codec.datasets import Camera, Dataset
+from rerf_codec.field import GridGeometry, ray_box
+
+HULL_ALPHA = 0.05  # pixels below this alpha count as background for carving
+HULL_MARGIN_PX = 2  # the masks are dilated by this many pixels before carving
+
+
+@dataclass
+class FrameRays:
+    """All training pixels of one frame (float32, on the training device)."""
+
+    origins: torch.Tensor  # (N, 3)
+    dirs: torch.Tensor  # (N, 3)
+    rgb: torch.Tensor  # (N, 3) target, composited on the background
+    frame: int
+
+
+def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
+    """RGBA in [0, 1] → RGB over ``background`` (what a renderer with that background must produce)."""
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + np.asarray(background, np.float32) * (1 - a)
+
+
+def load_frame_images(dataset: Dataset, frame: int, cameras: Sequence[Camera]) -> list[np.ndarray]:
+    return [dataset.load_image(frame, c) for c in cameras]
+
+
+def frame_rays(
+    cameras: Sequence[Camera], images: Sequence[np.ndarray], background: Sequence[float], frame: int,
+    device: torch.device,
+) -> FrameRays:  # fmt: skip
+    """Every pixel ray of ``cameras`` with its composited target colour."""
+    os, ds, cs = [], [], []
+    for cam, img in zip(cameras, images, strict=True):
+        o, d = cam.rays()
+        os.append(o.reshape(-1, 3))
+        ds.append(d.reshape(-1, 3))
+        cs.append(composite(img, background).reshape(-1, 3))
+    return FrameRays(
+        origins=torch.from_numpy(np.concatenate(os)).to(device),
+        dirs=torch.from_numpy(np.concatenate(ds)).to(device),
+        rgb=torch.from_numpy(np.concatenate(cs).astype(np.float32)).to(device),
+        frame=frame,
+    )
+
+
+def visual_hull(geometry: GridGeometry, cameras: Sequence[Camera], images: Sequence[np.ndarray]) -> np.ndarray:
+    """Bool (X, Y, Z): voxels that no camera sees as background (dilated masks, one-voxel dilated result)."""
+    lin = [np.linspace(geometry.xyz_min[a], geometry.xyz_max[a], geometry.shape[a], dtype=np.float32) for a in range(3)]
+    pts = np.stack(np.meshgrid(*lin, indexing="ij"), -1).reshape(-1, 3)
+    keep = np.ones(pts.shape[0], dtype=bool)
+    for cam, img in zip(cameras, images, strict=True):
+        fg = torch.from_numpy(np.ascontiguousarray(img[..., 3] >= HULL_ALPHA, dtype=np.float32))[None, None]
+        k = 2 * HULL_MARGIN_PX + 1
+        fg = F.max_pool2d(fg, k, stride=1, padding=HULL_MARGIN_PX)[0, 0].numpy() > 0
+        idx = np.nonzero(keep)[0]
+        uv, depth = cam.project(pts[idx])
+        with np.errstate(invalid="ignore"):
+            u, v = uv[:, 0], uv[:, 1]
+            inside = (depth > 0) & (u >= 0) & (u < cam.w) & (v >= 0) & (v < cam.h)
+        u = np.where(inside, u, 0)
+        v = np.where(inside, v, 0)
+        ui = np.clip(u, 0, cam.w - 1).astype(np.int64)
+        vi = np.clip(v, 0, cam.h - 1).astype(np.int64)
+        background = inside & ~fg[vi, ui]
+        keep[idx[background]] = False
+    hull = torch.from_numpy(keep.reshape(geometry.shape).astype(np.float32))[None, None]
+    return (F.max_pool3d(hull, 3, stride=1, padding=1)[0, 0] > 0).numpy()
+
+
+def rays_meeting(occupancy: torch.Tensor, geometry: GridGeometry, rays: FrameRays, chunk: int = 16384) -> torch.Tensor:
+    """Bool (N,): rays that pass through at least one occupied voxel (marched at one-voxel steps)."""
+    out = torch.zeros(rays.origins.shape[0], dtype=torch.bool, device=occupancy.device)
+    step = 0.5 * float(geometry.spacing.min())
+    for i in range(0, out.shape[0], chunk):
+        o, d = rays.origins[i : i + chunk], rays.dirs[i : i + chunk]
+        t0, t1 = ray_box(o, d, geometry)
+        n = torch.ceil((t1 - t0) / step).clamp_min(0).long()
+        rid = torch.repeat_interleave(torch.arange(o.shape[0], device=o.device), n)
+        k = torch.arange(rid.shape[0], device=o.device) - (torch.cumsum(n, 0) - n)[rid]
+        pts = o[rid] + d[rid] * (t0[rid] + (k + 0.5) * step)[:, None]
+        idx = geometry.to_index(pts).round().long()
+        for a in range(3):
+            idx[:, a].clamp_(0, geometry.shape[a] - 1)
+        hit = occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
+        out[i : i + chunk].index_fill_(0, rid[hit].unique(), True)
+    return out

@@ -1,0 +1,216 @@
+"""Sequential driver: dataset → grid sequence (keyframe, then residual frames), with resume.
+
+The library reports through an ``events`` callback (the CLI draws bars and lines);
+it never prints. Frame t trains from frame t-1's *stored* reconstruction with seed
+``config.seed + t``, so an uninterrupted run and a resumed one write the same bytes
+(tested); the output appears atomically only when every frame is done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rerf_codec.datasets import Dataset, open_dataset
+from rerf_codec.errors import RerfUsageError
+from rerf_codec.field import (
+    STEP_RATIO,
+    ColorMLP,
+    GridGeometry,
+    MLPConfig,
+    RadianceField,
+    RenderSettings,
+    resolve_device,
+)
+from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter
+from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fingerprint
+from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
+from rerf_codec.train.keyframe import train_keyframe
+from rerf_codec.train.residual import BLOCK, train_residual_frame
+
+TRAIN_JSON = "train.json"
+TRAIN_LOG = "train_log.jsonl"
+
+Events = Callable[[str, dict[str, Any]], None]
+"""``events(kind, info)``: kind is "start", "iter" (frame, phase, i, n, stats), "frame" (a log record), "done"."""
+
+
+class Interrupted(Exception):
+    """Raised by ``stop_after`` (tests simulate a crash between frames with it)."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: Path
+    out: Path
+    frames: range | None = None
+    device: str = "cpu"
+    resume: bool = False
+    force: bool = False
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return 100.0 if mse <= 1e-10 else -10 * math.log10(mse)
+
+
+def _frames(ds: Dataset, frames: range | None) -> range:
+    r = ds.meta.frame_indices
+    if frames is None:
+        return r
+    if frames.step != 1 or len(frames) == 0 or frames.start < r.start or frames.stop > r.stop:
+        raise RerfUsageError(f"--frames {frames.start}:{frames.stop} is not inside the dataset's frames {r.start}:{r.stop}")
+    return frames
+
+
+def heldout_psnr(ds: Dataset, frame: int, field: RadianceField) -> float:
+    """Mean PSNR over the dataset's test cameras (the held-out views), background composited."""
+    cams = ds.meta.test_cameras
+    vals = [psnr(field.render_camera(c), composite(ds.load_image(frame, c), ds.meta.background)) for c in cams]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def train_sequence(
+    req: TrainRequest, config: TrainConfig, events: Events | None = None, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train ``req.data`` into the grid sequence ``req.out``; returns the ``train.json`` summary."""
+    emit = events or (lambda kind, info: None)
+    ds = open_dataset(req.data)
+    frames = _frames(ds, req.frames)
+    device = resolve_device(req.device)
+    out = Path(req.out)
+    if out.exists() and not req.force:
+        raise RerfUsageError(f"{out} exists; use --force to replace it")
+    if not out.parent.is_dir():
+        raise RerfUsageError(f"output folder {out.parent} does not exist")
+    if not ds.meta.test_cameras or not ds.meta.train_cameras:
+        raise RerfUsageError(f"{req.data}: needs both train and test cameras")
+    meta_ds = ds.meta
+    geometry = GridGeometry.for_resolution(meta_ds.xyz_min, meta_ds.xyz_max, config.resolution)
+    identity = {
+        "dataset": dataset_fingerprint(Path(req.data) / "transforms.json"),
+        "frames": [frames.start, frames.stop],
+        "config": config.to_json(),
+        "device": device.type,
+        "torch": torch.__version__,
+    }
+    ckdir = checkpoint_dir(out)
+    if ckdir.exists() and req.resume:
+        ckpt = Checkpoint.open(ckdir, identity)
+    elif ckdir.exists() and not req.force:
+        raise RerfUsageError(
+            f"an interrupted run left a checkpoint at {ckdir}; use --resume to continue it or --force to start over"
+        )
+    else:
+        ckpt = Checkpoint.create(ckdir, identity)
+
+    mlp_config = MLPConfig(config.feature_channels, config.viewbase_pe, config.mlp_width, 3)
+    settings = RenderSettings(meta_ds.background, STEP_RATIO)
+    background = torch.tensor(meta_ds.background, dtype=torch.float32, device=device)
+    shift = config.density_shift
+    done = ckpt.done
+    emit("start", {"frames": [frames.start, frames.stop], "resumed": len(done), "grid_shape": list(geometry.shape),
+                   "device": str(device)})  # fmt: skip
+    mlp: ColorMLP | None = None
+    prev: GridFrame | None = None
+    prev_motion: np.ndarray | None = None
+    if done:
+        mlp = ColorMLP.from_arrays(mlp_config, ckpt.load_decoder(), str(ckpt.root / "decoder.npz")).to(device).eval()
+        prev, prev_motion = ckpt.load_last()
+    field: RadianceField | None = None
+    wall = time.perf_counter()
+    for t in frames:
+        if t in done:
+            continue
+        if stop_after is not None and len(ckpt.done) >= stop_after:
+            raise Interrupted(f"stopped after {stop_after} frames")
+        start = time.perf_counter()
+        cams = meta_ds.train_cameras
+        images = load_frame_images(ds, t, cams)
+        rays = frame_rays(cams, images, meta_ds.background, t, device)
+        hull = visual_hull(geometry, cams, images)
+        seed = config.seed + t
+
+        def progress(i: int, n: int, stats: dict[str, float], t: int = t) -> None:
+            emit("iter", {"frame": t, "i": i, "n": n, **stats})
+
+        record: dict[str, Any] = {"frame": t}
+        if prev is None:
+            key = train_keyframe(rays, hull, geometry, background, config, seed, device, progress)
+            mlp = key.mlp
+            ckpt.save_decoder(mlp.to_arrays())
+            full = GridFrame(density=key.density, features=key.features)
+            stored: Any = full
+            motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
+            record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
+        else:
+            assert mlp is not None and prev_motion is not None
+            res = train_residual_frame(prev, prev_motion, rays, hull, mlp, geometry, shift, background, config, seed,
+                                       progress)  # fmt: skip
+            full, stored, motion = res.full, res.frame, res.frame.motion
+            record.update(kind="residual", loss=res.final_loss, residual_zero_fraction=res.zero_fraction,
+                          motion_seconds=round(res.motion_seconds, 3), residual_seconds=round(res.residual_seconds, 3),
+                          motion_mean_voxels=float(np.abs(motion).mean()))  # fmt: skip
+        train_seconds = time.perf_counter() - start
+        if field is None:
+            assert mlp is not None
+            field = RadianceField(mlp, geometry, shift, settings, device)
+        field.set_grids(full.density, full.features)
+        record["test_psnr"] = round(heldout_psnr(ds, t, field), 3)
+        record["seconds"] = round(train_seconds, 3)
+        ckpt.commit_frame(t, stored, full, motion, record)
+        emit("frame", record)
+        prev, prev_motion = full, motion
+
+    assert mlp is not None
+    log = ckpt.state["log"]
+    summary = _summary(req, config, geometry, log, time.perf_counter() - wall)
+    meta = SequenceMeta(
+        num_frames=len(frames), fps=meta_ds.fps, grid_shape=geometry.shape, feature_channels=config.feature_channels,
+        xyz_min=geometry.xyz_min, xyz_max=geometry.xyz_max, density_shift=shift, motion_block=BLOCK,
+        first_frame=frames.start,
+        extra={"mlp": mlp_config.to_json(), "render": settings.to_json(),
+               "trainer": {"seed": config.seed, "config": config.to_json()}},
+    )  # fmt: skip
+    with SequenceWriter(out, meta, force=req.force, decoder=ckpt.load_decoder()) as w:
+        for t in frames:
+            w.write_frame(t, ckpt.load_frame(t))
+        w.write_file(TRAIN_JSON, (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+        w.write_file(TRAIN_LOG, "".join(json.dumps(r, allow_nan=False) + "\n" for r in log).encode())
+    ckpt.remove()
+    emit("done", summary)
+    return summary
+
+
+def _summary(
+    req: TrainRequest, config: TrainConfig, geometry: GridGeometry, log: list[dict[str, Any]], seconds: float
+) -> dict[str, Any]:
+    res = [r for r in log if r["kind"] == "residual"]
+    key = [r for r in log if r["kind"] == "key"]
+    key_psnr = key[0]["test_psnr"] if key else None
+    return {
+        "dataset": str(req.data),
+        "output": str(req.out),
+        "frames": len(log),
+        "grid_shape": list(geometry.shape),
+        "seed": config.seed,
+        "config": config.to_json(),
+        "device": req.device,
+        "torch": torch.__version__,
+        "keyframe_test_psnr": key_psnr,
+        "keyframe_seconds": key[0]["seconds"] if key else None,
+        "residual_test_psnr_min": min((r["test_psnr"] for r in res), default=None),
+        "residual_test_psnr_mean": float(np.mean([r["test_psnr"] for r in res])) if res else None,
+        "residual_seconds_median": float(np.median([r["seconds"] for r in res])) if res else None,
+        "residual_zero_fraction_min": min((r["residual_zero_fraction"] for r in res), default=None),
+        "seconds_this_session": round(seconds, 3),
+    }
