@@ -1,6 +1,26 @@
-"""``rerf demo``: the codec end to end on a built-in synthetic grid sequence.
+"""``rerf demo``: the whole pipeline on the built-in scene, or the codec alone.
 
-Steps, everything under ``out_dir``::
+**Full demo** (:func:`run_demo`, ``rerf demo`` / ``make demo``), everything under ``out_dir``::
+
+    out_dir/dataset/          the built-in procedural scene rendered into a multi-view dataset
+                              (rerf_codec.datasets.demo_scene; 12 train + 2 test cameras)
+    out_dir/sequence/         the grid sequence trained from it (short, small: DEMO_TRAIN)
+    out_dir/demo.rerf         the sequence encoded with the default encoder settings
+    out_dir/decoded/          the stream decoded back to a grid sequence (SHA-256 checked)
+    out_dir/eval.json         rerf eval of the stream on the test cameras, with the sequence as reference
+    out_dir/turntable.mp4     the stream rendered along an orbit (one revolution)
+    out_dir/contact_sheet.png a few frames (rows) × test cameras: ground truth | uncompressed grids | stream
+    out_dir/summary.json      the summary table below
+
+Summary: frames, raw float32 size of the grids, ``.rerf`` kB/frame, compression ratio, PSNR of
+the stream's renders against ground truth (test cameras), the same for the uncompressed grids and
+the difference (the PSNR lost by coding), SSIM, and encode / decode / render speed. The trainer's
+settings are deliberately tiny (the demo must finish in minutes on a 2-core CPU), so the PSNR is
+far below what ``rerf train`` reaches with its defaults; the point is the pipeline and the codec's
+share of the loss.
+
+**Codec-only demo** (:func:`run_codec_demo`, ``rerf demo --codec-only``), the codec end to end on
+a built-in synthetic grid sequence::
 
     out_dir/sequence/    synthetic ReRF-style grid sequence (rerf_codec.bench.synthetic)
     out_dir/demo.rerf    the encoded stream (default encoder settings: one GOF of 20 frames,
@@ -12,14 +32,17 @@ float32, PSNR of the decoded grids against the input, encode/decode speed, and w
 encoder's closed-loop reconstruction and the decoder's output have the same SHA-256 (they
 must).
 
-PSNR definitions (over all voxels of all frames, float64): feature PSNR uses the
-peak = max - min of the input features over *occupied* voxels (input density above
+PSNR definitions of the codec-only demo (over all voxels of all frames, float64): feature PSNR
+uses the peak = max - min of the input features over *occupied* voxels (input density above
 the stream's occupancy threshold), since the empty space is near zero and would make
 any peak meaningless; density PSNR uses the same definition on the density grid.
+
+Neither imports torch at module import (the codec-only path never needs it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -86,14 +109,16 @@ def _measure(
     }
 
 
-def run_demo(
+def run_codec_demo(
     out_dir: str | Path = "demo-out",
     *,
     quick: bool = False,
     force: bool = False,
     progress: DemoProgress | None = None,
 ) -> dict[str, Any]:
-    """Generate, encode, decode, verify and measure; returns the summary as a JSON-ready dict.
+    """The codec alone (``rerf demo --codec-only``): generate, encode, decode, verify, measure.
+
+    Returns the summary as a JSON-ready dict.
 
     ``out_dir`` must not exist unless ``force`` (then only the demo's own outputs in it
     are replaced); its parent folder must exist.
@@ -169,3 +194,179 @@ def run_demo(
         "sha256_match": enc.sha256 == dec.sha256,
         "seconds": time.perf_counter() - t0,
     }
+
+
+# --------------------------------------------------------------------------- the full pipeline
+
+DEMO_SCENE: dict[str, Any] = {"frames": 20, "cameras": 12, "test_cameras": 2, "size": 64}
+QUICK_SCENE: dict[str, Any] = {"frames": 4, "cameras": 6, "test_cameras": 1, "size": 48}
+"""Arguments of ``render_demo_dataset`` (full demo / ``--quick``)."""
+
+DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 40, "iters_residual": 80,
+                              "batch_rays": 2048, "mlp_width": 64}  # fmt: skip
+QUICK_TRAIN: dict[str, Any] = {"resolution": 32, "iters_key": 200, "iters_motion": 15, "iters_residual": 30,
+                               "batch_rays": 1024, "mlp_width": 32, "growth": (0.3,)}  # fmt: skip
+"""``TrainConfig`` overrides: a few minutes (full) or seconds (quick) of training on a 2-core CPU."""
+
+TURNTABLE_SIZE = {False: (128, 128), True: (64, 64)}
+SHEET_ROWS = 4
+SHEET_GAP = 2
+
+
+def _contact_sheet(kept: dict[tuple[int, str], dict[str, np.ndarray]], frames: list[int], cams: list[str]) -> np.ndarray:
+    """Rows: frames; per test camera three tiles: ground truth | uncompressed grids | stream (white gaps)."""
+    tiles = []
+    for f in frames:
+        row = []
+        for c in cams:
+            k = kept[(f, c)]
+            row += [k["gt"], k["reference"], k["stream"]]
+        tiles.append(row)
+    h, w = tiles[0][0].shape[:2]
+    g = SHEET_GAP
+    n_rows, n_cols = len(tiles), len(tiles[0])
+    sheet = np.full((n_rows * (h + g) + g, n_cols * (w + g) + g, 3), 255, np.uint8)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            sheet[g + r * (h + g) : g + r * (h + g) + h, g + c * (w + g) : g + c * (w + g) + w] = tile
+    return sheet
+
+
+def run_demo(
+    out_dir: str | Path = "demo-out",
+    *,
+    quick: bool = False,
+    force: bool = False,
+    progress: DemoProgress | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """dataset → train → encode → decode → eval → turntable + contact sheet; returns the summary.
+
+    ``out_dir`` must not exist unless ``force`` (then the demo's own outputs in it are replaced);
+    its parent folder must exist. ``progress(stage, done, total)``; stages: dataset, train,
+    encode, decode, eval, render.
+    """
+    import imageio.v3 as iio
+
+    from rerf_codec.atomic import atomic_file
+    from rerf_codec.datasets.demo_scene import render_demo_dataset
+    from rerf_codec.eval import LPIPS_STATUS, evaluate
+    from rerf_codec.player import play
+    from rerf_codec.train.config import TrainConfig
+    from rerf_codec.train.driver import TrainRequest, train_sequence
+
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise RerfUsageError(f"{out} exists; use --force to overwrite")
+    if out.exists() and not out.is_dir():
+        raise RerfUsageError(f"{out} exists and is not a directory")
+    if not out.parent.is_dir():
+        raise RerfUsageError(f"output folder {out.parent} does not exist")
+    out.mkdir(exist_ok=True)
+    scene = QUICK_SCENE if quick else DEMO_SCENE
+    train_cfg = TrainConfig(**(QUICK_TRAIN if quick else DEMO_TRAIN))
+    data_dir, seq_dir, rerf_path = out / "dataset", out / "sequence", out / "demo.rerf"
+    decoded_dir, video, sheet_path = out / "decoded", out / "turntable.mp4", out / "contact_sheet.png"
+    n = int(scene["frames"])
+
+    def step(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, done, total)
+
+    t0 = time.perf_counter()
+    render_demo_dataset(data_dir, **scene, force=force, progress=lambda d, t: step("dataset", d, t))
+    t_data = time.perf_counter() - t0
+
+    trained = 0
+
+    def train_events(kind: str, info: dict[str, Any]) -> None:
+        nonlocal trained
+        if kind == "frame":
+            trained += 1
+            step("train", trained, n)
+
+    t1 = time.perf_counter()
+    summary_train = train_sequence(TrainRequest(data_dir, seq_dir, device=device, force=force), train_cfg, train_events)
+    t_train = time.perf_counter() - t1
+
+    config = EncoderConfig()
+    enc = encode_sequence(seq_dir, rerf_path, config, force=force,
+                          progress=lambda rep: step("encode", rep.index + 1, n))  # fmt: skip
+    with open(rerf_path, "rb") as f:
+        dec = decode_to_directory(f, decoded_dir, force=force, progress=lambda d, t: step("decode", d, t))
+
+    keep = sorted({round(i * (n - 1) / max(1, SHEET_ROWS - 1)) for i in range(min(SHEET_ROWS, n))})
+    with open(rerf_path, "rb") as f:
+        ev = evaluate(f, data_dir, reference=seq_dir, device=device, keep=set(keep), stream_name=str(rerf_path),
+                      progress=lambda d, t, m: step("eval", d, t))  # fmt: skip
+    ev_json = ev.to_json()
+    with atomic_file(out / "eval.json", force=force) as f:
+        f.write((json.dumps(ev_json, indent=2, allow_nan=False) + "\n").encode())
+
+    with open(rerf_path, "rb") as f:
+        player = play(f, video, camera="orbit", size=TURNTABLE_SIZE[quick], device=device, force=force,
+                      progress=lambda fr, d, t: step("render", d, t))  # fmt: skip
+    sheet = _contact_sheet(ev.kept, keep, ev.cameras)
+    with atomic_file(sheet_path, force=force) as f:
+        f.write(iio.imwrite("<bytes>", sheet, extension=".png"))
+
+    meta = read_meta(seq_dir)
+    voxels = math.prod(meta.grid_shape)
+    raw = voxels * (1 + meta.feature_channels) * 4 * n
+    mean = ev_json["mean"]
+    pj = player.to_json()
+    s: dict[str, Any] = {
+        "out_dir": str(out),
+        "quick": quick,
+        "device": device,
+        "dataset": str(data_dir),
+        "sequence": str(seq_dir),
+        "rerf": str(rerf_path),
+        "decoded": str(decoded_dir),
+        "eval": str(out / "eval.json"),
+        "turntable": str(video),
+        "contact_sheet": str(sheet_path),
+        "contact_sheet_frames": keep,
+        "frames": n,
+        "scene": dict(scene),
+        "train_config": train_cfg.to_json(),
+        "grid_shape": list(meta.grid_shape),
+        "feature_channels": meta.feature_channels,
+        "raw_float32_bytes": raw,
+        "raw_float32_mb": raw / 1e6,
+        "file_bytes": enc.file_bytes,
+        "kb_per_frame": enc.file_bytes / n / 1e3,
+        "compression_ratio": raw / enc.file_bytes,
+        "quality": enc.config["quality"],
+        "gof": config.gof,
+        "test_cameras": ev.cameras,
+        "psnr_db": mean["psnr"],
+        "ssim": mean["ssim"],
+        "reference_psnr_db": mean["reference_psnr"],
+        "reference_ssim": mean["reference_ssim"],
+        "psnr_loss_from_coding_db": mean["psnr_loss_from_coding"],
+        "psnr_vs_reference_db": mean["psnr_vs_reference"],
+        "lpips": LPIPS_STATUS,
+        "keyframe_train_test_psnr": summary_train["keyframe_test_psnr"],
+        "dataset_seconds": t_data,
+        "train_seconds": t_train,
+        "train_seconds_per_frame": t_train / n,
+        "encode_seconds": enc.seconds,
+        "encode_fps": n / enc.seconds if enc.seconds > 0 else None,
+        "decode_seconds": dec.seconds,
+        "decode_fps": dec.frames_per_second,
+        "render_size": list(TURNTABLE_SIZE[quick]),
+        "player_decode_ms_per_frame": pj["decode_ms_per_frame"],
+        "render_ms_per_frame": pj["render_ms_per_frame"],
+        "render_fps": 1e3 / pj["render_ms_per_frame"] if pj["render_ms_per_frame"] > 0 else None,
+        "player_fps": pj["frames_per_second"],
+        "realtime_factor": pj["realtime_factor"],
+        "eval_seconds": ev.seconds,
+        "encoder_sha256": enc.sha256,
+        "decoder_sha256": dec.sha256,
+        "sha256_match": enc.sha256 == dec.sha256,
+    }
+    s["seconds"] = time.perf_counter() - t0
+    with atomic_file(out / "summary.json", force=force) as f:
+        f.write((json.dumps(s, indent=2, allow_nan=False) + "\n").encode())
+    return s

@@ -507,31 +507,7 @@ def test_help_and_version():
     assert run("--version").stdout.startswith("rerf ")
 
 
-# --------------------------------------------------------------------------- demo
-
-
-def test_demo_quick(tmp_path):
-    out = tmp_path / "demo"
-    res = run("demo", "-o", out, "--quick", "--json")
-    assert res.exit_code == 0, res.stderr
-    s = json.loads(res.stdout)
-    assert s["sha256_match"] is True and s["encoder_sha256"] == s["decoder_sha256"]
-    assert s["frames"] == 6 and s["grid_shape"] == [32, 32, 32]
-    assert s["feature_psnr_db"] > 30 and s["density_psnr_db"] > 30
-    assert s["compression_ratio"] > 10
-    # the default GOF (20) holds the whole sequence: one keyframe, then residual frames
-    assert s["gof"] == 20 and s["intra_frames"] == 1 and s["residual_frames"] == 5
-    assert s["intra_kb_per_frame"] > 0 and s["residual_kb_per_frame"] > 0 and s["motion_bytes"] > 0
-    kb = s["intra_kb_per_frame"] * 1 + s["residual_kb_per_frame"] * 5
-    assert kb * 1e3 < s["file_bytes"]  # + header and container
-    assert s["file_bytes"] == (out / "demo.rerf").stat().st_size
-    assert sorted(p.name for p in out.iterdir()) == ["decoded", "demo.rerf", "sequence"]
-    assert list(tmp_path.iterdir()) == [out]
-    assert_one_line_error(run("demo", "-o", out, "--quick"))
-    res = run("demo", "-o", out, "--quick", "--force")
-    assert res.exit_code == 0, res.stderr
-    for word in ("compression", "feature PSNR", "density PSNR", "sha256 match  yes", "keyframes", "residual"):
-        assert word in res.stdout
+# --------------------------------------------------------------------------- demo: tests/test_demo.py
 
 
 # --------------------------------------------------------------------------- the real executable
