@@ -43,6 +43,15 @@ class RenderOutput:
     acc: torch.Tensor  # (R,) accumulated opacity 1 - T_final
     samples: int  # samples that passed the occupancy test (cost indicator)
     shaded: int  # samples that went through the MLP
+    distortion: torch.Tensor | None = None  # mean mip-NeRF 360 distortion loss, when asked for
+
+
+def _exclusive_cumsum(x: torch.Tensor, ray_id: torch.Tensor, first: torch.Tensor, rays: int) -> torch.Tensor:
+    """Per-ray exclusive running sum of ``x`` over samples sorted by ray (float64, differentiable)."""
+    x64 = x.double()
+    excl = torch.cumsum(x64, 0) - x64
+    offset = torch.zeros(rays, dtype=torch.float64, device=x.device).index_copy(0, ray_id[first], excl[first])
+    return excl - offset[ray_id]
 
 
 def sample_grid(grid: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
@@ -80,6 +89,7 @@ def render_rays(
     step_ratio: float = STEP_RATIO,
     weight_threshold: float = WEIGHT_THRESHOLD,
     density_unit: float | None = None,
+    distortion: bool = False,
 ) -> RenderOutput:
     """Render rays (R, 3) through grids ``density`` (1,1,X,Y,Z) and ``features`` (1,C,X,Y,Z).
 
@@ -88,6 +98,9 @@ def render_rays(
     checks, the first keyframe iterations). ``density_unit`` is the world length over
     which density is an optical depth (default: this grid's voxel size); a coarse grid
     during progressive growth passes the final grid's, so density keeps its meaning.
+    ``distortion`` also returns mip-NeRF 360's distortion loss (Barron et al. 2022), in
+    each ray's normalised in-box distance: it pulls a ray's weight into one compact
+    interval, i.e. sharp surfaces instead of fog (fewer samples to shade, fewer blocks to code).
     """
     dev, dt = origins.device, origins.dtype
     r = origins.shape[0]
@@ -99,6 +112,7 @@ def render_rays(
     k = torch.arange(ray_id.shape[0], device=dev) - starts[ray_id]
     t = t_near[ray_id] + (k.to(dt) + 0.5) * step
     pts = origins[ray_id] + dirs[ray_id] * t[:, None]
+    keep = None
     if occupancy is not None and pts.shape[0]:
         idx = geometry.to_index(pts).round().long()
         for axis in range(3):
@@ -109,16 +123,23 @@ def render_rays(
 
     depth_per_step = step_ratio if density_unit is None else step / density_unit
     tau = F.softplus(sample_grid(density, unit)[:, 0] + density_shift) * depth_per_step
-    tau64 = tau.double()
-    excl = torch.cumsum(tau64, 0) - tau64
     # Each ray's running sum restarts at its first sample (samples are sorted by ray).
     first = torch.ones_like(ray_id, dtype=torch.bool)
     first[1:] = ray_id[1:] != ray_id[:-1]
-    offset = torch.zeros(r, dtype=torch.float64, device=dev).index_copy(0, ray_id[first], excl[first])
-    trans = torch.exp(-(excl - offset[ray_id])).to(dt)
+    trans = torch.exp(-_exclusive_cumsum(tau, ray_id, first, r)).to(dt)
     weights = trans * (1 - torch.exp(-tau))
-    total = torch.zeros(r, dtype=torch.float64, device=dev).index_add(0, ray_id, tau64)
+    total = torch.zeros(r, dtype=torch.float64, device=dev).index_add(0, ray_id, tau.double())
     t_final = torch.exp(-total).to(dt)
+    dist = None
+    if distortion:
+        span = (t_far - t_near).clamp_min(step)[ray_id]
+        s_mid = t if keep is None else t[keep]
+        s_mid = (s_mid - t_near[ray_id]) / span
+        w_before = _exclusive_cumsum(weights, ray_id, first, r)
+        ws_before = _exclusive_cumsum(weights * s_mid, ray_id, first, r)
+        inter = 2 * weights.double() * (s_mid.double() * w_before - ws_before)
+        intra = weights.double() ** 2 * (step / span).double() / 3
+        dist = ((inter + intra).sum() / max(r, 1)).to(dt)
 
     shade = weights.detach() > weight_threshold if weight_threshold > 0 else torch.ones_like(weights, dtype=torch.bool)
     sid = ray_id[shade]
@@ -127,7 +148,8 @@ def render_rays(
     colour = mlp(feats, dir_enc)
     rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, sid, weights[shade, None] * colour)
     rgb = rgb + t_final[:, None] * background.to(dt)
-    return RenderOutput(rgb=rgb, acc=1 - t_final, samples=int(ray_id.shape[0]), shaded=int(sid.shape[0]))
+    return RenderOutput(rgb=rgb, acc=1 - t_final, samples=int(ray_id.shape[0]), shaded=int(sid.shape[0]),
+                        distortion=dist)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -249,11 +271,14 @@ class RadianceField:
             shaded += out.shaded
         return RenderOutput(torch.cat(rgbs), torch.cat(accs), samples, shaded)
 
-    def render_camera(self, camera: Any, chunk: int = RAY_CHUNK) -> np.ndarray:
-        """One camera's image, float32 (h, w, 3) in [0, 1]."""
+    def render_camera(self, camera: Any, chunk: int = RAY_CHUNK, *, alpha: bool = False) -> np.ndarray:
+        """One camera's image, float32 (h, w, 3) in [0, 1]; (h, w, 4) with the opacity when ``alpha``."""
         origins, dirs = camera.rays()
         out = self.render_rays(torch.from_numpy(origins.reshape(-1, 3)), torch.from_numpy(dirs.reshape(-1, 3)), chunk)
-        return out.rgb.clamp(0, 1).cpu().numpy().reshape(camera.h, camera.w, 3)
+        rgb = out.rgb.clamp(0, 1)
+        if alpha:
+            rgb = torch.cat([rgb, out.acc.clamp(0, 1)[:, None]], 1)
+        return rgb.cpu().numpy().reshape(camera.h, camera.w, rgb.shape[1])
 
     def render_cameras(self, cameras: Sequence[Any]) -> list[np.ndarray]:
         return [self.render_camera(c) for c in cameras]

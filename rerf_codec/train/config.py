@@ -55,6 +55,8 @@ class TrainConfig:
     """Total-variation weight on features."""
     entropy: float = 1e-3
     """Weight of the binary entropy of each ray's opacity (pushes rays to empty or solid)."""
+    distortion: float = 1e-2
+    """Weight of mip-NeRF 360's distortion loss in the keyframe (compact weights: sharp surfaces)."""
     tv_motion: float = 1e-3
     """Smoothness weight between neighbouring block motion vectors."""
     l1: float = 2e-4

@@ -138,10 +138,12 @@ def train_keyframe(
             pick = useful[torch.randint(useful.numel(), (config.batch_rays,), generator=gen).to(device)]
             out = render_rays(
                 density, features, mlp, geo, shift, rays.origins[pick], rays.dirs[pick], background,
-                occupancy=occupancy, density_unit=geometry.voxel_size,
+                occupancy=occupancy, density_unit=geometry.voxel_size, distortion=config.distortion > 0,
             )  # fmt: skip
             mse = F.mse_loss(out.rgb, rays.rgb[pick])
             loss = mse + config.entropy * opacity_entropy(out.acc)
+            if out.distortion is not None:
+                loss = loss + config.distortion * out.distortion
             if config.tv_density:
                 loss = loss + config.tv_density * total_variation(density)
             if config.tv_features:

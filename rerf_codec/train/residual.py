@@ -135,12 +135,26 @@ def fit_residual(
     gen: torch.Generator,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Sparse residual grids (density, features) on top of the fixed ``warped`` frame."""
+    """Sparse residual grids (density, features) on top of the fixed ``warped`` frame.
+
+    Only voxels that rays can reach (the hull of frame t and the warped frame's
+    occupied space) are parameters: every other voxel would get a zero gradient
+    anyway, so this changes no result and saves most of the optimiser's work.
+    """
     dev = rays.origins.device
-    wd = torch.from_numpy(warped.density)[None, None].to(dev)
-    wf = torch.from_numpy(warped.features)[None].to(dev)
-    rd = torch.zeros_like(wd, requires_grad=True)
-    rf = torch.zeros_like(wf, requires_grad=True)
+    wd = torch.from_numpy(warped.density).to(dev)
+    wf = torch.from_numpy(warped.features).to(dev)
+    c = wf.shape[0]
+    active = (hull | occupancy_from_density(wd, density_shift)).reshape(-1).nonzero()[:, 0]
+    rd = torch.zeros(active.numel(), device=dev, requires_grad=True)
+    rf = torch.zeros(c, active.numel(), device=dev, requires_grad=True)
+    flat_d, flat_f = wd.reshape(-1), wf.reshape(c, -1)
+
+    def grids() -> tuple[torch.Tensor, torch.Tensor]:
+        d = torch.index_add(flat_d, 0, active, rd).view(1, 1, *wd.shape)
+        f = torch.index_add(flat_f, 1, active, rf).view(1, *wf.shape)
+        return d, f
+
     opt = torch.optim.Adam([rd, rf], lr=config.lr_residual, betas=(0.9, 0.99), eps=1e-15)
     occupancy = hull | occupancy_from_density(wd, density_shift)
     useful = rays_meeting(occupancy, geometry, rays).nonzero()[:, 0]
@@ -149,9 +163,9 @@ def fit_residual(
     for i in range(n_iters):
         opt.param_groups[0]["lr"] = _lr(config, config.lr_residual, i, n_iters)
         pick = useful[torch.randint(useful.numel(), (config.batch_rays,), generator=gen).to(dev)]
+        d, f = grids()
         out = render_rays(
-            wd + rd, wf + rf, mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick], background,
-            occupancy=occupancy,
+            d, f, mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick], background, occupancy=occupancy,
         )  # fmt: skip
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse + config.l1 * (rd.abs().sum() + rf.abs().sum()) / config.batch_rays
@@ -160,15 +174,18 @@ def fit_residual(
         before = (rd.detach().sign(), rf.detach().sign())
         opt.step()
         with torch.no_grad():
-            for r, s in zip((rd, rf), before, strict=True):
-                r.masked_fill_((s != 0) & (r.sign() != s), 0.0)  # crossed zero: stop exactly there
+            for r, sgn in zip((rd, rf), before, strict=True):
+                r.masked_fill_((sgn != 0) & (r.sign() != sgn), 0.0)  # crossed zero: stop exactly there
         mse_value = float(mse.detach())
         if (i + 1) % 50 == 0:
             with torch.no_grad():
-                occupancy = hull | occupancy_from_density(wd + rd, density_shift)
+                occupancy = hull | occupancy_from_density(grids()[0], density_shift)
             if progress is not None:
                 progress(i + 1, n_iters, {"stage": 1.0, "mse": mse_value})
-    return rd.detach()[0, 0].cpu().numpy(), rf.detach()[0].cpu().numpy(), mse_value
+    with torch.no_grad():
+        res_d = torch.zeros_like(flat_d).index_copy_(0, active, rd).view_as(wd)
+        res_f = torch.zeros_like(flat_f).index_copy_(1, active, rf).view_as(wf)
+    return res_d.cpu().numpy(), res_f.cpu().numpy(), mse_value
 
 
 def train_residual_frame(
