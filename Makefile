@@ -25,7 +25,7 @@ test: install  ## run the test suite (skips the slow marks)
 test-all: install  ## run every test, slow ones included
 	$(PY) -m pytest -q
 
-demo: install  ## run the codec end to end on a built-in synthetic grid sequence (writes under demo-out/)
+demo: install  ## the whole pipeline on the built-in scene: dataset, train, encode, decode, eval, turntable (writes under demo-out/)
 	$(VENV)/bin/rerf demo -o demo-out --force
 
 bench: install  ## measure the codec on the synthetic 128^3 x 13 benchmark (see BENCHMARKS.md)
