@@ -616,6 +616,7 @@ def _print_demo(s: dict[str, Any]) -> None:
 from cli import bench as _bench  # noqa: E402, F401
 from cli import dataset as _dataset  # noqa: E402, F401
 from cli import play as _play  # noqa: E402, F401
+from cli import train as _train  # noqa: E402, F401
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

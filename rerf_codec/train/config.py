@@ -31,19 +31,21 @@ class TrainConfig:
     is carved from the outside in, so each ray shades a few samples, not a fog of dozens."""
     iters_key: int = 3000
     """Keyframe iterations."""
-    iters_motion: int = 150
+    iters_motion: int = 40
     """Motion-estimation iterations per residual frame."""
-    iters_residual: int = 400
+    iters_residual: int = 100
     """Residual-grid iterations per residual frame."""
     batch_rays: int = 4096
-    """Rays per iteration."""
+    """Rays per keyframe iteration."""
+    batch_rays_residual: int = 2048
+    """Rays per motion / residual iteration (the warped frame is already close; halves the cost)."""
     lr_grid: float = 0.1
     """Adam learning rate of density and feature grids (DVGO)."""
     lr_mlp: float = 1e-3
     """Adam learning rate of the MLP (keyframe only; then frozen)."""
     lr_motion: float = 0.05
     """Adam learning rate of the block motion (voxels)."""
-    lr_residual: float = 0.05
+    lr_residual: float = 0.02
     """Adam learning rate of the residual grids."""
     lr_decay: float = 0.1
     """Learning rates fall exponentially to this fraction at the last iteration."""
@@ -59,7 +61,7 @@ class TrainConfig:
     """Weight of mip-NeRF 360's distortion loss in the keyframe (compact weights: sharp surfaces)."""
     tv_motion: float = 1e-3
     """Smoothness weight between neighbouring block motion vectors."""
-    l1: float = 2e-4
+    l1: float = 1e-3
     """L1 weight on the residual grids (soft-thresholded each step; drives most voxels to exactly 0)."""
     seed: int = 0
     """Base seed; frame t uses seed + t, so any frame can be retrained alone."""
@@ -83,7 +85,7 @@ class TrainConfig:
             raise RerfUsageError(f"--resolution must be in 8..512, got {self.resolution}")
         if not 1 <= self.feature_channels <= 64:
             raise RerfUsageError(f"feature_channels must be in 1..64, got {self.feature_channels}")
-        if self.batch_rays < 1 or self.mlp_width < 1:
+        if self.batch_rays < 1 or self.batch_rays_residual < 1 or self.mlp_width < 1:
             raise RerfUsageError("batch_rays and mlp_width must be positive")
         if not 0 < self.alpha_init < 1 or not 0 < self.hull_alpha < 1 or not 0 < self.lr_decay <= 1:
             raise RerfUsageError("alpha_init must be in (0, 1) and lr_decay in (0, 1]")

@@ -47,16 +47,21 @@ def _voxel_coords(shape: tuple[int, int, int], device: torch.device) -> torch.Te
 
 
 def warp_torch(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Differentiable (in ``motion``) ``warp_previous`` of a (1, C, X, Y, Z) grid; motion (3, bx, by, bz)."""
+    """Differentiable (in ``motion``) ``warp_previous`` of a (1, C, X, Y, Z) grid at voxel ``coords`` (..., 3).
+
+    Each voxel samples ``grid`` trilinearly at ``p + motion[:, p // 8]``, clamped to the
+    grid (``padding_mode="border"`` clamps the coordinate, as the format does); returns
+    (C, ...) — pass every voxel's coordinates for the whole warped grid, or a subset.
+    """
     shape = grid.shape[-3:]
-    m = motion
-    for axis in range(3):
-        m = m.repeat_interleave(BLOCK, dim=axis + 1)
-    m = m[:, : shape[0], : shape[1], : shape[2]].permute(1, 2, 3, 0)  # (X, Y, Z, 3)
-    pos = coords + m
-    size = torch.tensor([n - 1 for n in shape], dtype=pos.dtype, device=pos.device)
-    unit = (pos / size * 2 - 1).flip(-1)[None]  # border padding == clamping to [0, n-1]
-    return F.grid_sample(grid, unit, mode="bilinear", padding_mode="border", align_corners=True)
+    block = torch.div(coords, BLOCK, rounding_mode="floor").long()
+    nb = motion.shape[1:]
+    flat = (block[..., 0] * nb[1] + block[..., 1]) * nb[2] + block[..., 2]
+    m = motion.reshape(3, -1)[:, flat.reshape(-1)].t().reshape(*coords.shape)
+    size = torch.tensor([n - 1 for n in shape], dtype=coords.dtype, device=coords.device)
+    unit = ((coords + m) / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
+    out = F.grid_sample(grid, unit, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(grid.shape[1], *coords.shape[:-1])
 
 
 def motion_smoothness(motion: torch.Tensor) -> torch.Tensor:
@@ -96,30 +101,35 @@ def estimate_motion(
     pd = torch.from_numpy(prev.density)[None, None].to(dev)
     pf = torch.from_numpy(prev.features)[None].to(dev)
     both = torch.cat([pd, pf], 1)
-    coords = _voxel_coords(geometry.shape, dev)
+    # Only voxels rays can reach are warped: frame t's hull and the space frame t-1 occupies
+    # (grown by a voxel per 0.5 voxel of motion so far). The rest stays empty, as no sample sees it.
+    occupancy = hull | occupancy_from_density(pd, density_shift)
+    active = occupancy.reshape(-1).nonzero()[:, 0]
+    coords = _voxel_coords(geometry.shape, dev).reshape(-1, 3)[active]
+    floor = float(prev.density.min())
+    base_d = torch.full((pd.numel(),), floor, device=dev)
+    base_f = torch.zeros(pf.shape[1], pd.numel(), device=dev)
     motion = torch.from_numpy(np.array(init, np.float32)).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([motion], lr=config.lr_motion, betas=(0.9, 0.99))
-    occupancy = hull | occupancy_from_density(pd, density_shift)
     useful = rays_meeting(occupancy, geometry, rays).nonzero()[:, 0]
     n_iters = config.iters_motion
+    shape = geometry.shape
     for i in range(n_iters):
         opt.param_groups[0]["lr"] = _lr(config, config.lr_motion, i, n_iters)
-        warped = warp_torch(both, motion, coords)
-        pick = useful[torch.randint(useful.numel(), (config.batch_rays,), generator=gen).to(dev)]
+        vals = warp_torch(both, motion, coords)
+        d = base_d.index_copy(0, active, vals[0]).view(1, 1, *shape)
+        f = base_f.index_copy(1, active, vals[1:]).view(1, -1, *shape)
+        pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
         out = render_rays(
-            warped[:, :1], warped[:, 1:], mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick],
-            background, occupancy=occupancy,
+            d, f, mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick], background, occupancy=occupancy,
         )  # fmt: skip
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse + config.tv_motion * motion_smoothness(motion) / motion[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if (i + 1) % 50 == 0:
-            with torch.no_grad():
-                occupancy = hull | occupancy_from_density(warped[:, :1], density_shift)
-            if progress is not None:
-                progress(i + 1, n_iters, {"stage": 0.0, "mse": float(mse.detach())})
+        if progress is not None and (i + 1) % 20 == 0:
+            progress(i + 1, n_iters, {"stage": 0.0, "mse": float(mse.detach())})
     return motion.detach().cpu().numpy().astype(np.float32)
 
 
@@ -162,13 +172,13 @@ def fit_residual(
     mse_value = float("nan")
     for i in range(n_iters):
         opt.param_groups[0]["lr"] = _lr(config, config.lr_residual, i, n_iters)
-        pick = useful[torch.randint(useful.numel(), (config.batch_rays,), generator=gen).to(dev)]
+        pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
         d, f = grids()
         out = render_rays(
             d, f, mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick], background, occupancy=occupancy,
         )  # fmt: skip
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
-        loss = mse + config.l1 * (rd.abs().sum() + rf.abs().sum()) / config.batch_rays
+        loss = mse + config.l1 * (rd.abs().sum() + rf.abs().sum()) / config.batch_rays_residual
         opt.zero_grad(set_to_none=True)
         loss.backward()
         before = (rd.detach().sign(), rf.detach().sign())

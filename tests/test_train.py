@@ -1,0 +1,256 @@
+"""Trainer: keyframe quality on a tiny scene, motion recovery, sparse residuals, resume, CLI errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.main import cli
+from rerf_codec.datasets import Camera, open_dataset
+from rerf_codec.datasets.demo_scene import render_demo_dataset
+from rerf_codec.field import ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, seeded_mlp
+from rerf_codec.grids import GridFrame, iter_full_frames, read_decoder, read_meta, warp_previous
+from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
+from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, psnr, train_sequence
+from rerf_codec.train.keyframe import train_keyframe
+from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
+
+TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
+        "batch_rays_residual": 512,
+        "growth": (0.3,), "mlp_width": 32}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "demo"
+    render_demo_dataset(out, frames=3, cameras=6, test_cameras=1, size=32)
+    return out
+
+
+# --------------------------------------------------------------------------- a scene we know exactly
+
+
+def _blob(shape: tuple[int, int, int], centre: np.ndarray, channels: int) -> GridFrame:
+    """A soft ball whose features are smooth functions of the position *relative to the ball*."""
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), 0)
+    rel = idx - centre[:, None, None, None]
+    r = np.sqrt((rel**2).sum(0))
+    density = (6.0 * (4.5 - r)).clip(-12, 12).astype(np.float32)
+    feats = np.stack([np.sin(0.6 * rel[c % 3] + c) for c in range(channels)]).astype(np.float32)
+    return GridFrame(density=density, features=feats)
+
+
+def _vivid_mlp(channels: int) -> ColorMLP:
+    """A seeded MLP with amplified weights, so colour depends strongly on the features."""
+    mlp = seeded_mlp(MLPConfig(feature_channels=channels, width=16), 0)
+    with torch.no_grad():
+        mlp.net[0].weight.mul_(4)
+        mlp.net[-1].weight.mul_(4)
+    return mlp
+
+
+def _cameras(n: int, size: int) -> list[Camera]:
+    cams = []
+    for i in range(n):
+        a = 2 * np.pi * i / n
+        eye = (2.6 * np.cos(a), 0.8 * (-1) ** i, 2.6 * np.sin(a))
+        cams.append(Camera.look_at(f"c{i}", eye, (0, 0, 0), (0, 1, 0), 45, size, size))
+    return cams
+
+
+def _render(field: RadianceField, frame: GridFrame, cams: list[Camera]) -> list[np.ndarray]:
+    field.set_grids(frame.density, frame.features)
+    out = []
+    for c in cams:
+        rgba = field.render_camera(c, alpha=True)
+        a = rgba[..., 3:]
+        # store un-premultiplied colour + alpha, like a dataset image, so compositing gives the render back
+        rgba[..., :3] = np.where(a > 1e-6, (rgba[..., :3] - (1 - a)) / np.maximum(a, 1e-6), 0)
+        out.append(rgba)
+    return out
+
+
+def test_motion_estimation_recovers_a_known_translation() -> None:
+    shape = (16, 16, 16)
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
+    mlp = _vivid_mlp(4)
+    field = RadianceField(mlp, geo, 0.0, RenderSettings((1.0, 1.0, 1.0)))
+    centre = np.array([7.5, 7.5, 7.5])
+    shift = np.array([1.5, 0.0, -1.0])  # the ball moves by this many voxels
+    f0, f1 = _blob(shape, centre, 4), _blob(shape, centre + shift, 4)
+    cams = _cameras(6, 24)
+    images = _render(field, f1, cams)
+    rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
+    hull = torch.from_numpy(visual_hull(geo, cams, images))
+    config = TrainConfig(iters_motion=100, batch_rays_residual=1024, lr_motion=0.05, tv_motion=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    motion = estimate_motion(f0, np.zeros((3, 2, 2, 2), np.float32), rays, hull, mlp, geo, 0.0,
+                             torch.ones(3), config, gen)  # fmt: skip
+    # Every block holds part of the ball's surface; each must point back to where it came from.
+    err = np.abs(motion - (-shift)[:, None, None, None]).max()
+    assert err < 0.35, motion.reshape(3, -1).T
+    # ...and a frame predicted with it matches frame 1 far better than no motion does.
+    err_zero = np.abs(f0.density - f1.density).mean()
+    err_motion = np.abs(warp_previous(f0, motion).density - f1.density).mean()
+    assert err_motion < 0.4 * err_zero
+
+
+def test_torch_warp_matches_the_format_definition() -> None:
+    g = np.random.default_rng(0)
+    frame = GridFrame(density=g.normal(size=(10, 9, 17)).astype(np.float32),
+                      features=g.normal(size=(2, 10, 9, 17)).astype(np.float32))  # fmt: skip
+    motion = g.uniform(-3, 3, size=(3, 2, 2, 3)).astype(np.float32)
+    ref = warp_previous(frame, motion)
+    both = torch.cat([torch.from_numpy(frame.density)[None, None], torch.from_numpy(frame.features)[None]], 1)
+    axes = [torch.arange(n, dtype=torch.float32) for n in (10, 9, 17)]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
+    out = warp_torch(both, torch.from_numpy(motion), coords).numpy()
+    # a subset of voxels gives the same values
+    some = coords.reshape(-1, 3)[::7]
+    assert np.array_equal(warp_torch(both, torch.from_numpy(motion), some).numpy(), out.reshape(3, -1)[:, ::7])
+    assert np.allclose(out[0], ref.density, atol=1e-4)
+    assert np.allclose(out[1:], ref.features, atol=1e-4)
+
+
+def test_residual_fit_is_sparse_and_improves_the_frame() -> None:
+    shape = (16, 16, 16)
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
+    mlp = _vivid_mlp(4)
+    field = RadianceField(mlp, geo, 0.0, RenderSettings((1.0, 1.0, 1.0)))
+    truth = _blob(shape, np.array([7.5, 7.5, 7.5]), 4)
+    start = GridFrame(density=truth.density, features=truth.features.copy())
+    start.features[:, 8:] += 0.5  # a local change the residual must fix
+    cams = _cameras(6, 24)
+    images = _render(field, truth, cams)
+    rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
+    hull = torch.from_numpy(visual_hull(geo, cams, images))
+    gen = torch.Generator
+    dense_d, dense_f, _ = fit_residual(start, rays, hull, mlp, geo, 0.0, torch.ones(3),
+                                       TrainConfig(iters_residual=100, batch_rays_residual=1024, l1=0.0), gen().manual_seed(0))
+    r_d, r_f, _ = fit_residual(start, rays, hull, mlp, geo, 0.0, torch.ones(3),
+                               TrainConfig(iters_residual=100, batch_rays_residual=1024, l1=2e-4), gen().manual_seed(0))
+
+    def zeros(d: np.ndarray, f: np.ndarray) -> float:
+        return (np.count_nonzero(d == 0) + np.count_nonzero(f == 0)) / (d.size + f.size)
+
+    # voxels no ray reaches stay exactly zero even without L1; the L1 makes many more of them zero
+    assert zeros(dense_d, dense_f) > 0.3
+    assert zeros(r_d, r_f) > zeros(dense_d, dense_f) + 0.1
+    assert np.count_nonzero(r_d[~hull.numpy()]) == 0
+    fixed = GridFrame(density=start.density + r_d, features=start.features + r_f)
+    before = np.mean([psnr(a, b) for a, b in zip(_render(field, start, cams), images, strict=True)])
+    after = np.mean([psnr(a, b) for a, b in zip(_render(field, fixed, cams), images, strict=True)])
+    assert after > before + 2, (before, after)
+
+
+# --------------------------------------------------------------------------- real training on a rendered scene
+
+
+def test_keyframe_training_beats_the_background_baseline(demo: Path) -> None:
+    ds = open_dataset(demo)
+    m = ds.meta
+    config = TrainConfig(**TINY)
+    geo = GridGeometry.for_resolution(m.xyz_min, m.xyz_max, config.resolution)
+    imgs = load_frame_images(ds, 0, m.train_cameras)
+    rays = frame_rays(m.train_cameras, imgs, m.background, 0, torch.device("cpu"))
+    hull = visual_hull(geo, m.train_cameras, imgs)
+    assert 0.02 < hull.mean() < 0.8
+    key = train_keyframe(rays, hull, geo, torch.tensor(m.background), config, 0, torch.device("cpu"))
+    mlp_cfg = MLPConfig(config.feature_channels, config.viewbase_pe, config.mlp_width)
+    field = RadianceField(key.mlp, geo, config.density_shift, RenderSettings(m.background))
+    field.set_grids(key.density, key.features)
+    trained = heldout_psnr(ds, 0, field)
+    cam = m.test_cameras[0]
+    gt = composite(ds.load_image(0, cam), m.background)
+    baseline = psnr(np.broadcast_to(np.asarray(m.background, np.float32), gt.shape), gt)
+    assert trained > baseline + 6, (trained, baseline)
+    assert mlp_cfg.in_dim == 12 + 27
+
+
+def _run(demo: Path, out: Path, **kw) -> dict:
+    return train_sequence(TrainRequest(demo, out, frames=range(0, 3), **kw), TrainConfig(**TINY))
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    skip = {"train.json", "train_log.jsonl"}  # they hold wall-clock seconds
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}  # fmt: skip
+
+
+def test_sequence_training_writes_a_readable_sequence_and_resume_is_exact(demo: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    summary = _run(demo, straight)
+    meta = read_meta(straight)
+    assert meta.num_frames == 3 and meta.feature_channels == 12 and meta.decoder == "decoder.npz"
+    frames = list(iter_full_frames(straight))
+    assert len(frames) == 3
+    assert summary["frames"] == 3 and summary["residual_zero_fraction_min"] >= 0.2
+    log = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in log] == ["key", "residual", "residual"]
+    assert all(r["test_psnr"] > 15 for r in log)
+    # the stored sequence renders through the player's field exactly as the trainer evaluated it
+    index, last = frames[2]
+    assert index == 2
+    field = RadianceField.from_arrays(last.density, last.features, meta, read_decoder(straight, meta))
+    assert heldout_psnr(open_dataset(demo), 2, field) == pytest.approx(log[2]["test_psnr"], abs=1e-3)
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(Interrupted):
+        train_sequence(TrainRequest(demo, resumed, frames=range(0, 3)), TrainConfig(**TINY), stop_after=2)
+    assert not resumed.exists()
+    ckpt = tmp_path / ".resumed.train-checkpoint"
+    assert ckpt.is_dir()
+    _run(demo, resumed, resume=True)
+    assert not ckpt.exists()
+    assert _tree_hashes(straight) == _tree_hashes(resumed)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    r = CliRunner().invoke(cli, list(args))
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seq"
+    code, stdout, _ = _cli("train", str(demo), "-o", str(out), "--frames", "0:2", "--resolution", "16",
+                           "--iters-key", "30", "--iters-residual", "10", "--iters-motion", "5", "--json")  # fmt: skip
+    assert code == 0, stdout
+    summary = json.loads(stdout)
+    assert summary["frames"] == 2 and summary["seed"] == 0 and summary["grid_shape"][0] <= 16
+    assert (out / "train.json").is_file() and (out / "decoder.npz").is_file()
+
+    cases = [
+        (("train", str(tmp_path / "nope"), "-o", str(tmp_path / "x")), "nope"),
+        (("train", str(demo), "-o", str(out)), "exists"),
+        (("train", str(demo), "-o", str(tmp_path / "y"), "--frames", "2:99"), "frames"),
+        (("train", str(demo), "-o", str(tmp_path / "y"), "--device", "tpu"), "--device"),
+        (("train", str(demo), "-o", str(tmp_path / "no" / "dir")), "does not exist"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((("train", str(demo), "-o", str(tmp_path / "y"), "--device", "cuda"), "CUDA"))
+    for args, needle in cases:
+        code, _, err = _cli(*args)
+        assert code == 2, args
+        assert err.startswith("rerf: error:") and err.count("\n") == 1 and needle in err, (args, err)
+    assert not (tmp_path / "y").exists()
+
+
+def test_cli_refuses_a_stale_checkpoint_without_resume(demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seq"
+    with pytest.raises(Interrupted):
+        train_sequence(TrainRequest(demo, out, frames=range(0, 2)), TrainConfig(**{**TINY, "resolution": 16}),
+                       stop_after=1)  # fmt: skip
+    code, _, err = _cli("train", str(demo), "-o", str(out), "--frames", "0:2", "--resolution", "16")
+    assert code == 2 and "--resume" in err
+    code, _, err = _cli("train", str(demo), "-o", str(out), "--frames", "0:2", "--resolution", "24", "--resume")
+    assert code == 2 and "different settings" in err
