@@ -15,7 +15,15 @@ from cli.main import cli
 from rerf_codec.datasets import Camera, open_dataset
 from rerf_codec.datasets.demo_scene import render_demo_dataset
 from rerf_codec.field import ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, seeded_mlp
-from rerf_codec.grids import GridFrame, iter_full_frames, read_decoder, read_meta, warp_previous
+from rerf_codec.grids import (
+    GridFrame,
+    TrainerFrame,
+    iter_full_frames,
+    read_decoder,
+    read_frame,
+    read_meta,
+    warp_previous,
+)
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, psnr, train_sequence
@@ -23,7 +31,7 @@ from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
 
 TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
-        "batch_rays_residual": 512,
+        "batch_rays_residual": 512, "refresh_db": 30.0, "iters_refresh": 60,
         "growth": (0.3,), "mlp_width": 32}  # fmt: skip
 
 
@@ -218,6 +226,19 @@ def test_sequence_training_writes_a_readable_sequence_and_resume_is_exact(demo: 
 def _cli(*args: str) -> tuple[int, str, str]:
     r = CliRunner().invoke(cli, list(args))
     return r.exit_code, r.stdout, r.stderr
+
+
+def test_refresh_replaces_a_drifting_residual_frame_by_a_full_one(demo: Path, tmp_path: Path) -> None:
+    """The demo scene moves several voxels a frame: block translation + a sparse residual lose
+    quality, a refresh (full-grid re-fit, stored as a full frame) recovers it."""
+    never = _run(demo, tmp_path / "never")
+    always = train_sequence(TrainRequest(demo, tmp_path / "always", frames=range(0, 3)),
+                            TrainConfig(**{**TINY, "refresh_db": 0.0}))  # fmt: skip
+    assert never["refreshed_frames"] == [] and always["refreshed_frames"] == [1, 2]
+    meta = read_meta(tmp_path / "always")
+    assert isinstance(read_frame(tmp_path / "always", 2, meta), GridFrame)
+    assert isinstance(read_frame(tmp_path / "never", 2, meta), TrainerFrame)
+    assert always["residual_test_psnr_min"] > never["residual_test_psnr_min"]
 
 
 def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:

@@ -246,8 +246,9 @@ class RadianceField:
 
     def set_grids(self, density: np.ndarray | torch.Tensor, features: np.ndarray | torch.Tensor) -> None:
         """Load one frame's grids (copied to the device) and rebuild its free-space cache."""
-        d = torch.as_tensor(np.asarray(density, np.float32) if isinstance(density, np.ndarray) else density)
-        f = torch.as_tensor(np.asarray(features, np.float32) if isinstance(features, np.ndarray) else features)
+        # Copied: the decoder hands out read-only buffers that it reuses for the next frame.
+        d = torch.tensor(density, dtype=torch.float32) if isinstance(density, np.ndarray) else density
+        f = torch.tensor(features, dtype=torch.float32) if isinstance(features, np.ndarray) else features
         if tuple(d.shape) != self.geometry.shape or tuple(f.shape[1:]) != self.geometry.shape:
             raise RerfUsageError(f"grids {tuple(d.shape)}/{tuple(f.shape)} do not match {self.geometry.shape}")
         self.density = d.to(self.device, torch.float32).reshape(1, 1, *d.shape)

@@ -35,6 +35,10 @@ class TrainConfig:
     """Motion-estimation iterations per residual frame."""
     iters_residual: int = 100
     """Residual-grid iterations per residual frame."""
+    iters_refresh: int = 300
+    """Iterations of a full-grid refresh when a residual frame fits > refresh_db worse than the keyframe (0: never)."""
+    refresh_db: float = 1.0
+    """How much worse (dB of training-ray MSE) a residual frame may fit than the keyframe before a refresh."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048

@@ -35,7 +35,7 @@ from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fing
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
-from rerf_codec.train.residual import BLOCK, train_residual_frame
+from rerf_codec.train.residual import BLOCK, fit_mse, train_residual_frame
 
 TRAIN_JSON = "train.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -152,12 +152,15 @@ def train_sequence(
             stored: Any = full
             motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
             record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
+            ckpt.state["reference_mse"] = fit_mse(full, rays, mlp, geometry, shift, background)
         else:
             assert mlp is not None and prev_motion is not None
             res = train_residual_frame(prev, prev_motion, rays, hull, mlp, geometry, shift, background, config, seed,
-                                       progress)  # fmt: skip
-            full, stored, motion = res.full, res.frame, res.frame.motion
-            record.update(kind="residual", loss=res.final_loss, residual_zero_fraction=res.zero_fraction,
+                                       progress, reference_mse=ckpt.state.get("reference_mse"))  # fmt: skip
+            full, stored, motion = res.full, res.frame, res.motion
+            kind = "refresh" if res.refreshed else "residual"
+            zeros = None if res.refreshed else res.zero_fraction
+            record.update(kind=kind, loss=res.final_loss, residual_zero_fraction=zeros,
                           motion_seconds=round(res.motion_seconds, 3), residual_seconds=round(res.residual_seconds, 3),
                           motion_mean_voxels=float(np.abs(motion).mean()))  # fmt: skip
         train_seconds = time.perf_counter() - start
@@ -195,6 +198,7 @@ def _summary(
     req: TrainRequest, config: TrainConfig, geometry: GridGeometry, log: list[dict[str, Any]], seconds: float
 ) -> dict[str, Any]:
     res = [r for r in log if r["kind"] == "residual"]
+    later = [r for r in log if r["kind"] != "key"]
     key = [r for r in log if r["kind"] == "key"]
     key_psnr = key[0]["test_psnr"] if key else None
     return {
@@ -208,9 +212,10 @@ def _summary(
         "torch": torch.__version__,
         "keyframe_test_psnr": key_psnr,
         "keyframe_seconds": key[0]["seconds"] if key else None,
-        "residual_test_psnr_min": min((r["test_psnr"] for r in res), default=None),
-        "residual_test_psnr_mean": float(np.mean([r["test_psnr"] for r in res])) if res else None,
-        "residual_seconds_median": float(np.median([r["seconds"] for r in res])) if res else None,
+        "residual_test_psnr_min": min((r["test_psnr"] for r in later), default=None),
+        "residual_test_psnr_mean": float(np.mean([r["test_psnr"] for r in later])) if later else None,
+        "residual_seconds_median": float(np.median([r["seconds"] for r in later])) if later else None,
+        "refreshed_frames": [r["frame"] for r in later if r["kind"] == "refresh"],
         "residual_zero_fraction_min": min((r["residual_zero_fraction"] for r in res), default=None),
         "seconds_this_session": round(seconds, 3),
     }

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -71,12 +71,14 @@ def motion_smoothness(motion: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class ResidualResult:
-    frame: TrainerFrame
+    frame: TrainerFrame | GridFrame  # a GridFrame when the frame was refreshed
     full: GridFrame  # warp_previous(prev, motion) + residual, exactly as a reader computes it
     motion_seconds: float
     residual_seconds: float
     zero_fraction: float
     final_loss: float
+    motion: np.ndarray
+    refreshed: bool
 
 
 def _lr(config: TrainConfig, base: float, i: int, n: int) -> float:
@@ -198,6 +200,21 @@ def fit_residual(
     return res_d.cpu().numpy(), res_f.cpu().numpy(), mse_value
 
 
+@torch.no_grad()
+def fit_mse(
+    frame: GridFrame, rays: FrameRays, mlp: ColorMLP, geometry: GridGeometry, density_shift: float,
+    background: torch.Tensor, count: int = 8192,
+) -> float:  # fmt: skip
+    """MSE over a fixed, evenly spaced subset of a frame's training rays (the refresh test's yardstick)."""
+    dev = rays.origins.device
+    d = torch.from_numpy(frame.density)[None, None].to(dev)
+    f = torch.from_numpy(frame.features)[None].to(dev)
+    occ = occupancy_from_density(d, density_shift)
+    idx = torch.linspace(0, rays.origins.shape[0] - 1, min(count, rays.origins.shape[0]), device=dev).long()
+    out = render_rays(d, f, mlp, geometry, density_shift, rays.origins[idx], rays.dirs[idx], background, occupancy=occ)
+    return float(F.mse_loss(out.rgb, rays.rgb[idx]))
+
+
 def train_residual_frame(
     prev: GridFrame,
     prev_motion: np.ndarray,
@@ -210,8 +227,17 @@ def train_residual_frame(
     config: TrainConfig,
     seed: int,
     progress: Progress | None = None,
+    reference_mse: float | None = None,
 ) -> ResidualResult:
-    """Motion, then residual, for one frame; returns the trainer-form frame and its reconstruction."""
+    """Motion, then residual, for one frame; returns the trainer-form frame and its reconstruction.
+
+    With ``reference_mse`` (the keyframe's ``fit_mse``): when the frame still fits more than
+    ``config.refresh_db`` worse than that — motion too large or too complex for 8³ block
+    translation, new surfaces, topology changes — the frame is *refreshed*: its whole grid
+    is optimised (no L1, the keyframe's learning rate; the MLP stays frozen) starting from
+    the prediction, and it is stored as a full frame. Drift stops there instead of
+    compounding over the rest of the sequence.
+    """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(rays.origins.device)
     t0 = time.perf_counter()
@@ -220,16 +246,28 @@ def train_residual_frame(
     t1 = time.perf_counter()
     warped = warp_previous(prev, motion, BLOCK)
     r_d, r_f, mse = fit_residual(warped, rays, hull_t, mlp, geometry, density_shift, background, config, gen, progress)
-    t2 = time.perf_counter()
     r_d = np.ascontiguousarray(r_d, np.float32)
     r_f = np.ascontiguousarray(r_f, np.float32)
     full = GridFrame(density=warped.density + r_d, features=warped.features + r_f)
     zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
+    stored: GridFrame | TrainerFrame = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
+    refreshed = False
+    if reference_mse is not None and config.iters_refresh > 0:
+        got = fit_mse(full, rays, mlp, geometry, density_shift, background)
+        if got > reference_mse * 10 ** (config.refresh_db / 10):
+            fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
+            r_d, r_f, mse = fit_residual(full, rays, hull_t, mlp, geometry, density_shift, background, fresh, gen,
+                                         progress)  # fmt: skip
+            full = GridFrame(density=full.density + r_d, features=full.features + r_f)
+            stored, refreshed, zeros = full, True, 0
+    t2 = time.perf_counter()
     return ResidualResult(
-        frame=TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f),
+        frame=stored,
         full=full,
         motion_seconds=t1 - t0,
         residual_seconds=t2 - t1,
         zero_fraction=zeros / (r_d.size + r_f.size),
         final_loss=mse if math.isfinite(mse) else float("nan"),
+        motion=motion,
+        refreshed=refreshed,
     )
