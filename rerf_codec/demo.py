@@ -203,9 +203,11 @@ QUICK_SCENE: dict[str, Any] = {"frames": 4, "cameras": 6, "test_cameras": 1, "si
 """Arguments of ``render_demo_dataset`` (full demo / ``--quick``)."""
 
 DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 40, "iters_residual": 80,
-                              "batch_rays": 2048, "mlp_width": 64}  # fmt: skip
+                              "iters_refresh": 100, "batch_rays": 2048, "batch_rays_residual": 1024,
+                              "mlp_width": 64}  # fmt: skip
 QUICK_TRAIN: dict[str, Any] = {"resolution": 32, "iters_key": 200, "iters_motion": 15, "iters_residual": 30,
-                               "batch_rays": 1024, "mlp_width": 32, "growth": (0.3,)}  # fmt: skip
+                               "iters_refresh": 40, "batch_rays": 1024, "batch_rays_residual": 512, "mlp_width": 32,
+                               "growth": (0.3,)}  # fmt: skip
 """``TrainConfig`` overrides: a few minutes (full) or seconds (quick) of training on a 2-core CPU."""
 
 TURNTABLE_SIZE = {False: (128, 128), True: (64, 64)}

@@ -29,7 +29,7 @@ class TrainConfig:
     hull_alpha: float = 0.5
     """One-voxel alpha inside the visual hull at the start of keyframe training: an opaque hull
     is carved from the outside in, so each ray shades a few samples, not a fog of dozens."""
-    iters_key: int = 3000
+    iters_key: int = 600
     """Keyframe iterations."""
     iters_motion: int = 40
     """Motion-estimation iterations per residual frame."""
@@ -61,11 +61,12 @@ class TrainConfig:
     """Total-variation weight on features."""
     entropy: float = 1e-3
     """Weight of the binary entropy of each ray's opacity (pushes rays to empty or solid)."""
-    distortion: float = 1e-2
-    """Weight of mip-NeRF 360's distortion loss in the keyframe (compact weights: sharp surfaces)."""
+    distortion: float = 0.0
+    """Weight of mip-NeRF 360's distortion loss in the keyframe (compact weights: sharp surfaces).
+    Off by default: on crane (300 iterations) 1e-2 cut shaded samples by only 9% and cost 1 dB."""
     tv_motion: float = 1e-3
     """Smoothness weight between neighbouring block motion vectors."""
-    l1: float = 1e-3
+    l1: float = 2e-3
     """L1 weight on the residual grids (soft-thresholded each step; drives most voxels to exactly 0)."""
     seed: int = 0
     """Base seed; frame t uses seed + t, so any frame can be retrained alone."""
