@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from cli.main import cli
+from rerf_codec.bench.train_report import figures, load_log, markdown
 from rerf_codec.datasets import Camera, open_dataset
 from rerf_codec.datasets.demo_scene import render_demo_dataset
 from rerf_codec.field import ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, seeded_mlp
@@ -203,6 +204,9 @@ def test_sequence_training_writes_a_readable_sequence_and_resume_is_exact(demo: 
     log = [json.loads(line) for line in (straight / "train_log.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in log] == ["key", "residual", "residual"]
     assert all(r["test_psnr"] > 15 for r in log)
+    figs = figures(load_log(straight))
+    assert figs["frames"] == 3 and figs["keyframe_test_psnr"] == log[0]["test_psnr"]
+    assert "| 2 | residual |" in markdown(log)
     # the stored sequence renders through the player's field exactly as the trainer evaluated it
     index, last = frames[2]
     assert index == 2
