@@ -221,6 +221,24 @@ def _residual_motion() -> Case:
     )
 
 
+def _context_mode() -> Case:
+    shape, c, t = (20, 16, 12), 2, 5
+    x, y, z = (a * (n - 1) for a, n in zip(_grid(shape), shape, strict=True))  # voxel units
+    dens, feats = [], []
+    for k in range(t):
+        cx, cy, cz = 8.0 + 1.25 * k, 8.0, 6.5 - 0.5 * k
+        r2 = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2
+        dens.append(18.0 * np.exp(-r2 / 24.0) - 3.0)
+        u, v, w = x - cx, y - cy, z - cz
+        feats.append(np.stack([np.sin(0.9 * u + ch) * np.cos(0.6 * v - ch) + 0.2 * np.sin(1.7 * w) for ch in range(c)]))
+    return Case(
+        "coefficient mode 1 (format 1.1): context tables and table repeats; a textured ball moving by "
+        "(1.25, 0, -0.5) voxels per frame, 5 frames in one GOF, quality 80, RDOQ",
+        _sequence(shape, c, t), np.asarray(dens, np.float32), np.asarray(feats, np.float32),
+        EncoderConfig(quality=80, gof=5, coeff_mode=1, rdoq_lambda=0.1, rdoq_lambda_residual=0.1),
+    )
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "intra_smooth_odd": _intra_smooth_odd,
     "empty_and_full": _empty_and_full,
@@ -228,6 +246,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "intra_decoder_tensors": _intra_decoder_tensors,
     "extremes_first_frame5": _extremes,
     "residual_motion": _residual_motion,
+    "context_mode": _context_mode,
 }
 
 

@@ -32,7 +32,7 @@ from rerf_codec.errors import RerfFormatError
 MAGIC = b"RERF"
 FOOTER_MAGIC = b"RIDX"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
 
 # Hand-assigned ids (FORMAT.md "Enumerations"). Never renumber; only append.
 CHUNK_GOF = 1
@@ -42,6 +42,9 @@ FRAME_RESIDUAL = 2
 FRAME_TYPE_NAMES = {FRAME_INTRA: "intra", FRAME_RESIDUAL: "residual"}
 CODER_RANGE = 1  # constriction queue.RangeEncoder/RangeDecoder, Categorical(perfect=False), u32 words LE
 TRANSFORM_DCT8_INT = 1  # 8³ DCT-II, integer inverse B=14 G=3 (transform.py)
+COEFF_MODE_BANDS = 0  # one table per (group, band) (format 1.0)
+COEFF_MODE_CONTEXT = 1  # tables per (group, band, previous-band context), repeatable within a GOF (1.1)
+COEFF_MODE_NAMES = {COEFF_MODE_BANDS: "bands", COEFF_MODE_CONTEXT: "context"}
 SIDE_INFO_RAW = 0
 SIDE_INFO_ZSTD = 1
 DTYPE_IDS: dict[int, str] = {
@@ -98,6 +101,7 @@ class SequenceHeader:
     qmatrix: np.ndarray  # (2, 512) uint16: group 0 density, group 1 features
     meta: dict[str, Any]  # {"sequence": sequence.json dict, "encoder": config dict}
     tensors: dict[str, np.ndarray] = field(default_factory=dict)  # decoder MLP weights
+    coeff_mode: int = COEFF_MODE_BANDS  # coefficient coding mode id (FORMAT.md §4.1, §9.5)
 
     @property
     def num_channels(self) -> int:
@@ -306,7 +310,7 @@ def encode_sequence_header(h: SequenceHeader) -> bytes:
     body = bytearray()
     body += SEQ_CORE.pack(
         h.num_frames, h.first_frame, h.fps, *h.grid_shape, h.feature_channels, *h.xyz_min, *h.xyz_max,
-        h.density_shift, h.motion_block, h.coder_id, h.transform_id, 0, h.occupancy_threshold, h.gof_size,
+        h.density_shift, h.motion_block, h.coder_id, h.transform_id, h.coeff_mode, h.occupancy_threshold, h.gof_size,
     )
     qm = np.asarray(h.qmatrix, dtype="<u2")
     if qm.shape != (N_QMATRIX_GROUPS, QMATRIX_SIZE):
@@ -355,7 +359,7 @@ def decode_sequence_header(f: BinaryIO) -> tuple[SequenceHeader, int]:
         raise RerfFormatError("sequence header: CRC32 mismatch (corrupt header)")
     b = _Buf(body, "sequence header")
     (num_frames, first_frame, fps, gx, gy, gz, channels, x0, y0, z0, x1, y1, z1, shift, motion_block,
-     coder_id, transform_id, reserved, threshold, gof_size) = b.unpack(SEQ_CORE, "core fields")
+     coder_id, transform_id, coeff_mode, threshold, gof_size) = b.unpack(SEQ_CORE, "core fields")
     grid = (gx, gy, gz)
     if not 1 <= num_frames <= MAX_FRAMES:
         raise RerfFormatError(f"sequence header: num_frames {num_frames} outside 1..{MAX_FRAMES}")
@@ -379,8 +383,10 @@ def decode_sequence_header(f: BinaryIO) -> tuple[SequenceHeader, int]:
         raise RerfFormatError(f"sequence header: unknown coder id {coder_id}")
     if transform_id != TRANSFORM_DCT8_INT:
         raise RerfFormatError(f"sequence header: unknown transform id {transform_id}")
-    if reserved != 0:
-        raise RerfFormatError("sequence header: reserved byte is not zero")
+    if minor == 0 and coeff_mode != COEFF_MODE_BANDS:
+        raise RerfFormatError("sequence header: reserved byte is not zero (a 1.0 stream has no coefficient mode)")
+    if coeff_mode not in COEFF_MODE_NAMES:
+        raise RerfFormatError(f"sequence header: unknown coefficient coding mode {coeff_mode}")
     if not 1 <= gof_size <= MAX_GOF_FRAMES:
         raise RerfFormatError(f"sequence header: gof_size {gof_size} outside 1..{MAX_GOF_FRAMES}")
     qmatrix = np.frombuffer(b.take(2 * N_QMATRIX_GROUPS * QMATRIX_SIZE, "qmatrix"), dtype="<u2")
@@ -407,7 +413,7 @@ def decode_sequence_header(f: BinaryIO) -> tuple[SequenceHeader, int]:
         num_frames=num_frames, first_frame=first_frame, fps=fps, grid_shape=grid, feature_channels=channels,
         xyz_min=(x0, y0, z0), xyz_max=(x1, y1, z1), density_shift=shift, motion_block=motion_block,
         coder_id=coder_id, transform_id=transform_id, occupancy_threshold=threshold, gof_size=gof_size,
-        qmatrix=qmatrix, meta=meta, tensors=tensors,
+        qmatrix=qmatrix, meta=meta, tensors=tensors, coeff_mode=coeff_mode,
     )
     return header, FILE_HEADER.size + size
 

@@ -43,7 +43,7 @@ ALLOC_LIMIT = 50 * 2**20
 N_TABLES = 2 * 23
 CORE_FIELDS = (
     "num_frames", "first_frame", "fps", "gx", "gy", "gz", "channels", "x0", "y0", "z0", "x1", "y1", "z1",
-    "shift", "motion_block", "coder_id", "transform_id", "reserved", "threshold", "gof_size",
+    "shift", "motion_block", "coder_id", "transform_id", "coeff_mode", "threshold", "gof_size",
 )
 
 
@@ -93,7 +93,7 @@ def stream() -> Stream:
     meta = SequenceMeta.from_json_dict(synthetic_meta(SPEC), "synthetic")
     frames = [(i, GridFrame(d, f)) for i, (d, f, _m) in enumerate(synthetic_frames(SPEC))]
     buf = io.BytesIO()
-    encode_frames(meta, frames, buf, EncoderConfig(gof=GOF))
+    encode_frames(meta, frames, buf, EncoderConfig(gof=GOF, coeff_mode=0))  # the crafted tables below are mode 0
     data = buf.getvalue()
     reader = bs.StreamReader(io.BytesIO(data))
     chunks = _chunks(data, reader.header_size)
@@ -504,7 +504,8 @@ ABSURD_CORE = [
     {"motion_block": 16},
     {"coder_id": 9},
     {"transform_id": 0},
-    {"reserved": 1},
+    {"coeff_mode": 9},  # unknown coefficient coding mode id
+    {"coeff_mode": 255},
 ]
 
 
@@ -705,7 +706,7 @@ def _full_bands(band: Table) -> list[Table]:
 
 
 def _num_blocks(s: Stream, g: bs.GofChunk, i: int = 0) -> int:
-    mask, _ = parse_intra(g.frames[i], s.header)
+    mask, _, _ = parse_intra(g.frames[i], s.header)
     return int(mask.sum())
 
 

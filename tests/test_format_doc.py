@@ -30,7 +30,7 @@ FORMAT_MD = Path(__file__).resolve().parents[1] / "bitstreams" / "FORMAT.md"
 
 STRUCTS = ["FILE_HEADER", "SEQ_CORE", "CHUNK_HEAD", "GOF_HEAD", "CHANNEL_PARAMS", "FRAME_HEAD", "INDEX_ENTRY", "FOOTER"]
 TYPE_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i8": "b", "i32": "i", "f64": "d"}
-ENUM_PREFIX = re.compile(r"^(CHUNK|FRAME|CODER|TRANSFORM|SIDE_INFO|VERSION)_[A-Z0-9_]+$")
+ENUM_PREFIX = re.compile(r"^(CHUNK|FRAME|CODER|COEFF_MODE|TRANSFORM|SIDE_INFO|VERSION)_[A-Z0-9_]+$")
 
 
 # --- parsing FORMAT.md --------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_enumerations_match_code(doc: list[str]) -> None:
     assert documented == in_code
     frame_names = {int(r["Id"]): r["Name"] for r in rows if r["Enumeration"] == "frame type"}
     assert frame_names == bitstream.FRAME_TYPE_NAMES
-    for kind in {r["Enumeration"] for r in rows}:
+    for kind in {r["Enumeration"] for r in rows} - {"format version"}:  # major and minor are numbers, not ids
         ids = [int(r["Id"]) for r in rows if r["Enumeration"] == kind]
         assert len(ids) == len(set(ids)), f"duplicate id in {kind}"
 
@@ -188,6 +188,19 @@ def test_band_sizes_match_code(doc: list[str]) -> None:
     # BAND_ORDER as the text defines it: sorted by u+v+w, ties by flat index f = 64u + 8v + w.
     order = sorted(range(512), key=lambda f: (f // 64 + f // 8 % 8 + f % 8, f))
     assert order == coefficients.BAND_ORDER.tolist()
+
+
+def test_band_context_follows_the_spec(doc: list[str]) -> None:
+    """Coefficient mode 1's context formula, evaluated as written, against the code."""
+    (line,) = [ln for ln in fenced(doc, "band-context") if ln.strip()]
+    rhs = line.split("=", 1)[1].split("(0..3")[0]
+    expr = rhs.replace("·", "*").replace("size_{β-1}", "size")
+    for band in range(1, coefficients.N_BANDS):
+        size = int(coefficients.BAND_STARTS[band] - coefficients.BAND_STARTS[band - 1])
+        nz = np.arange(size + 1)
+        want = [int(eval(expr, {}, {"n": int(n), "size": size})) for n in nz]
+        assert coefficients.band_context(nz, band).tolist() == want
+    assert coefficients.band_context(np.arange(3), 0).tolist() == [0, 0, 0]
 
 
 # --- transform ---------------------------------------------------------------------------------

@@ -345,12 +345,12 @@ def decoded_motion(data: bytes) -> dict[int, tuple[tuple[np.ndarray, ...], np.nd
         state = None
         for i, rec in enumerate(gof.frames):
             if rec.frame_type == FRAME_INTRA:
-                mask, levels = parse_intra(rec, header)
-                state = initial_state(header, reconstruct_intra(header, gof.channels, mask, levels), mask)
+                mask, levels, tables = parse_intra(rec, header)
+                state = initial_state(header, reconstruct_intra(header, gof.channels, mask, levels), mask, tables)
                 continue
-            mask, mv, levels, coarse = parse_residual(rec, header, state)
+            mask, mv, levels, coarse, tables = parse_residual(rec, header, state)
             frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev)
-            state = GofState(frame, mask, coarse)
+            state = GofState(frame, mask, coarse, tables)
             out[gof.first_frame + i] = (block_coords(mask), mv)
     return out
 

@@ -96,16 +96,16 @@ def replay_stream(data: bytes) -> tuple[object, list[Replayed]]:
         state: GofState | None = None
         for i, rec in enumerate(gof.frames):
             if rec.frame_type == FRAME_INTRA:
-                mask, levels = parse_intra(rec, header)
+                mask, levels, tables = parse_intra(rec, header)
                 frame = reconstruct_intra(header, gof.channels, mask, levels)
-                state = initial_state(header, frame, mask)
+                state = initial_state(header, frame, mask, tables)
                 out.append(Replayed(gof.first_frame + i, FRAME_INTRA, gof, mask, None, None, frame))
             else:
                 assert rec.frame_type == FRAME_RESIDUAL and state is not None
                 prev = state.prev
-                mask, mv, levels, coarse = parse_residual(rec, header, state)
+                mask, mv, levels, coarse, tables = parse_residual(rec, header, state)
                 frame = reconstruct_residual(header, gof.channels, mask, mv, levels, prev)
-                state = GofState(frame, mask, coarse)
+                state = GofState(frame, mask, coarse, tables)
                 out.append(Replayed(gof.first_frame + i, FRAME_RESIDUAL, gof, mask, mv, prev, frame))
     return header, out
 

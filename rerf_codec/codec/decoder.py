@@ -66,15 +66,15 @@ def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None
         try:
             with single_blas_thread():
                 if record.frame_type == FRAME_INTRA:
-                    mask, levels = parse_intra(record, header)
+                    mask, levels, tables = parse_intra(record, header)
                     frame = reconstruct_intra(header, gof.channels, mask, levels, out)
-                    state = initial_state(header, out.padded() if out else frame, mask)
+                    state = initial_state(header, out.padded() if out else frame, mask, tables)
                 elif record.frame_type == FRAME_RESIDUAL:
                     if state is None:
                         raise RerfFormatError("residual frame without a preceding keyframe in its GOF")
-                    mask, mv, levels, coarse = parse_residual(record, header, state)
+                    mask, mv, levels, coarse, tables = parse_residual(record, header, state)
                     frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev, out)
-                    state = GofState(out.padded() if out else frame, mask, coarse)
+                    state = GofState(out.padded() if out else frame, mask, coarse, tables)
                 else:  # pragma: no cover - the parser rejects unknown types
                     raise RerfFormatError(f"unsupported frame type {record.frame_type}")
         except RerfFormatError as exc:

@@ -24,6 +24,7 @@ from rerf_codec.atomic import atomic_file
 from rerf_codec.bitstream import (
     CHUNK_HEAD,
     CODER_RANGE,
+    COEFF_MODE_NAMES,
     FOOTER,
     FRAME_TYPE_NAMES,
     INDEX_ENTRY,
@@ -86,6 +87,16 @@ class EncoderConfig:
     previous frame's quantisation error, not worth re-coding)."""
     residual_zero_threshold: float = 0.0
     """Residual-frame coefficients below this many steps quantise to zero (0 = off)."""
+    rdoq_lambda: float = 0.04
+    """Rate–distortion-optimised quantisation of keyframes (``codec/rdoq.py``): lambda in
+    step² per bit, 0 = off (dead-zone rounding only). Lower than the residual one: a
+    keyframe's error propagates through its GOF (BENCHMARKS.md tuning log)."""
+    rdoq_lambda_residual: float = 0.15
+    """The same for residual frames."""
+    coeff_mode: int = 1
+    """Coefficient coding mode id (FORMAT.md §9.5): 0 = a table per band (format 1.0),
+    1 = tables per band and previous-band context, repeatable within a GOF (format 1.1)."""
+    """Residual-frame coefficients below this many steps quantise to zero (0 = off)."""
     occupancy_threshold: float | None = None
     """Raw density above which a block is occupied; None = derived from density_shift."""
     motion: str = "search"
@@ -114,6 +125,10 @@ class EncoderConfig:
             raise RerfUsageError(f"motion must be one of {', '.join(MOTION_MODES)}, got {self.motion!r}")
         if self.target_kbpf is not None and not (math.isfinite(self.target_kbpf) and self.target_kbpf > 0):
             raise RerfUsageError(f"--target-kbpf must be a positive number, got {self.target_kbpf}")
+        if self.coeff_mode not in COEFF_MODE_NAMES:
+            raise RerfUsageError(f"coefficient mode must be one of {sorted(COEFF_MODE_NAMES)}, got {self.coeff_mode}")
+        if not all(0.0 <= v <= 100.0 for v in (self.rdoq_lambda, self.rdoq_lambda_residual)):
+            raise RerfUsageError("RDOQ lambdas must be in 0..100")
         if not 0 <= self.search_range <= 1024:
             raise RerfUsageError("search range must be in 0..1024 voxels")
 
@@ -202,6 +217,7 @@ def sequence_header(meta: SequenceMeta, config: EncoderConfig, tensors: dict[str
         qmatrix=config.qmatrix(),
         meta={"sequence": meta.to_json_dict(), "encoder": encoder_meta},
         tensors=dict(tensors or {}),
+        coeff_mode=config.coeff_mode,
     )
 
 
@@ -383,9 +399,10 @@ class _EncodeContext:
     def __init__(self, header: SequenceHeader, config: EncoderConfig) -> None:
         self.header = header
         self.buffers = BufferPool(header.grid_shape, header.feature_channels)
-        self.deadzone = DeadZone(ac=config.deadzone_ac, dc=config.deadzone_dc)
+        self.deadzone = DeadZone(ac=config.deadzone_ac, dc=config.deadzone_dc, rdoq_lambda=config.rdoq_lambda)
         self.deadzone_residual = DeadZone(
-            ac=config.deadzone_residual, dc=config.deadzone_residual, zero_threshold=config.residual_zero_threshold
+            ac=config.deadzone_residual, dc=config.deadzone_residual, zero_threshold=config.residual_zero_threshold,
+            rdoq_lambda=config.rdoq_lambda_residual,
         )
         self.search = SearchConfig(search_range=config.search_range)
         self.block_shape = block_grid_shape(header.grid_shape)
@@ -458,7 +475,7 @@ class _GofEncoder:
         if self.state is None:
             out = ctx.buffers.slot(needs_reference=False)
             record, recon, st = encode_intra(frame, header, self.channels, ctx.deadzone, out, self.first_mask)
-            self.state = initial_state(header, out.padded(), self.first_mask)
+            self.state = initial_state(header, out.padded(), self.first_mask, st.tables)
             stats = {"occupied_blocks": st.occupied_blocks, "ideal_coefficient_bits": st.ideal_coefficient_bits}
             self.prev_mv[:] = 0
         else:

@@ -159,10 +159,28 @@ class Table:
 
 
 UNUSED = Table(1, 0, ())
+REPEAT = Table(2, 0, ())
+"""Side-info marker (coefficient mode 1 only): "the table this slot had in the previous
+frame of the GOF". Never used to code; the decoder substitutes that table."""
+MERGE = Table(3, 0, ())
+"""Side-info marker (coefficient mode 1 only, context tables 1..3): "the same table as the
+slot before this one" (so a band's contexts can share one table when splitting them does
+not pay for its side info)."""
+
+
+COUNT_TOTALS = (COUNT_TOTAL, 1 << 12, 1 << 10, 1 << 8, 1 << 6)
+"""Totals a table's counts may be rescaled to; :func:`build_table` picks per table."""
 
 
 def build_table(classes: np.ndarray) -> Table:
-    """Histogram ``classes`` and rescale the counts to ~COUNT_TOTAL (every seen class keeps >= 1)."""
+    """Histogram ``classes`` and rescale the counts to one of :data:`COUNT_TOTALS`
+    (every seen class keeps >= 1).
+
+    The total is chosen per table (encoder side; the decoder takes any counts): the one
+    that minimises the classes' code length under the rescaled model plus the counts' own
+    LEB128 bytes. Small tables get coarse counts, whose side info costs less than the
+    precision would save.
+    """
     if classes.size == 0:
         return UNUSED
     lo = int(classes.min())
@@ -170,14 +188,33 @@ def build_table(classes: np.ndarray) -> Table:
     if lo == hi:
         return Table(lo, hi, (1,))
     hist = np.bincount(classes.astype(np.int64) - lo, minlength=hi - lo + 1).astype(np.float64)
-    scaled = np.where(hist > 0, np.maximum(1, np.round(hist * (COUNT_TOTAL / classes.size))), 0)
-    return Table(lo, hi, tuple(int(c) for c in scaled))
+    seen = hist > 0
+    best: tuple[float, np.ndarray] | None = None
+    for total in COUNT_TOTALS:
+        scaled = np.where(seen, np.maximum(1, np.round(hist * (total / classes.size))), 0)
+        p = scaled[seen] / scaled.sum()
+        cost = float(-(hist[seen] * np.log2(p)).sum()) + 8.0 * float(_leb128_len(scaled).sum())
+        if best is None or cost < best[0]:
+            best = (cost, scaled)
+    assert best is not None
+    return Table(lo, hi, tuple(int(c) for c in best[1]))
+
+
+def _leb128_len(values: np.ndarray) -> np.ndarray:
+    """Bytes of each value's LEB128 encoding (values below 2**21)."""
+    return np.where(values < 1 << 7, 1, np.where(values < 1 << 14, 2, 3))
 
 
 def write_tables(tables: list[Table]) -> bytes:
     """Serialise tables: per table ``i8 lo, i8 hi`` then ``hi - lo + 1`` LEB128 counts (if lo < hi)."""
     out = bytearray()
     for t in tables:
+        if t == REPEAT:
+            out += bytes([2, 0])
+            continue
+        if t == MERGE:
+            out += bytes([3, 0])
+            continue
         if t.empty:
             out += bytes([1, 0])  # lo=1 > hi=0
             continue
@@ -188,8 +225,11 @@ def write_tables(tables: list[Table]) -> bytes:
     return bytes(out)
 
 
-def read_tables(data: bytes, n_tables: int) -> list[Table]:
-    """Parse :func:`write_tables` output, validating ranges; raises RerfFormatError."""
+def read_tables(data: bytes, n_tables: int, allow_repeat: bool = False) -> list[Table]:
+    """Parse :func:`write_tables` output, validating ranges; raises RerfFormatError.
+
+    With ``allow_repeat`` (coefficient mode 1) the pairs ``(2, 0)`` and ``(3, 0)`` are accepted
+    and returned as :data:`REPEAT` and :data:`MERGE`."""
     tables: list[Table] = []
     pos = 0
     for i in range(n_tables):
@@ -199,6 +239,12 @@ def read_tables(data: bytes, n_tables: int) -> list[Table]:
         hi = int.from_bytes(data[pos + 1 : pos + 2], "little", signed=True)
         pos += 2
         if lo > hi:
+            if allow_repeat and (lo, hi) == (2, 0):
+                tables.append(REPEAT)
+                continue
+            if allow_repeat and (lo, hi) == (3, 0):
+                tables.append(MERGE)
+                continue
             if (lo, hi) != (1, 0):
                 raise RerfFormatError(f"side info table {i}: bad range {lo}..{hi}")
             tables.append(UNUSED)

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from rerf_codec import bitstream
-from rerf_codec.bitstream import FRAME_TYPE_NAMES, StreamReader
+from rerf_codec.bitstream import COEFF_MODE_NAMES, FRAME_TYPE_NAMES, StreamReader
 from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceWriter, update_frame_hash
@@ -473,6 +473,8 @@ def describe_stream(f: BinaryIO) -> dict[str, Any]:
         "coder": CODER_NAMES.get(h.coder_id, "unknown"),
         "transform_id": h.transform_id,
         "transform": TRANSFORM_NAMES.get(h.transform_id, "unknown"),
+        "coeff_mode_id": h.coeff_mode,
+        "coeff_mode": COEFF_MODE_NAMES.get(h.coeff_mode, "unknown"),
         "gof_size": h.gof_size,
         "occupancy_threshold": h.occupancy_threshold,
         "encoder": h.meta.get("encoder", {}),

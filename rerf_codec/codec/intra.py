@@ -4,7 +4,7 @@ Three steps, kept apart so that encoder and decoder share reconstruction:
 
 * :func:`encode_intra` (encoder): analyse, transform, quantise, entropy-code, then call
   :func:`reconstruct_intra` — the decoder's own function — for the closed loop;
-* :func:`parse_intra` (decoder): bytes -> (mask, levels), entropy decoding only;
+* :func:`parse_intra` (decoder): bytes -> (mask, levels, tables), entropy decoding only;
 * :func:`reconstruct_intra` (both): (mask, levels, GOF parameters) -> dense grids,
   exact integer arithmetic only.
 
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from rerf_codec.bitstream import FRAME_INTRA, ChannelParams, FrameRecord, SequenceHeader, encode_side_info
-from rerf_codec.codec.coefficients import decode_levels, encode_levels
-from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder
+from rerf_codec.codec.coefficients import decode_levels_tables, encode_levels
+from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder, Table
 from rerf_codec.codec.occupancy import block_grid_shape, decode_mask, encode_mask, occupancy_mask
 from rerf_codec.codec.quant import DeadZone, dequantize, qstep_table, quantize
+from rerf_codec.codec.rdoq import rdoq
 from rerf_codec.codec.transform import BLOCK, forward_dct, inverse_dct_exact
 from rerf_codec.errors import RerfFormatError
 from rerf_codec.grids import GridFrame
@@ -35,6 +36,8 @@ class IntraStats:
 
     occupied_blocks: int
     ideal_coefficient_bits: float
+    tables: tuple[Table, ...] = ()
+    """Coefficient tables in effect (what the next frame of the GOF may repeat)."""
 
 
 def channel_scales(channels: tuple[ChannelParams, ...]) -> np.ndarray:
@@ -234,7 +237,9 @@ def encode_intra(
     coeffs = forward_dct(blocks.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
     steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
     levels = quantize(coeffs, steps, deadzone)
-    coded = encode_levels(levels)
+    if deadzone.rdoq_lambda > 0:
+        levels = rdoq(coeffs, steps, levels, deadzone.rdoq_lambda, header.coeff_mode)
+    coded = encode_levels(levels, mode=header.coeff_mode)
     record = FrameRecord(
         frame_type=FRAME_INTRA,
         mask=mask_enc.finish(),
@@ -244,18 +249,20 @@ def encode_intra(
         mantissa=coded.mantissa,
     )
     recon = reconstruct_intra(header, channels, mask, levels, out)
-    return record, recon, IntraStats(int(n), coded.ideal_bits)
+    return record, recon, IntraStats(int(n), coded.ideal_bits, coded.tables)
 
 
-def parse_intra(record: FrameRecord, header: SequenceHeader) -> tuple[np.ndarray, np.ndarray]:
-    """Entropy-decode an intra record -> (block mask, levels ``(C_total, N, 512)``)."""
+def parse_intra(record: FrameRecord, header: SequenceHeader) -> tuple[np.ndarray, np.ndarray, tuple[Table, ...]]:
+    """Entropy-decode an intra record -> (block mask, levels ``(C_total, N, 512)``, coefficient
+    tables in effect)."""
     from rerf_codec.bitstream import decode_side_info
 
     if record.motion:
         raise RerfFormatError("intra frame carries a motion section")
     mask = decode_mask(block_grid_shape(header.grid_shape), SymbolDecoder(record.mask))
     n = int(mask.sum())
-    levels = decode_levels(
-        decode_side_info(record.side_info), record.coeff_words, record.mantissa, header.num_channels, n
+    levels, tables = decode_levels_tables(
+        decode_side_info(record.side_info), record.coeff_words, record.mantissa, header.num_channels, n,
+        header.coeff_mode,
     )
-    return mask, levels
+    return mask, levels, tables

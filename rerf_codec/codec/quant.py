@@ -86,6 +86,9 @@ class DeadZone:
     zero_threshold: float = 0.0
     """|y| / step below this quantises to 0 whatever the offset (0 = off). Residual frames use
     it to skip lone ±1 levels, mostly the reference's own quantisation error."""
+    rdoq_lambda: float = 0.0
+    """Rate–distortion-optimised quantisation after the dead zone (``rdoq.rdoq``) with this
+    lambda in step² per bit; 0 = off (dead-zone levels are coded as they are)."""
 
 
 def quantize(coeffs: np.ndarray, steps: np.ndarray, deadzone: DeadZone) -> np.ndarray:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rerf_codec.bitstream import FRAME_RESIDUAL, ChannelParams, FrameRecord, SequenceHeader, encode_side_info
-from rerf_codec.codec.coefficients import decode_levels, encode_levels
-from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder
+from rerf_codec.codec.coefficients import decode_levels_tables, encode_levels
+from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder, Table
 from rerf_codec.codec.intra import (
     FrameBuffers,
     block_coords,
@@ -43,6 +43,7 @@ from rerf_codec.codec.motion import (
 )
 from rerf_codec.codec.occupancy import block_grid_shape, decode_mask_inter, encode_mask_inter, occupancy_mask
 from rerf_codec.codec.quant import DeadZone, dequantize, qstep_table, quantize
+from rerf_codec.codec.rdoq import rdoq
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE, forward_dct, inverse_dct_exact
 from rerf_codec.grids import GridFrame
 
@@ -57,12 +58,16 @@ class GofState:
     """Previous frame's block occupancy."""
     prev_coarse: np.ndarray
     """``(n_superblocks, 3)`` coarse motion of the latest residual frame (zeros after a keyframe)."""
+    tables: tuple[Table, ...] = ()
+    """Coefficient tables in effect in the previous frame (coefficient mode 1 may repeat them)."""
 
 
-def initial_state(header: SequenceHeader, prev: GridFrame, mask: np.ndarray) -> GofState:
-    """State after a keyframe."""
+def initial_state(
+    header: SequenceHeader, prev: GridFrame, mask: np.ndarray, tables: tuple[Table, ...] = ()
+) -> GofState:
+    """State after a keyframe (``tables``: its coefficient tables in effect)."""
     n_sb = superblock_count(block_grid_shape(header.grid_shape))
-    return GofState(prev=prev, prev_mask=mask, prev_coarse=np.zeros((n_sb, 3), dtype=np.int64))
+    return GofState(prev=prev, prev_mask=mask, prev_coarse=np.zeros((n_sb, 3), dtype=np.int64), tables=tables)
 
 
 def reconstruct_residual(
@@ -136,7 +141,9 @@ def encode_residual(
     coeffs = forward_dct(resid.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
     steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
     levels = quantize(coeffs, steps, deadzone)
-    coded = encode_levels(levels)
+    if deadzone.rdoq_lambda > 0:
+        levels = rdoq(coeffs, steps, levels, deadzone.rdoq_lambda, header.coeff_mode)
+    coded = encode_levels(levels, mode=header.coeff_mode, prev_tables=state.tables)
     record = FrameRecord(
         frame_type=FRAME_RESIDUAL,
         mask=mask_enc.finish(),
@@ -146,7 +153,7 @@ def encode_residual(
         mantissa=coded.mantissa,
     )
     recon = reconstruct_residual(header, channels, mask, mv, levels, state.prev, out, prediction=pred)
-    new_state = GofState(prev=_padded(recon, out), prev_mask=mask, prev_coarse=coarse)
+    new_state = GofState(prev=_padded(recon, out), prev_mask=mask, prev_coarse=coarse, tables=coded.tables)
     stats = {"occupied_blocks": float(n), "ideal_coefficient_bits": coded.ideal_bits, "motion_bits": motion_bits}
     return record, recon, new_state, stats
 
@@ -177,8 +184,9 @@ def _padded(frame: GridFrame, out: FrameBuffers | None) -> GridFrame:
 
 def parse_residual(
     record: FrameRecord, header: SequenceHeader, state: GofState
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Entropy-decode a residual record -> (mask, motion ``(N, 3)``, levels, new coarse field)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[Table, ...]]:
+    """Entropy-decode a residual record -> (mask, motion ``(N, 3)``, levels, new coarse field,
+    coefficient tables in effect)."""
     from rerf_codec.bitstream import decode_side_info
 
     mask = decode_mask_inter(state.prev_mask, SymbolDecoder(record.mask))
@@ -186,7 +194,8 @@ def parse_residual(
     n = blocks[0].size
     sb = superblock_index(blocks, mask.shape)
     mv, coarse = decode_motion(record.motion, sb, state.prev_coarse.shape[0], state.prev_coarse)
-    levels = decode_levels(
-        decode_side_info(record.side_info), record.coeff_words, record.mantissa, header.num_channels, n
+    levels, tables = decode_levels_tables(
+        decode_side_info(record.side_info), record.coeff_words, record.mantissa, header.num_channels, n,
+        header.coeff_mode, state.tables,
     )
-    return mask, mv, levels, coarse
+    return mask, mv, levels, coarse, tables

@@ -1,0 +1,141 @@
+"""Rate–distortion-optimised quantisation (encoder only; the stream syntax is unchanged).
+
+Dead-zone rounding (``quant.quantize``) decides every level from its own value. RDOQ
+decides with the coder's rates: for each coefficient it keeps the nearest level ``L``
+or ``L - 1`` (toward zero), whichever minimises
+
+    J = (|y| / step - level)**2 + lam * bits(level)
+
+(distortion in step² units: the transform is orthonormal, so coefficient-domain squared
+error is the voxel-domain one), then per (channel, block) it truncates trailing bands
+when the bits they cost (their symbols and the last-band symbol) are worth more than
+the distortion of dropping them. ``bits`` comes from the per-(group, band) histograms
+of the levels being coded (one refinement pass), the same tables the entropy coder
+builds, so the model tracks each band's real statistics: high-frequency bands where a
+±1 is rare get zeroed more eagerly than a fixed dead zone would.
+
+High-rate theory for a uniform quantiser with entropy coding gives
+``dD/dR = -2 ln2 · step²/12``, i.e. ``lam ≈ 0.12`` in these units; the default is
+chosen by the rate–distortion bench (BENCHMARKS.md tuning log). The DC coefficient
+keeps its dead-zone rounding (it carries the block mean, where a bias shows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rerf_codec.codec.coefficients import (
+    BAND_ORDER,
+    BAND_STARTS,
+    MODE_BANDS,
+    N_BANDS,
+    band_context,
+    channel_groups,
+    last_bands,
+    n_contexts,
+)
+from rerf_codec.codec.entropy import MAX_CLASS, levels_to_classes
+
+_UNSEEN_EXTRA_BITS = 4.0
+"""An unseen class costs this many bits more than a class seen once (it widens the table)."""
+_BAND_OF_SORTED = np.repeat(np.arange(N_BANDS), np.diff(BAND_STARTS))
+"""Band of each position of ``BAND_ORDER``."""
+
+
+def _class_bits(classes: np.ndarray) -> np.ndarray:
+    """``(2*MAX_CLASS+1,)`` estimated bits per class (index ``class + MAX_CLASS``) of one table."""
+    n = classes.size
+    hist = np.bincount(classes.ravel().astype(np.int64) + MAX_CLASS, minlength=2 * MAX_CLASS + 1).astype(np.float64)
+    if n == 0:
+        return np.zeros(hist.size)
+    with np.errstate(divide="ignore"):
+        bits = -np.log2(hist / n)
+    return np.where(hist > 0, bits, np.log2(n) + _UNSEEN_EXTRA_BITS)
+
+
+def _contexts(signed_sorted: np.ndarray, k_ctx: int) -> np.ndarray:
+    """``(512, Cg, N)``: the coding context of every band-sorted level (all 0 in mode 0)."""
+    if k_ctx == 1:
+        return np.zeros(signed_sorted.shape, dtype=np.int64)
+    nz = np.add.reduceat((signed_sorted != 0).astype(np.int64), BAND_STARTS[:-1], axis=0)  # (22, Cg, N)
+    per_band = np.stack([band_context(nz[b - 1] if b else nz[0], b) for b in range(N_BANDS)])
+    return per_band[_BAND_OF_SORTED]
+
+
+def _level_bits(levels: np.ndarray, lut: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+    """Bits of each band-sorted ``(512, Cg, N)`` level: its class in its (band, context) row of
+    ``lut`` + mantissa bits."""
+    classes, nbits, _ = levels_to_classes(levels)
+    return lut[_BAND_OF_SORTED[:, None, None], ctx, classes.astype(np.int64) + MAX_CLASS] + nbits
+
+
+def rdoq(
+    coeffs: np.ndarray, steps: np.ndarray, levels: np.ndarray, lam: float, mode: int = MODE_BANDS, passes: int = 2
+) -> np.ndarray:
+    """RD-optimise dead-zone ``levels`` of ``(C, N, 512)`` ``coeffs`` with ``(C, 512)`` ``steps``
+    for coefficient coding mode ``mode`` (whose tables the rate model mirrors).
+
+    Returns new int64 levels, each either the nearest level or one closer to zero (never
+    larger in magnitude than plain rounding, so the format's range checks still hold).
+    """
+    if lam <= 0 or levels.size == 0:
+        return levels
+    out = levels.copy()
+    for g in channel_groups(levels.shape[0]):
+        a = (np.abs(coeffs[g]) / steps[g][:, None, :]).transpose(2, 0, 1)[BAND_ORDER]  # (512, Cg, N) band-sorted
+        sign = np.sign(coeffs[g]).transpose(2, 0, 1)[BAND_ORDER]
+        cur = np.abs(levels[g]).transpose(2, 0, 1)[BAND_ORDER]
+        hi = np.floor(a + 0.5)
+        hi[0] = cur[0]  # DC keeps its dead-zone level
+        lo = np.maximum(hi - 1, 0)
+        lo[0] = cur[0]
+        hi_i = hi.astype(np.int64)
+        lo_i = lo.astype(np.int64)
+        sign_i = np.where(sign < 0, -1, 1).astype(np.int64)
+        k_ctx = n_contexts(mode)
+        for _ in range(passes):
+            lut, ctx = _tables(cur * sign_i, k_ctx)  # (22, K, 85) bits per class of each table
+            j_hi = (a - hi) ** 2 + lam * _level_bits(hi_i * sign_i, lut, ctx)
+            j_lo = (a - lo) ** 2 + lam * _level_bits(lo_i * sign_i, lut, ctx)
+            cur = np.where(j_lo < j_hi, lo_i, hi_i)
+        cur = _truncate_bands(a, cur * sign_i, lam, k_ctx)
+        out[g] = cur[np.argsort(BAND_ORDER)].transpose(1, 2, 0)
+    return out
+
+
+def _tables(signed_sorted: np.ndarray, k_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(22, K, 85)`` bits per class of each (band, context) table (as coded: only the
+    (channel, block) pairs whose last band reaches the band), and the contexts of the levels."""
+    last = last_bands(signed_sorted)
+    classes, _, _ = levels_to_classes(signed_sorted)
+    ctx = _contexts(signed_sorted, k_ctx)
+    rows = np.empty((N_BANDS, k_ctx, 2 * MAX_CLASS + 1))
+    for b in range(N_BANDS):
+        s0, s1 = BAND_STARTS[b], BAND_STARTS[b + 1]
+        sel = last >= b
+        band_ctx = ctx[s0]
+        for k in range(k_ctx):
+            rows[b, k] = _class_bits(classes[s0:s1][:, sel & (band_ctx == k)])
+    return rows, ctx
+
+
+def _truncate_bands(a: np.ndarray, signed_sorted: np.ndarray, lam: float, k_ctx: int) -> np.ndarray:
+    """Per (channel, block), keep bands ``0..t`` with the ``t`` (−1..last) of least
+    ``sum of dropped distortion + lam * (bits of kept bands + bits of the last-band symbol)``."""
+    last = last_bands(signed_sorted)
+    lut, ctx = _tables(signed_sorted, k_ctx)
+    bits = _level_bits(signed_sorted, lut, ctx)
+    mag = np.abs(signed_sorted)
+    dz = a**2 - (a - mag) ** 2  # distortion added by zeroing each level (0 where it is 0)
+    band_bits = np.add.reduceat(bits, BAND_STARTS[:-1], axis=0)  # (22, Cg, N)
+    band_dz = np.add.reduceat(dz, BAND_STARTS[:-1], axis=0)
+    last_bits = _class_bits(last)[np.arange(-1, N_BANDS) + MAX_CLASS]  # (23,) for t = -1..21
+    # J(t) = lam * (sum_{b<=t} band_bits + last_bits[t]) + sum_{b>t} band_dz, t = -1..21
+    kept_bits = np.concatenate([np.zeros((1, *last.shape)), np.cumsum(band_bits, axis=0)])
+    dropped = np.concatenate([np.cumsum(band_dz[::-1], axis=0)[::-1], np.zeros((1, *last.shape))])
+    j = lam * (kept_bits + last_bits[:, None, None]) + dropped  # (23, Cg, N)
+    t = np.arange(-1, N_BANDS)[:, None, None]
+    j = np.where(t <= last[None], j, np.inf)
+    best = np.argmin(j, axis=0) - 1  # (Cg, N)
+    keep = _BAND_OF_SORTED[:, None, None] <= best[None]
+    return np.where(keep, signed_sorted, 0)
