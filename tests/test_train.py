@@ -32,7 +32,7 @@ from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
 
 TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
-        "batch_rays_residual": 512, "refresh_db": 30.0, "iters_refresh": 60,
+        "batch_rays_residual": 512, "refresh_factor": 1000.0, "iters_refresh": 60,
         "growth": (0.3,), "mlp_width": 32}  # fmt: skip
 
 
@@ -237,7 +237,7 @@ def test_refresh_replaces_a_drifting_residual_frame_by_a_full_one(demo: Path, tm
     quality, a refresh (full-grid re-fit, stored as a full frame) recovers it."""
     never = _run(demo, tmp_path / "never")
     always = train_sequence(TrainRequest(demo, tmp_path / "always", frames=range(0, 3)),
-                            TrainConfig(**{**TINY, "refresh_db": 0.0}))  # fmt: skip
+                            TrainConfig(**{**TINY, "refresh_factor": 0.0}))  # fmt: skip
     assert never["refreshed_frames"] == [] and always["refreshed_frames"] == [1, 2]
     meta = read_meta(tmp_path / "always")
     assert isinstance(read_frame(tmp_path / "always", 2, meta), GridFrame)

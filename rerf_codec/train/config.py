@@ -36,9 +36,9 @@ class TrainConfig:
     iters_residual: int = 100
     """Residual-grid iterations per residual frame."""
     iters_refresh: int = 300
-    """Iterations of a full-grid refresh when a residual frame fits > refresh_db worse than the keyframe (0: never)."""
-    refresh_db: float = 1.0
-    """How much worse (dB of training-ray MSE) a residual frame may fit than the keyframe before a refresh."""
+    """Iterations of a full-grid refresh of a residual frame whose silhouette drifted (0: never)."""
+    refresh_factor: float = 1.25
+    """A residual frame is refreshed when its silhouette error exceeds this many times the keyframe's."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048

@@ -31,6 +31,7 @@ class FrameRays:
     dirs: torch.Tensor  # (N, 3)
     rgb: torch.Tensor  # (N, 3) target, composited on the background
     frame: int
+    alpha: torch.Tensor | None = None  # (N,) the images' alpha (the silhouette), when they have one
 
 
 def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
@@ -48,8 +49,9 @@ def frame_rays(
     device: torch.device,
 ) -> FrameRays:  # fmt: skip
     """Every pixel ray of ``cameras`` with its composited target colour."""
-    os, ds, cs = [], [], []
+    os, ds, cs, al = [], [], [], []
     for cam, img in zip(cameras, images, strict=True):
+        al.append(img[..., 3].reshape(-1))
         o, d = cam.rays()
         os.append(o.reshape(-1, 3))
         ds.append(d.reshape(-1, 3))
@@ -59,6 +61,7 @@ def frame_rays(
         dirs=torch.from_numpy(np.concatenate(ds)).to(device),
         rgb=torch.from_numpy(np.concatenate(cs).astype(np.float32)).to(device),
         frame=frame,
+        alpha=torch.from_numpy(np.concatenate(al).astype(np.float32)).to(device),
     )
 
 

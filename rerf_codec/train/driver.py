@@ -35,7 +35,7 @@ from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fing
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
-from rerf_codec.train.residual import BLOCK, fit_mse, train_residual_frame
+from rerf_codec.train.residual import BLOCK, silhouette_error, train_residual_frame
 
 TRAIN_JSON = "train.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -152,17 +152,19 @@ def train_sequence(
             stored: Any = full
             motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
             record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
-            ckpt.state["reference_mse"] = fit_mse(full, rays, mlp, geometry, shift, background)
+            ckpt.state["reference_silhouette"] = silhouette_error(full, rays, mlp, geometry, shift, background)
+            record["silhouette_error"] = round(ckpt.state["reference_silhouette"], 6)
         else:
             assert mlp is not None and prev_motion is not None
             res = train_residual_frame(prev, prev_motion, rays, hull, mlp, geometry, shift, background, config, seed,
-                                       progress, reference_mse=ckpt.state.get("reference_mse"))  # fmt: skip
+                                       progress, reference_silhouette=ckpt.state.get("reference_silhouette"))  # fmt: skip
             full, stored, motion = res.full, res.frame, res.motion
             kind = "refresh" if res.refreshed else "residual"
             zeros = None if res.refreshed else res.zero_fraction
             record.update(kind=kind, loss=res.final_loss, residual_zero_fraction=zeros,
                           motion_seconds=round(res.motion_seconds, 3), residual_seconds=round(res.residual_seconds, 3),
-                          motion_mean_voxels=float(np.abs(motion).mean()))  # fmt: skip
+                          motion_mean_voxels=float(np.abs(motion).mean()),
+                          silhouette_error=round(res.silhouette_error, 6))  # fmt: skip
         train_seconds = time.perf_counter() - start
         if field is None:
             assert mlp is not None
