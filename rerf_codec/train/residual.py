@@ -265,8 +265,8 @@ def train_residual_frame(
     stored: GridFrame | TrainerFrame = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
     refreshed = False
     silhouette = silhouette_error(full, rays, mlp, geometry, density_shift, background)
-    if reference_silhouette is not None and config.iters_refresh > 0:
-        if silhouette > config.refresh_factor * reference_silhouette + 0.002:
+    drifted = reference_silhouette is not None and silhouette > config.refresh_factor * reference_silhouette + 0.002
+    if drifted and config.iters_refresh > 0:
             fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
             r_d, r_f, mse = fit_residual(full, rays, hull_t, mlp, geometry, density_shift, background, fresh, gen,
                                          progress)  # fmt: skip
