@@ -34,7 +34,7 @@ from rerf_codec.codec.coefficients import (
     last_bands,
     n_contexts,
 )
-from rerf_codec.codec.entropy import MAX_CLASS, levels_to_classes
+from rerf_codec.codec.entropy import DIRECT, MAX_CLASS, levels_to_classes
 
 _UNSEEN_EXTRA_BITS = 4.0
 """An unseen class costs this many bits more than a class seen once (it widens the table)."""
@@ -62,11 +62,23 @@ def _contexts(signed_sorted: np.ndarray, k_ctx: int) -> np.ndarray:
     return per_band[_BAND_OF_SORTED]
 
 
+def _classes(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``levels_to_classes`` (classes as int64, mantissa bit counts), fast for mostly small levels."""
+    classes = levels.astype(np.int64)
+    nbits = np.zeros(levels.shape, dtype=np.int64)
+    big = (levels >= DIRECT) | (levels <= -DIRECT)
+    if big.any():
+        c, nb, _ = levels_to_classes(levels[big])
+        classes[big] = c
+        nbits[big] = nb
+    return classes, nbits
+
+
 def _level_bits(levels: np.ndarray, lut: np.ndarray, ctx: np.ndarray) -> np.ndarray:
     """Bits of each band-sorted ``(512, Cg, N)`` level: its class in its (band, context) row of
     ``lut`` + mantissa bits."""
-    classes, nbits, _ = levels_to_classes(levels)
-    return lut[_BAND_OF_SORTED[:, None, None], ctx, classes.astype(np.int64) + MAX_CLASS] + nbits
+    classes, nbits = _classes(levels)
+    return lut[_BAND_OF_SORTED[:, None, None], ctx, classes + MAX_CLASS] + nbits
 
 
 def rdoq(
@@ -93,11 +105,20 @@ def rdoq(
         lo_i = lo.astype(np.int64)
         sign_i = np.where(sign < 0, -1, 1).astype(np.int64)
         k_ctx = n_contexts(mode)
+        cand = np.nonzero(hi_i != lo_i)  # the only levels with a choice (AC, nearest level >= 1)
+        band_c = _BAND_OF_SORTED[cand[0]]
+        a_c, s_c = a[cand], sign_i[cand]
+        hi_c, lo_c = hi_i[cand], lo_i[cand]
+        d_hi, d_lo = (a_c - hi_c) ** 2, (a_c - lo_c) ** 2
+        cls_hi, nb_hi, _ = levels_to_classes(hi_c * s_c)
+        cls_lo, nb_lo, _ = levels_to_classes(lo_c * s_c)
+        cur = np.where(hi_i == lo_i, hi_i, cur)
         for _ in range(passes):
             lut, ctx = _tables(cur * sign_i, k_ctx)  # (22, K, 85) bits per class of each table
-            j_hi = (a - hi) ** 2 + lam * _level_bits(hi_i * sign_i, lut, ctx)
-            j_lo = (a - lo) ** 2 + lam * _level_bits(lo_i * sign_i, lut, ctx)
-            cur = np.where(j_lo < j_hi, lo_i, hi_i)
+            ctx_c = ctx[cand]
+            j_hi = d_hi + lam * (lut[band_c, ctx_c, cls_hi.astype(np.int64) + MAX_CLASS] + nb_hi)
+            j_lo = d_lo + lam * (lut[band_c, ctx_c, cls_lo.astype(np.int64) + MAX_CLASS] + nb_lo)
+            cur[cand] = np.where(j_lo < j_hi, lo_c, hi_c)
         cur = _truncate_bands(a, cur * sign_i, lam, k_ctx)
         out[g] = cur[np.argsort(BAND_ORDER)].transpose(1, 2, 0)
     return out
@@ -107,15 +128,18 @@ def _tables(signed_sorted: np.ndarray, k_ctx: int) -> tuple[np.ndarray, np.ndarr
     """``(22, K, 85)`` bits per class of each (band, context) table (as coded: only the
     (channel, block) pairs whose last band reaches the band), and the contexts of the levels."""
     last = last_bands(signed_sorted)
-    classes, _, _ = levels_to_classes(signed_sorted)
+    classes, _ = _classes(signed_sorted)
     ctx = _contexts(signed_sorted, k_ctx)
-    rows = np.empty((N_BANDS, k_ctx, 2 * MAX_CLASS + 1))
-    for b in range(N_BANDS):
-        s0, s1 = BAND_STARTS[b], BAND_STARTS[b + 1]
-        sel = last >= b
-        band_ctx = ctx[s0]
-        for k in range(k_ctx):
-            rows[b, k] = _class_bits(classes[s0:s1][:, sel & (band_ctx == k)])
+    width = 2 * MAX_CLASS + 1
+    coded = _BAND_OF_SORTED[:, None, None] <= last[None]  # levels the coder codes
+    key = (_BAND_OF_SORTED[:, None, None] * k_ctx + ctx) * width + classes + MAX_CLASS
+    hist = np.bincount(key[coded], minlength=N_BANDS * k_ctx * width).reshape(N_BANDS, k_ctx, width)
+    hist = hist.astype(np.float64)
+    n = hist.sum(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = -np.log2(hist / n)
+        unseen = np.log2(n) + _UNSEEN_EXTRA_BITS
+    rows = np.where(hist > 0, bits, np.where(n > 0, unseen, 0.0))
     return rows, ctx
 
 
