@@ -32,7 +32,7 @@ from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
 
 TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
-        "batch_rays_residual": 512, "refresh_factor": 1000.0, "iters_refresh": 60,
+        "batch_rays_residual": 512, "refresh_factor": 1000.0, "refresh_db": 1000.0, "iters_refresh": 60,
         "growth": (0.3,), "mlp_width": 32}  # fmt: skip
 
 
@@ -279,3 +279,26 @@ def test_cli_refuses_a_stale_checkpoint_without_resume(demo: Path, tmp_path: Pat
     assert code == 2 and "--resume" in err
     code, _, err = _cli("train", str(demo), "-o", str(out), "--frames", "0:2", "--resolution", "24", "--resume")
     assert code == 2 and "different settings" in err
+
+
+def test_refresh_decision_follows_the_colour_fit_reference() -> None:
+    """A frame fitting worse than ``refresh_db`` above the reference is refreshed and stored full."""
+    from rerf_codec.train.residual import train_residual_frame
+
+    shape = (16, 16, 16)
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
+    mlp = _vivid_mlp(4)
+    field = RadianceField(mlp, geo, 0.0, RenderSettings((1.0, 1.0, 1.0)))
+    f0, f1 = _blob(shape, np.array([7.5, 7.5, 7.5]), 4), _blob(shape, np.array([8.5, 7.5, 7.5]), 4)
+    cams = _cameras(6, 24)
+    images = _render(field, f1, cams)
+    rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
+    hull = visual_hull(geo, cams, images)
+    config = TrainConfig(iters_motion=10, iters_residual=10, iters_refresh=10, batch_rays_residual=512)
+    zero = np.zeros((3, 2, 2, 2), np.float32)
+    args = (f0, zero, rays, hull, mlp, geo, 0.0, torch.ones(3), config, 0)
+    kept = train_residual_frame(*args, reference_fit=1e9)
+    assert not kept.refreshed and isinstance(kept.frame, TrainerFrame)
+    fresh = train_residual_frame(*args, reference_fit=1e-12)
+    assert fresh.refreshed and isinstance(fresh.frame, GridFrame)
+    assert np.array_equal(fresh.frame.density, fresh.full.density)

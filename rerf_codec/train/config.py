@@ -39,6 +39,8 @@ class TrainConfig:
     """Iterations of a full-grid refresh of a residual frame whose silhouette drifted (0: never)."""
     refresh_factor: float = 1.25
     """A residual frame is refreshed when its silhouette error exceeds this many times the keyframe's."""
+    refresh_db: float = 3.0
+    """...or when its colour fit is this many dB worse than the first residual frame's since the last refresh."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048

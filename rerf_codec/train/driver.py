@@ -157,14 +157,19 @@ def train_sequence(
         else:
             assert mlp is not None and prev_motion is not None
             res = train_residual_frame(prev, prev_motion, rays, hull, mlp, geometry, shift, background, config, seed,
-                                       progress, reference_silhouette=ckpt.state.get("reference_silhouette"))  # fmt: skip
+                                       progress, reference_silhouette=ckpt.state.get("reference_silhouette"),
+                                       reference_fit=ckpt.state.get("reference_fit"))  # fmt: skip
             full, stored, motion = res.full, res.frame, res.motion
             kind = "refresh" if res.refreshed else "residual"
+            if res.refreshed:
+                ckpt.state["reference_fit"] = None
+            elif ckpt.state.get("reference_fit") is None:
+                ckpt.state["reference_fit"] = res.fit_mse
             zeros = None if res.refreshed else res.zero_fraction
             record.update(kind=kind, loss=res.final_loss, residual_zero_fraction=zeros,
                           motion_seconds=round(res.motion_seconds, 3), residual_seconds=round(res.residual_seconds, 3),
                           motion_mean_voxels=float(np.abs(motion).mean()),
-                          silhouette_error=round(res.silhouette_error, 6))  # fmt: skip
+                          silhouette_error=round(res.silhouette_error, 6), fit_mse=res.fit_mse)  # fmt: skip
         train_seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start
         if field is None:

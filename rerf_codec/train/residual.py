@@ -80,6 +80,7 @@ class ResidualResult:
     motion: np.ndarray
     refreshed: bool
     silhouette_error: float
+    fit_mse: float  # before any refresh
 
 
 def _lr(config: TrainConfig, base: float, i: int, n: int) -> float:
@@ -202,6 +203,21 @@ def fit_residual(
 
 
 @torch.no_grad()
+def fit_mse(
+    frame: GridFrame, rays: FrameRays, mlp: ColorMLP, geometry: GridGeometry, density_shift: float,
+    background: torch.Tensor, count: int = 16384,
+) -> float:  # fmt: skip
+    """Colour MSE over a fixed, evenly spaced subset of the training rays (the drift yardstick)."""
+    dev = rays.origins.device
+    d = torch.from_numpy(frame.density)[None, None].to(dev)
+    f = torch.from_numpy(frame.features)[None].to(dev)
+    occ = occupancy_from_density(d, density_shift)
+    idx = torch.linspace(0, rays.origins.shape[0] - 1, min(count, rays.origins.shape[0]), device=dev).long()
+    out = render_rays(d, f, mlp, geometry, density_shift, rays.origins[idx], rays.dirs[idx], background, occupancy=occ)
+    return float(F.mse_loss(out.rgb, rays.rgb[idx]))
+
+
+@torch.no_grad()
 def silhouette_error(
     frame: GridFrame, rays: FrameRays, mlp: ColorMLP, geometry: GridGeometry, density_shift: float,
     background: torch.Tensor, count: int = 16384,
@@ -239,6 +255,7 @@ def train_residual_frame(
     seed: int,
     progress: Progress | None = None,
     reference_silhouette: float | None = None,
+    reference_fit: float | None = None,
 ) -> ResidualResult:
     """Motion, then residual, for one frame; returns the trainer-form frame and its reconstruction.
 
@@ -248,7 +265,11 @@ def train_residual_frame(
     translation, new surfaces, topology changes — the frame is *refreshed*: its whole grid
     is optimised (no L1, the keyframe's learning rate; the MLP stays frozen) starting from
     the prediction, and it is stored as a full frame. Drift stops there instead of
-    compounding over the rest of the sequence.
+    compounding over the rest of the sequence. ``reference_fit`` (the colour ``fit_mse`` of
+    the first residual frame after the last keyframe or refresh) catches slow drift: a
+    frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
+    (Residual frames are compared with a residual frame, not with the keyframe: the
+    keyframe over-fits its training views far more than 140 iterations can.)
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(rays.origins.device)
@@ -265,7 +286,9 @@ def train_residual_frame(
     stored: GridFrame | TrainerFrame = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
     refreshed = False
     silhouette = silhouette_error(full, rays, mlp, geometry, density_shift, background)
+    fit = fit_mse(full, rays, mlp, geometry, density_shift, background)
     drifted = reference_silhouette is not None and silhouette > config.refresh_factor * reference_silhouette + 0.002
+    drifted |= reference_fit is not None and fit > reference_fit * 10 ** (config.refresh_db / 10)
     if drifted and config.iters_refresh > 0:
             fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
             r_d, r_f, mse = fit_residual(full, rays, hull_t, mlp, geometry, density_shift, background, fresh, gen,
@@ -283,4 +306,5 @@ def train_residual_frame(
         motion=motion,
         refreshed=refreshed,
         silhouette_error=silhouette,
+        fit_mse=fit,
     )
