@@ -207,7 +207,7 @@ class _FakeField:
         assert device == "cpu" and set(decoder_arrays) == {"w"}
         return cls(density, features)
 
-    def render_camera(self, camera, background):
+    def render_camera(self, camera):
         img = np.empty((16, 16, 3), dtype=np.float32)
         img[...] = (0.5 * self.tex + 0.5 * self.value)[..., None]
         return img

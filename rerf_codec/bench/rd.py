@@ -298,7 +298,7 @@ class _Renderer:
         rf = self.field_cls.from_arrays(
             frame.density, frame.features, self.seq_meta, self.decoder_arrays, device="cpu"
         )
-        return [np.asarray(rf.render_camera(cam, self.background), dtype=np.float32) for cam in self.cameras]
+        return [np.asarray(rf.render_camera(cam), dtype=np.float32) for cam in self.cameras]  # background: SEQ's
 
     def wants(self, index: int) -> bool:
         return index in self.frames
