@@ -4,6 +4,7 @@ and rate–distortion-optimised quantisation (encoder only)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import struct
 import zlib
@@ -239,3 +240,33 @@ def test_build_table_never_loses_a_class():
         t = co.build_table(classes)
         assert all(t.counts[c - t.lo] > 0 for c in np.unique(classes))
         assert isinstance(t, Table)
+
+
+def test_fuzzed_mode1_records_raise_only_format_errors():
+    """Random damage to the side info and coefficient sections of the context_mode vector's
+    frames (the chunk CRC bypassed): every decode ends in RerfFormatError or in frames."""
+    from pathlib import Path
+
+    from rerf_codec.codec.decoder import decode_gof
+
+    path = Path(__file__).resolve().parents[1] / "bitstreams" / "conformance" / "context_mode" / "stream.rerf"
+    reader = bs.StreamReader(io.BytesIO(path.read_bytes()))
+    (gof,) = list(reader.iter_gofs())
+    rng = np.random.default_rng(14)
+    for trial in range(120):
+        frames = list(gof.frames)
+        i = int(rng.integers(0, len(frames)))
+        name = ("side_info", "coeff_words", "mantissa")[trial % 3]
+        data = bytearray(getattr(frames[i], name))
+        if name == "side_info" and trial % 2:  # damage the (raw) table bytes, not the zstd frame
+            raw = bytearray(bs.decode_side_info(bytes(data)))
+            if raw:
+                raw[int(rng.integers(0, len(raw)))] = int(rng.integers(0, 256))
+            data = bytearray([bs.SIDE_INFO_RAW]) + raw
+        elif data:
+            data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        frames[i] = dataclasses.replace(frames[i], **{name: bytes(data)})
+        damaged = dataclasses.replace(gof, frames=tuple(frames))
+        with contextlib.suppress(RerfFormatError):
+            for _ in decode_gof(damaged, reader.header):
+                pass
