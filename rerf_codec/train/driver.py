@@ -35,7 +35,7 @@ from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fing
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
-from rerf_codec.train.residual import BLOCK, silhouette_error, train_residual_frame
+from rerf_codec.train.residual import BLOCK, fit_errors, train_residual_frame
 
 TRAIN_JSON = "train.json"
 TRAIN_LOG = "train_log.jsonl"
@@ -152,7 +152,7 @@ def train_sequence(
             stored: Any = full
             motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
             record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
-            ckpt.state["reference_silhouette"] = silhouette_error(full, rays, mlp, geometry, shift, background)
+            ckpt.state["reference_silhouette"] = fit_errors(full, rays, mlp, geometry, shift, background)[1]
             record["silhouette_error"] = round(ckpt.state["reference_silhouette"], 6)
         else:
             assert mlp is not None and prev_motion is not None

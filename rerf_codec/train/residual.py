@@ -203,43 +203,28 @@ def fit_residual(
 
 
 @torch.no_grad()
-def fit_mse(
+def fit_errors(
     frame: GridFrame, rays: FrameRays, mlp: ColorMLP, geometry: GridGeometry, density_shift: float,
     background: torch.Tensor, count: int = 16384,
-) -> float:  # fmt: skip
-    """Colour MSE over a fixed, evenly spaced subset of the training rays (the drift yardstick)."""
+) -> tuple[float, float]:  # fmt: skip
+    """(colour MSE, mean |rendered opacity − image alpha|) over a fixed, evenly spaced subset of training rays.
+
+    The refresh tests' yardsticks. The silhouette is compared with the keyframe's: it
+    cannot be over-fitted and is exactly what breaks when block motion cannot follow the
+    scene (large motion, merging or splitting parts). The colour error is compared with
+    the first residual frame's, not the keyframe's: the keyframe fits its training views
+    far better than it generalises (crane: ~50 dB on training rays, 34 dB on held-out
+    cameras), which 140 iterations of a residual frame never match, however good.
+    """
     dev = rays.origins.device
     d = torch.from_numpy(frame.density)[None, None].to(dev)
     f = torch.from_numpy(frame.features)[None].to(dev)
     occ = occupancy_from_density(d, density_shift)
     idx = torch.linspace(0, rays.origins.shape[0] - 1, min(count, rays.origins.shape[0]), device=dev).long()
     out = render_rays(d, f, mlp, geometry, density_shift, rays.origins[idx], rays.dirs[idx], background, occupancy=occ)
-    return float(F.mse_loss(out.rgb, rays.rgb[idx]))
-
-
-@torch.no_grad()
-def silhouette_error(
-    frame: GridFrame, rays: FrameRays, mlp: ColorMLP, geometry: GridGeometry, density_shift: float,
-    background: torch.Tensor, count: int = 16384,
-) -> float:  # fmt: skip
-    """Mean |rendered opacity − image alpha| over a fixed, evenly spaced subset of the training rays.
-
-    The refresh test's yardstick. Why not the colour error: the keyframe fits its training
-    views far better than it generalises (crane: ~50 dB on training rays, 34 dB on held-out
-    cameras), so every residual frame looks "worse" in colour while being as good on the
-    test cameras. The silhouette cannot be over-fitted that way and is exactly what breaks
-    when block motion cannot follow the scene (large motion, merging or splitting parts).
-    """
-    if rays.alpha is None:
-        return 0.0
-    dev = rays.origins.device
-    d = torch.from_numpy(frame.density)[None, None].to(dev)
-    f = torch.from_numpy(frame.features)[None].to(dev)
-    occ = occupancy_from_density(d, density_shift)
-    idx = torch.linspace(0, rays.origins.shape[0] - 1, min(count, rays.origins.shape[0]), device=dev).long()
-    out = render_rays(d, f, mlp, geometry, density_shift, rays.origins[idx], rays.dirs[idx], background, occupancy=occ,
-                      weight_threshold=1.0)  # fmt: skip
-    return float((out.acc - rays.alpha[idx]).abs().mean())
+    mse = float(F.mse_loss(out.rgb, rays.rgb[idx]))
+    silhouette = 0.0 if rays.alpha is None else float((out.acc - rays.alpha[idx]).abs().mean())
+    return mse, silhouette
 
 
 def train_residual_frame(
@@ -259,17 +244,15 @@ def train_residual_frame(
 ) -> ResidualResult:
     """Motion, then residual, for one frame; returns the trainer-form frame and its reconstruction.
 
-    With ``reference_silhouette`` (the keyframe's ``silhouette_error``): when the frame's
+    With ``reference_silhouette`` (the keyframe's, from ``fit_errors``): when the frame's
     silhouette error exceeds ``config.refresh_factor`` times that (plus a 0.2 % floor) —
     motion too large or too complex for 8³ block
     translation, new surfaces, topology changes — the frame is *refreshed*: its whole grid
     is optimised (no L1, the keyframe's learning rate; the MLP stays frozen) starting from
     the prediction, and it is stored as a full frame. Drift stops there instead of
-    compounding over the rest of the sequence. ``reference_fit`` (the colour ``fit_mse`` of
+    compounding over the rest of the sequence. ``reference_fit`` (the colour MSE from ``fit_errors`` of
     the first residual frame after the last keyframe or refresh) catches slow drift: a
     frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
-    (Residual frames are compared with a residual frame, not with the keyframe: the
-    keyframe over-fits its training views far more than 140 iterations can.)
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(rays.origins.device)
@@ -285,8 +268,7 @@ def train_residual_frame(
     zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
     stored: GridFrame | TrainerFrame = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
     refreshed = False
-    silhouette = silhouette_error(full, rays, mlp, geometry, density_shift, background)
-    fit = fit_mse(full, rays, mlp, geometry, density_shift, background)
+    fit, silhouette = fit_errors(full, rays, mlp, geometry, density_shift, background)
     drifted = reference_silhouette is not None and silhouette > config.refresh_factor * reference_silhouette + 0.002
     drifted |= reference_fit is not None and fit > reference_fit * 10 ** (config.refresh_db / 10)
     if drifted and config.iters_refresh > 0:
