@@ -40,7 +40,7 @@ class TrainConfig:
     refresh_factor: float = 1.25
     """A residual frame is refreshed when its silhouette error exceeds this many times the keyframe's."""
     refresh_db: float = 3.0
-    """...or when its colour fit is this many dB worse than the first residual frame's since the last refresh."""
+    """...or when its colour fit is this many dB worse than the sequence's first residual frame's."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048

@@ -161,9 +161,9 @@ def train_sequence(
                                        reference_fit=ckpt.state.get("reference_fit"))  # fmt: skip
             full, stored, motion = res.full, res.frame, res.motion
             kind = "refresh" if res.refreshed else "residual"
-            if res.refreshed:
-                ckpt.state["reference_fit"] = None
-            elif ckpt.state.get("reference_fit") is None:
+            if not res.refreshed and ckpt.state.get("reference_fit") is None:
+                # The first residual frame is the yardstick for the whole sequence: re-basing it after a
+                # refresh let a bad frame right after one become the reference (crane frame 17: -7 dB).
                 ckpt.state["reference_fit"] = res.fit_mse
             zeros = None if res.refreshed else res.zero_fraction
             record.update(kind=kind, loss=res.final_loss, residual_zero_fraction=zeros,

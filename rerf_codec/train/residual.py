@@ -251,7 +251,7 @@ def train_residual_frame(
     is optimised (no L1, the keyframe's learning rate; the MLP stays frozen) starting from
     the prediction, and it is stored as a full frame. Drift stops there instead of
     compounding over the rest of the sequence. ``reference_fit`` (the colour MSE from ``fit_errors`` of
-    the first residual frame after the last keyframe or refresh) catches slow drift: a
+    the sequence's first residual frame) catches slow drift: a
     frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
