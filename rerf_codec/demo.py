@@ -109,6 +109,19 @@ def _measure(
     }
 
 
+def _prepare_out_dir(out_dir: str | Path, force: bool) -> Path:
+    """The demo's output folder: refused if it exists (unless ``force``) or its parent is missing."""
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise RerfUsageError(f"{out} exists; use --force to overwrite")
+    if out.exists() and not out.is_dir():
+        raise RerfUsageError(f"{out} exists and is not a directory")
+    if not out.parent.is_dir():
+        raise RerfUsageError(f"output folder {out.parent} does not exist")
+    out.mkdir(exist_ok=True)
+    return out
+
+
 def run_codec_demo(
     out_dir: str | Path = "demo-out",
     *,
@@ -123,14 +136,7 @@ def run_codec_demo(
     ``out_dir`` must not exist unless ``force`` (then only the demo's own outputs in it
     are replaced); its parent folder must exist.
     """
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise RerfUsageError(f"{out} exists; use --force to overwrite")
-    if out.exists() and not out.is_dir():
-        raise RerfUsageError(f"{out} exists and is not a directory")
-    if not out.parent.is_dir():
-        raise RerfUsageError(f"output folder {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
+    out = _prepare_out_dir(out_dir, force)
     spec = QUICK_SPEC if quick else DEMO_SPEC
     seq_dir, rerf_path, decoded_dir = out / "sequence", out / "demo.rerf", out / "decoded"
 
@@ -257,14 +263,7 @@ def run_demo(
     from rerf_codec.train.config import TrainConfig
     from rerf_codec.train.driver import TrainRequest, train_sequence
 
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise RerfUsageError(f"{out} exists; use --force to overwrite")
-    if out.exists() and not out.is_dir():
-        raise RerfUsageError(f"{out} exists and is not a directory")
-    if not out.parent.is_dir():
-        raise RerfUsageError(f"output folder {out.parent} does not exist")
-    out.mkdir(exist_ok=True)
+    out = _prepare_out_dir(out_dir, force)
     scene = QUICK_SCENE if quick else DEMO_SCENE
     train_cfg = TrainConfig(**(QUICK_TRAIN if quick else DEMO_TRAIN))
     data_dir, seq_dir, rerf_path = out / "dataset", out / "sequence", out / "demo.rerf"

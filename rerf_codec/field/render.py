@@ -54,6 +54,30 @@ def _exclusive_cumsum(x: torch.Tensor, ray_id: torch.Tensor, first: torch.Tensor
     return excl - offset[ray_id]
 
 
+def march_rays(
+    origins: torch.Tensor, dirs: torch.Tensor, geometry: GridGeometry, step: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples every ``step`` (world units) at interval midpoints inside the grid box.
+
+    Returns ``(ray_id, t, points, t_near, t_far)``; samples are sorted by ray, then by
+    distance (the compositing relies on it).
+    """
+    t_near, t_far = ray_box(origins, dirs, geometry)
+    n = torch.ceil((t_far - t_near) / step).clamp_min(0).long()
+    ray_id = torch.repeat_interleave(torch.arange(origins.shape[0], device=origins.device), n)
+    k = torch.arange(ray_id.shape[0], device=origins.device) - (torch.cumsum(n, 0) - n)[ray_id]
+    t = t_near[ray_id] + (k.to(origins.dtype) + 0.5) * step
+    return ray_id, t, origins[ray_id] + dirs[ray_id] * t[:, None], t_near, t_far
+
+
+def occupied(occupancy: torch.Tensor, geometry: GridGeometry, points: torch.Tensor) -> torch.Tensor:
+    """Bool per point: is its nearest voxel set in ``occupancy`` (X, Y, Z)?"""
+    idx = geometry.to_index(points).round().long()
+    for axis in range(3):
+        idx[:, axis].clamp_(0, geometry.shape[axis] - 1)
+    return occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
 def sample_grid(grid: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     """Trilinear lookup of a (1, C, X, Y, Z) grid at unit coordinates (K, 3) → (K, C)."""
     k = unit.shape[0]
@@ -105,19 +129,10 @@ def render_rays(
     dev, dt = origins.device, origins.dtype
     r = origins.shape[0]
     step = step_ratio * geometry.voxel_size
-    t_near, t_far = ray_box(origins, dirs, geometry)
-    n = torch.ceil((t_far - t_near) / step).clamp_min(0).long()
-    ray_id = torch.repeat_interleave(torch.arange(r, device=dev), n)
-    starts = torch.cumsum(n, 0) - n
-    k = torch.arange(ray_id.shape[0], device=dev) - starts[ray_id]
-    t = t_near[ray_id] + (k.to(dt) + 0.5) * step
-    pts = origins[ray_id] + dirs[ray_id] * t[:, None]
+    ray_id, t, pts, t_near, t_far = march_rays(origins, dirs, geometry, step)
     keep = None
     if occupancy is not None and pts.shape[0]:
-        idx = geometry.to_index(pts).round().long()
-        for axis in range(3):
-            idx[:, axis].clamp_(0, geometry.shape[axis] - 1)
-        keep = occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
+        keep = occupied(occupancy, geometry, pts)
         ray_id, pts = ray_id[keep], pts[keep]
     unit = geometry.to_unit(pts)
 

@@ -97,6 +97,10 @@ class TrainConfig:
         if not 0 < self.alpha_init < 1 or not 0 < self.hull_alpha < 1 or not 0 < self.lr_decay <= 1:
             raise RerfUsageError("alpha_init must be in (0, 1) and lr_decay in (0, 1]")
 
+    def decayed_lr(self, base: float, step: int, steps: int) -> float:
+        """``base`` decayed exponentially to ``lr_decay × base`` over ``steps`` (every optimiser's schedule)."""
+        return base * self.lr_decay ** (step / max(steps, 1))
+
     @property
     def density_shift(self) -> float:
         """``softplus(0 + shift)`` is the optical depth whose one-voxel alpha is ``alpha_init``."""

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.datasets import Camera, Dataset
-from rerf_codec.field import GridGeometry, ray_box
+from rerf_codec.field import GridGeometry
+from rerf_codec.field.render import march_rays, occupied
 
 HULL_ALPHA = 0.05  # pixels below this alpha count as background for carving
 HULL_MARGIN_PX = 2  # the masks are dilated by this many pixels before carving
@@ -94,15 +95,7 @@ def rays_meeting(occupancy: torch.Tensor, geometry: GridGeometry, rays: FrameRay
     out = torch.zeros(rays.origins.shape[0], dtype=torch.bool, device=occupancy.device)
     step = 0.5 * float(geometry.spacing.min())
     for i in range(0, out.shape[0], chunk):
-        o, d = rays.origins[i : i + chunk], rays.dirs[i : i + chunk]
-        t0, t1 = ray_box(o, d, geometry)
-        n = torch.ceil((t1 - t0) / step).clamp_min(0).long()
-        rid = torch.repeat_interleave(torch.arange(o.shape[0], device=o.device), n)
-        k = torch.arange(rid.shape[0], device=o.device) - (torch.cumsum(n, 0) - n)[rid]
-        pts = o[rid] + d[rid] * (t0[rid] + (k + 0.5) * step)[:, None]
-        idx = geometry.to_index(pts).round().long()
-        for a in range(3):
-            idx[:, a].clamp_(0, geometry.shape[a] - 1)
-        hit = occupancy[idx[:, 0], idx[:, 1], idx[:, 2]]
+        rid, _, pts, _, _ = march_rays(rays.origins[i : i + chunk], rays.dirs[i : i + chunk], geometry, step)
+        hit = occupied(occupancy, geometry, pts)
         out[i : i + chunk].index_fill_(0, rid[hit].unique(), True)
     return out

@@ -132,9 +132,8 @@ def train_keyframe(
         base_lrs = [g["lr"] for g in opt.param_groups]
         occupancy = stage_hull
         for _ in range(bounds[stage], bounds[stage + 1]):
-            frac = it / max(config.iters_key, 1)
             for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-                g["lr"] = lr * config.lr_decay**frac
+                g["lr"] = config.decayed_lr(lr, it, config.iters_key)
             pick = useful[torch.randint(useful.numel(), (config.batch_rays,), generator=gen).to(device)]
             out = render_rays(
                 density, features, mlp, geo, shift, rays.origins[pick], rays.dirs[pick], background,

@@ -83,10 +83,6 @@ class ResidualResult:
     fit_mse: float  # before any refresh
 
 
-def _lr(config: TrainConfig, base: float, i: int, n: int) -> float:
-    return base * config.lr_decay ** (i / max(n, 1))
-
-
 def estimate_motion(
     prev: GridFrame,
     init: np.ndarray,
@@ -119,7 +115,7 @@ def estimate_motion(
     n_iters = config.iters_motion
     shape = geometry.shape
     for i in range(n_iters):
-        opt.param_groups[0]["lr"] = _lr(config, config.lr_motion, i, n_iters)
+        opt.param_groups[0]["lr"] = config.decayed_lr(config.lr_motion, i, n_iters)
         vals = warp_torch(both, motion, coords)
         d = base_d.index_copy(0, active, vals[0]).view(1, 1, *shape)
         f = base_f.index_copy(1, active, vals[1:]).view(1, -1, *shape)
@@ -175,7 +171,7 @@ def fit_residual(
     n_iters = config.iters_residual
     mse_value = float("nan")
     for i in range(n_iters):
-        opt.param_groups[0]["lr"] = _lr(config, config.lr_residual, i, n_iters)
+        opt.param_groups[0]["lr"] = config.decayed_lr(config.lr_residual, i, n_iters)
         pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
         d, f = grids()
         out = render_rays(
