@@ -106,7 +106,7 @@ _REQUIRED_KEYS = (
     "motion_block",
     "decoder",
 )
-_RESERVED_KEYS = frozenset(_REQUIRED_KEYS) | {"first_frame"}
+_RESERVED_KEYS = frozenset(_REQUIRED_KEYS) | {"first_frame", "keyframes"}
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -212,6 +212,16 @@ def _validate_meta_values(
             f"{source}: field 'first_frame' + 'num_frames' must be <= {MAX_FRAMES} "
             f"(frame numbers have 6 digits), got {out['first_frame']} + {out['num_frames']}"
         )
+
+    kf = values.get("keyframes", ())
+    first, last = out["first_frame"], out["first_frame"] + out["num_frames"] - 1
+    want = f"a sorted list of distinct frame numbers in {first}..{last}"
+    if not isinstance(kf, (list, tuple)) or not all(_is_int(k) for k in kf):
+        raise _field_error(err, source, "keyframes", want, kf)
+    keys = tuple(int(k) for k in kf)
+    if any(b <= a for a, b in zip(keys, keys[1:], strict=False)) or any(not first <= k <= last for k in keys):
+        raise _field_error(err, source, "keyframes", want, kf)
+    out["keyframes"] = keys
     return out
 
 
@@ -238,6 +248,9 @@ class SequenceMeta:
     motion_block: int = MOTION_BLOCK
     decoder: str | None = None
     first_frame: int = 0
+    keyframes: tuple[int, ...] = ()
+    """Frames that must start a GOF (DESIGN.md decision 14): frames the trainer re-fitted whole,
+    GOF starts of parallel training. Written to sequence.json only when not empty."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -291,6 +304,8 @@ class SequenceMeta:
             "decoder": self.decoder,
             "first_frame": self.first_frame,
         }
+        if self.keyframes:
+            d["keyframes"] = list(self.keyframes)
         d.update(self.extra)
         return d
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import io
 import json
@@ -250,6 +252,22 @@ def test_first_frame_nonzero(tmp_path, rng):
         read_frame(out, 0, got_meta)
 
 
+def test_keyframes_round_trip_and_decode_drops_them(tmp_path, rng):
+    """Frames the trainer asks to start a GOF survive write → read; absent means none (DESIGN.md 14)."""
+    meta = dataclasses.replace(make_meta((9, 9, 9), 2, num_frames=3, first_frame=10), keyframes=(11,))
+    out = tmp_path / "seq"
+    write_sequence(out, meta, [(10, rand_full(rng, (9, 9, 9), 2)), (11, rand_full(rng, (9, 9, 9), 2)),
+                               (12, rand_trainer(rng, meta))])
+    assert json.loads((out / "sequence.json").read_text())["keyframes"] == [11]
+    got = read_meta(out)
+    assert got.keyframes == (11,) and "keyframes" not in got.extra
+    assert "keyframes" not in make_meta((9, 9, 9), 2, num_frames=3).to_json_dict()
+    with pytest.raises(RerfUsageError, match="keyframes"):
+        dataclasses.replace(meta, keyframes=(13,))
+    with pytest.raises(RerfUsageError, match="reserved"):
+        dataclasses.replace(meta, keyframes=(), extra={"keyframes": [11]})
+
+
 def test_first_frame_absent_means_zero(seq):
     out, _, _ = seq
     rewrite_json(out, first_frame=_DELETE)
@@ -383,6 +401,12 @@ def test_warp_rejects_bad_motion(rng):
         ({"format": "something-else"}, "format"),
         ({"first_frame": -1}, "first_frame"),
         ({"first_frame": 999_999}, "first_frame"),
+        ({"keyframes": [2, 1]}, "keyframes"),
+        ({"keyframes": [1, 1]}, "keyframes"),
+        ({"keyframes": [99]}, "keyframes"),
+        ({"keyframes": [-1]}, "keyframes"),
+        ({"keyframes": "1"}, "keyframes"),
+        ({"keyframes": [1.5]}, "keyframes"),
         ({"fps": _DELETE}, "fps"),
         ({"motion_block": _DELETE}, "motion_block"),
         ({"format": _DELETE}, "format"),
@@ -719,3 +743,17 @@ def test_frames_sha256(rng):
     assert frames_sha256(frames[::-1]) != h1
     with pytest.raises(RerfUsageError, match="float32"):
         frames_sha256([GridFrame(frames[0].density.astype(np.float64), frames[0].features)])
+
+
+def test_decoded_meta_has_no_keyframes(rng):
+    """`rerf decode` writes full frames, so the GOF starts the trainer asked for are not carried over."""
+    from rerf_codec.codec.decoder import Decoder
+    from rerf_codec.codec.encoder import EncoderConfig, encode_frames
+
+    meta = dataclasses.replace(make_meta((9, 9, 9), 2, num_frames=2), keyframes=(1,))
+    buf = io.BytesIO()
+    encode_frames(meta, [(0, rand_full(rng, (9, 9, 9), 2)), (1, rand_full(rng, (9, 9, 9), 2))], buf, EncoderConfig())
+    buf.seek(0)
+    dec = Decoder(buf)
+    assert dec.header.meta["sequence"]["keyframes"] == [1]
+    assert dec.sequence_meta().keyframes == ()

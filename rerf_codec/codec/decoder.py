@@ -103,6 +103,7 @@ class Decoder:
     def sequence_meta(self, frames: range | None = None) -> SequenceMeta:
         """Grid-sequence metadata for the decoded output (frame numbers of the range kept)."""
         seq = dict(self.header.meta.get("sequence", {}))
+        seq.pop("keyframes", None)  # decoded output is full frames: no GOF starts to request
         frames = frames or self.frame_range
         h = self.header
         seq.update(
