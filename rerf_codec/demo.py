@@ -22,7 +22,7 @@ share of the loss.
 **Codec-only demo** (:func:`run_codec_demo`, ``rerf demo --codec-only``), the codec end to end on
 a built-in synthetic grid sequence::
 
-    out_dir/sequence/    synthetic ReRF-style grid sequence (rerf_codec.bench.synthetic)
+    out_dir/sequence/    synthetic ReRF-style grid sequence (rerf_codec.synthetic)
     out_dir/demo.rerf    the encoded stream (default encoder settings: one GOF of 20 frames,
                          so one keyframe and the rest residual frames)
     out_dir/decoded/     the stream decoded back to a grid sequence
@@ -51,11 +51,12 @@ from typing import Any
 
 import numpy as np
 
-from rerf_codec.bench.synthetic import SyntheticSpec, write_synthetic_sequence
 from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
 from rerf_codec.codec.files import decode_to_directory, frame_type_summary
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.grids import iter_full_frames, read_meta
+from rerf_codec.metrics import psnr_from_mse
+from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence
 
 DEMO_SPEC = SyntheticSpec(shape=(64, 64, 64), feature_channels=12, num_frames=12, seed=0)
 QUICK_SPEC = SyntheticSpec(shape=(32, 32, 32), feature_channels=12, num_frames=6, seed=0)
@@ -70,7 +71,7 @@ def _psnr(sse: float, count: int, peak: float) -> float | None:
     mse = sse / count
     if mse == 0:
         return None  # lossless: infinite PSNR (JSON has no infinity)
-    return 10.0 * math.log10(peak * peak / mse)
+    return psnr_from_mse(mse, peak)
 
 
 def _measure(

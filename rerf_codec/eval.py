@@ -6,9 +6,9 @@ are rendered through the shared ``field`` renderer and compared with the ground-
 (RGBA composited on the dataset's background, as the trainer sees it):
 
 * ``psnr`` — ``10 log10(1 / MSE)`` over all pixels and RGB channels of one image, images in [0, 1]
-  (:func:`rerf_codec.bench.metrics.psnr`);
+  (:func:`rerf_codec.metrics.psnr`);
 * ``ssim`` — Wang et al. 2004 with an 11-tap gaussian window, σ 1.5, K1 0.01, K2 0.03, on the
-  valid region, averaged over RGB (:func:`rerf_codec.bench.metrics.ssim`);
+  valid region, averaged over RGB (:func:`rerf_codec.metrics.ssim`);
 * LPIPS is **not** reported: the ``lpips`` package installs, but it builds its network from
   torchvision's ImageNet-pretrained AlexNet/VGG, whose weights are downloaded from the internet on
   first use, so it cannot run offline (the report says ``"lpips": "not available offline"``).
@@ -37,12 +37,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from rerf_codec.bench.metrics import psnr, ssim
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
 from rerf_codec.codec.files import parse_frame_range
-from rerf_codec.datasets import open_dataset
+from rerf_codec.datasets import composite, open_dataset
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.grids import GridFrame, iter_full_frames, read_decoder, read_meta
+from rerf_codec.metrics import psnr, ssim
 
 __all__ = ["LPIPS_STATUS", "PSNR_CAP", "EvalReport", "evaluate"]
 
@@ -147,7 +147,6 @@ def evaluate(
     """
     from rerf_codec.field import RadianceField, resolve_device
     from rerf_codec.player import set_frame
-    from rerf_codec.train.data import composite
 
     t_start = time.perf_counter()
     dev = resolve_device(device)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -219,7 +220,7 @@ def _validate_meta_values(
     if not isinstance(kf, (list, tuple)) or not all(_is_int(k) for k in kf):
         raise _field_error(err, source, "keyframes", want, kf)
     keys = tuple(int(k) for k in kf)
-    if any(b <= a for a, b in zip(keys, keys[1:], strict=False)) or any(not first <= k <= last for k in keys):
+    if any(b <= a for a, b in itertools.pairwise(keys)) or any(not first <= k <= last for k in keys):
         raise _field_error(err, source, "keyframes", want, kf)
     out["keyframes"] = keys
     return out

@@ -18,10 +18,10 @@ if str(ROOT) not in sys.path:  # `cli` is a top-level package next to rerf_codec
 from click.testing import CliRunner  # noqa: E402
 
 from cli.main import cli  # noqa: E402
-from rerf_codec.bench.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 from rerf_codec.codec.files import parse_frame_range  # noqa: E402
 from rerf_codec.errors import RerfUsageError  # noqa: E402
 from rerf_codec.grids import read_frame, read_meta  # noqa: E402
+from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 
 SPEC = SyntheticSpec(shape=(24, 20, 17), feature_channels=3, num_frames=5, seed=1)
 RERF = ROOT / ".venv" / "bin" / "rerf"

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from rerf_codec import bitstream as bs
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.codec import coefficients as co
 from rerf_codec.codec.decoder import decode_all
 from rerf_codec.codec.encoder import EncoderConfig, encode_frames
@@ -22,6 +21,7 @@ from rerf_codec.codec.quant import DeadZone, quantize
 from rerf_codec.codec.rdoq import rdoq
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 
 SPEC = SyntheticSpec(shape=(24, 20, 17), feature_channels=3, num_frames=4, occupancy=0.3, seed=3)
 

@@ -26,13 +26,13 @@ import pytest
 import zstandard
 
 from rerf_codec import bitstream as bs
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder, decode_all
 from rerf_codec.codec.encoder import EncoderConfig, encode_frames
 from rerf_codec.codec.entropy import UNUSED, Table, read_tables, write_tables
 from rerf_codec.codec.intra import parse_intra
 from rerf_codec.errors import RerfFormatError
 from rerf_codec.grids import GridFrame, SequenceMeta
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 
 SPEC = SyntheticSpec(shape=(24, 20, 17), feature_channels=3, num_frames=5, occupancy=0.3, seed=1)
 GOF = 2

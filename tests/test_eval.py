@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from player_fixtures import FRAMES, build
 
 from cli.main import cli
-from rerf_codec.bench.metrics import psnr, ssim
 from rerf_codec.eval import LPIPS_STATUS, evaluate
+from rerf_codec.metrics import psnr, ssim
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from cli.main import cli  # noqa: E402
 from rerf_codec.bench import rd  # noqa: E402
-from rerf_codec.bench.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 from rerf_codec.errors import RerfUsageError  # noqa: E402
+from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 
 SETTINGS = rd.RDSettings(qualities=(60, 75), reference_qualities=(80, 95), zstd_level=3)
 

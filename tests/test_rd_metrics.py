@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rerf_codec.bench.metrics import SSIM_K1, SSIM_K2, gaussian_window, grid_psnr, psnr, ssim
+from rerf_codec.metrics import SSIM_K1, SSIM_K2, gaussian_window, grid_psnr, psnr, ssim
 
 
 def test_psnr():

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.codec.occupancy import default_threshold, occupancy_mask
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 from rerf_codec.reference import ReferenceConfig, decode_reference, encode_reference, quality_steps, quant_table
 from rerf_codec.reference.codec import JPEG_LUMINANCE
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,6 @@ if str(ROOT) not in sys.path:  # `cli` is a top-level package next to rerf_codec
 from click.testing import CliRunner  # noqa: E402
 
 from cli.main import cli  # noqa: E402
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames  # noqa: E402
 from rerf_codec.bitstream import FRAME_INTRA, FRAME_RESIDUAL, FRAME_TYPE_NAMES, GofChunk, StreamReader  # noqa: E402
 from rerf_codec.codec import transform  # noqa: E402
 from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder, decode_all, decode_gof  # noqa: E402
@@ -55,6 +54,7 @@ from rerf_codec.grids import (  # noqa: E402
     warp_previous,
     write_sequence,
 )
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames  # noqa: E402
 
 BLOCK = 8
 ROUND_SLACK = 1.0  # lattice units per voxel for the inverse transform's rounding shifts

@@ -39,13 +39,13 @@ import numpy as np
 import pytest
 from conftest import encode_to_bytes
 
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames
 from rerf_codec.bitstream import FRAME_INTRA, FRAME_TYPE_NAMES, StreamReader
 from rerf_codec.codec import quant, transform
 from rerf_codec.codec.decoder import decode_all
 from rerf_codec.codec.encoder import EncoderConfig
 from rerf_codec.codec.intra import parse_intra
 from rerf_codec.grids import GridFrame, frames_sha256
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames
 
 BLOCK = 8
 THRESHOLD_DEFAULT = 4.6  # ≈ default_threshold(-13.8155); the tests read the exact value from the header

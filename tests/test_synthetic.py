@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from scipy.ndimage import map_coordinates
 
-from rerf_codec.bench.synthetic import (
+from rerf_codec.errors import RerfUsageError
+from rerf_codec.synthetic import (
     DENSITY_SHIFT,
     OCCUPANCY_THRESHOLD,
     SyntheticSpec,
@@ -18,7 +19,6 @@ from rerf_codec.bench.synthetic import (
     synthetic_meta,
     write_synthetic_sequence,
 )
-from rerf_codec.errors import RerfUsageError
 
 SPEC64 = SyntheticSpec(shape=(64, 64, 64), feature_channels=6, num_frames=2, seed=3)
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from rerf_codec.bench.train_report import figures, load_log, markdown
-from rerf_codec.datasets import Camera, open_dataset
+from rerf_codec.datasets import Camera, composite, open_dataset
 from rerf_codec.datasets.demo_scene import render_demo_dataset
 from rerf_codec.field import ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, seeded_mlp
 from rerf_codec.grids import (
@@ -26,7 +26,7 @@ from rerf_codec.grids import (
     warp_previous,
 )
 from rerf_codec.train.config import TrainConfig
-from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
+from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, psnr, train_sequence
 from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch

@@ -7,7 +7,7 @@ By default every frame is coded intra (``--gof 1``: each frame is its own GOF an
 keyframe): this is the *codec core* benchmark. ``--gof N`` measures the sequence codec
 with residual frames instead (the frame types used are reported).
 
-One run measures, on a synthetic ReRF-like sequence (:mod:`rerf_codec.bench.synthetic`,
+One run measures, on a synthetic ReRF-like sequence (:mod:`rerf_codec.synthetic`,
 kept in memory, generated once):
 
 * **encode fps**: frames / wall time of :func:`encode_frames` writing a real ``.rerf``
@@ -62,13 +62,14 @@ import numpy as np
 
 import rerf_codec
 from rerf_codec.bench.report import int_list, to_json
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
 from rerf_codec.codec.encoder import DEFAULT_QUALITY, EncoderConfig, EncodeReport, encode_frames
 from rerf_codec.codec.occupancy import occupancy_mask
 from rerf_codec.errors import RerfError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
+from rerf_codec.metrics import psnr_from_mse
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 
 __all__ = ["TARGETS", "main", "run_bench"]
 
@@ -151,14 +152,6 @@ def voxel_mask(block_mask: np.ndarray, grid_shape: tuple[int, int, int]) -> np.n
     return full[: grid_shape[0], : grid_shape[1], : grid_shape[2]]
 
 
-def _psnr(peak: float, mse: float) -> float:
-    if mse <= 0.0:
-        return math.inf
-    if peak <= 0.0:
-        return -math.inf
-    return 10.0 * math.log10(peak * peak / mse)
-
-
 def frame_quality(orig: GridFrame, recon: GridFrame, threshold: float) -> dict[str, Any]:
     """PSNR and max abs error over the voxels of the original's occupied blocks."""
     vm = voxel_mask(occupancy_mask(orig.density, threshold), orig.density.shape)
@@ -176,8 +169,8 @@ def frame_quality(orig: GridFrame, recon: GridFrame, threshold: float) -> dict[s
         "occupied_voxels": n,
         "feature_peak": float(fo.max() - fo.min()),
         "density_peak": float(do.max() - do.min()),
-        "feature_psnr_db": _psnr(float(fo.max() - fo.min()), float(np.mean(fe * fe))),
-        "density_psnr_db": _psnr(float(do.max() - do.min()), float(np.mean(de * de))),
+        "feature_psnr_db": psnr_from_mse(float(np.mean(fe * fe)), float(fo.max() - fo.min())),
+        "density_psnr_db": psnr_from_mse(float(np.mean(de * de)), float(do.max() - do.min())),
         "feature_max_abs_err": float(np.abs(fe).max()),
         "density_max_abs_err": float(np.abs(de).max()),
     }

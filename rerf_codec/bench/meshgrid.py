@@ -2,7 +2,7 @@
 
 "Made from crane.npz: voxelise the moving surface into density + 12 features that move
 with it." A real, non-rigid motion for the codec benchmark's residual/motion coding, in
-the same conventions as ``rerf_codec.bench.synthetic``:
+the same conventions as ``rerf_codec.synthetic``:
 
 * **Grid.** The box is the bounding box of the mesh over *all selected frames* (so the
   grid is fixed), padded on every side by ``padding`` x its longest edge. Voxels are

@@ -6,7 +6,7 @@ and decoded back; the figures per setting are:
 * **bytes**: ``os.path.getsize`` of the file / frames, split into keyframe and residual
   frames and into mask / motion / coefficients / side info / header / container (the
   raw-float32 size is computed, ``X·Y·Z·(1+C)·4`` per frame, not written);
-* **grid PSNR** (:func:`rerf_codec.bench.metrics.grid_psnr`): over the voxels of the
+* **grid PSNR** (:func:`rerf_codec.metrics.grid_psnr`): over the voxels of the
   original frame's occupied 8³ blocks (rerf's occupancy threshold, the same for every
   codec), peak = max − min of the original there; *feature* PSNR over all feature
   channels together, *density* PSNR on the raw density, and the headline *grid* PSNR
@@ -15,7 +15,7 @@ and decoded back; the figures per setting are:
   frames/s (wall time inside the decoder's frame iterator only; quality measurement and
   rendering excluded); one run each — the bench is about size, speed figures are a guide;
 * **rendered** (``dataset``; needs a decoder MLP in the sequence and
-  ``rerf_codec.field``): PSNR/SSIM (:mod:`rerf_codec.bench.metrics`) of renders of the
+  ``rerf_codec.field``): PSNR/SSIM (:mod:`rerf_codec.metrics`) of renders of the
   decoded grids on the dataset's test cameras against the ground-truth images and
   against renders of the uncompressed grids, on ``render_frames`` frames spread evenly.
 
@@ -52,13 +52,13 @@ import numpy as np
 
 from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.bench.bdrate import bd_rate
-from rerf_codec.bench.metrics import grid_psnr, psnr, ssim
 from rerf_codec.bench.report import to_json
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, EncoderConfig, encode_frames
 from rerf_codec.codec.occupancy import default_threshold, occupancy_mask
 from rerf_codec.errors import RerfError, RerfUsageError
 from rerf_codec.grids import GridFrame, iter_frames_with_motion, read_meta, update_frame_hash
+from rerf_codec.metrics import grid_psnr, psnr, ssim
 from rerf_codec.reference import REFERENCE_GOF, ReferenceConfig, decode_reference, encode_reference
 
 __all__ = [

@@ -6,7 +6,7 @@
 
 One run measures, on each sequence (generated once and kept in memory):
 
-* **synthetic**: :mod:`rerf_codec.bench.synthetic`,
+* **synthetic**: :mod:`rerf_codec.synthetic`,
   ``SyntheticSpec(shape=(R, R, R), feature_channels=12, num_frames=N)`` (13 channels =
   density + 12 features; rigidly moving and rotating content, with its true block motion);
 * **crane**: :mod:`rerf_codec.bench.meshgrid` on ``/work/shared/data/meshseq/crane.npz``,
@@ -75,12 +75,12 @@ import numpy as np
 
 from rerf_codec.bench.codec_bench import frame_quality, machine_info
 from rerf_codec.bench.report import int_list, to_json
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, EncoderConfig, EncodeReport, encode_frames
 from rerf_codec.errors import RerfError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 
 __all__ = ["DEFAULT_MESH", "MODES", "SEQUENCES", "TARGETS", "format_markdown", "format_table", "main", "run_bench"]
 
@@ -179,7 +179,7 @@ def _load_synthetic(resolution: int, frames: int, channels: int, seed: int) -> _
     for d, f, m in synthetic_frames(spec):
         grid.append(GridFrame(d, f))
         motion.append(m)
-    spec_d = {"generator": "rerf_codec.bench.synthetic.SyntheticSpec", **asdict(spec)}
+    spec_d = {"generator": "rerf_codec.synthetic.SyntheticSpec", **asdict(spec)}
     spec_d["shape"] = list(spec.shape)
     return _Sequence("synthetic", meta, grid, motion, spec_d, time.perf_counter() - t0)
 

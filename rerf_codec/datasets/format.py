@@ -77,6 +77,7 @@ __all__ = [
     "Dataset",
     "DatasetMeta",
     "DatasetWriter",
+    "composite",
     "open_dataset",
     "read_meta",
     "split_cameras",
@@ -745,6 +746,12 @@ def _check_image_files(root: Path, meta: DatasetMeta) -> None:
     if missing:
         total = meta.num_frames * len(meta.cameras)
         raise RerfFormatError(f"{missing[0]}: image is missing ({len(missing)} of {total} images are missing)")
+
+
+def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
+    """RGBA in [0, 1] → RGB over ``background`` (what a renderer with that background must produce)."""
+    a = rgba[..., 3:4]
+    return rgba[..., :3] * a + np.asarray(background, np.float32) * (1 - a)
 
 
 def open_dataset(path: str | Path, *, check_images: bool = True) -> Dataset:

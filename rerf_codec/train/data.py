@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rerf_codec.datasets import Camera, Dataset
+from rerf_codec.datasets import Camera, Dataset, composite
 from rerf_codec.field import GridGeometry
 from rerf_codec.field.render import march_rays, occupied
 
@@ -33,12 +33,6 @@ class FrameRays:
     rgb: torch.Tensor  # (N, 3) target, composited on the background
     frame: int
     alpha: torch.Tensor | None = None  # (N,) the images' alpha (the silhouette), when they have one
-
-
-def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
-    """RGBA in [0, 1] → RGB over ``background`` (what a renderer with that background must produce)."""
-    a = rgba[..., 3:4]
-    return rgba[..., :3] * a + np.asarray(background, np.float32) * (1 - a)
 
 
 def load_frame_images(dataset: Dataset, frame: int, cameras: Sequence[Camera]) -> list[np.ndarray]:

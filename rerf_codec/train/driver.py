@@ -9,7 +9,6 @@ it never prints. Frame t trains from frame t-1's *stored* reconstruction with se
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerf_codec.datasets import Dataset, open_dataset
+from rerf_codec import metrics
+from rerf_codec.datasets import Dataset, composite, open_dataset
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import (
     STEP_RATIO,
@@ -33,7 +33,7 @@ from rerf_codec.field import (
 from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter
 from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
-from rerf_codec.train.data import composite, frame_rays, load_frame_images, visual_hull
+from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import BLOCK, fit_errors, train_residual_frame
 
@@ -59,8 +59,8 @@ class TrainRequest:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return 100.0 if mse <= 1e-10 else -10 * math.log10(mse)
+    """PSNR capped at 100 dB (the training log is JSON: no infinity)."""
+    return min(metrics.psnr(a, b), 100.0)
 
 
 def _frames(ds: Dataset, frames: range | None) -> range:

@@ -603,9 +603,9 @@ def write_synthetic_sequence(out_dir: str | os.PathLike, spec: SyntheticSpec, *,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rerf_codec.bench.synthetic OUT_DIR [options]``: write a synthetic sequence."""
+    """``python -m rerf_codec.synthetic OUT_DIR [options]``: write a synthetic sequence."""
     d = SyntheticSpec()
-    ap = argparse.ArgumentParser(prog="python -m rerf_codec.bench.synthetic", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m rerf_codec.synthetic", description=main.__doc__)
     ap.add_argument("out_dir")
     ap.add_argument("--shape", type=int, nargs=3, default=list(d.shape), metavar=("X", "Y", "Z"))
     ap.add_argument("--channels", type=int, default=d.feature_channels)

@@ -23,12 +23,25 @@ import math
 import numpy as np
 from scipy.ndimage import correlate1d
 
-__all__ = ["SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_WINDOW", "gaussian_window", "grid_psnr", "psnr", "ssim"]
+__all__ = ["SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_WINDOW", "gaussian_window", "grid_psnr", "psnr", "psnr_from_mse", "ssim"]
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+
+
+def psnr_from_mse(mse: float, peak: float = 1.0) -> float:
+    """``10 log10(peak² / mse)``: ``inf`` for a lossless result, ``-inf`` for a zero peak.
+
+    >>> psnr_from_mse(0.01)
+    20.0
+    """
+    if mse <= 0.0:
+        return math.inf
+    if peak <= 0.0:
+        return -math.inf
+    return 10.0 * math.log10(peak * peak / mse)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
@@ -37,10 +50,7 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
     b64 = np.asarray(b, dtype=np.float64)
     if a64.shape != b64.shape:
         raise ValueError(f"psnr: shapes differ: {a64.shape} vs {b64.shape}")
-    mse = float(np.mean((a64 - b64) ** 2))
-    if mse == 0.0:
-        return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
+    return psnr_from_mse(float(np.mean((a64 - b64) ** 2)), peak)
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
