@@ -615,7 +615,7 @@ def _print_demo(s: dict[str, Any]) -> None:
 # Command groups defined in their own modules register themselves on ``cli`` when imported.
 from cli import bench as _bench  # noqa: E402, F401
 from cli import dataset as _dataset  # noqa: E402, F401
-from cli import play as _play  # noqa: E402, F401
+from cli import render as _render  # noqa: E402, F401
 from cli import train as _train  # noqa: E402, F401
 
 

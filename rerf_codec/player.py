@@ -49,8 +49,9 @@ import numpy as np
 from rerf_codec.atomic import AtomicDirectory, check_output, sibling_path
 from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder
 from rerf_codec.codec.files import DamagedReport, parse_frame_range
-from rerf_codec.datasets import Camera, open_dataset
+from rerf_codec.datasets import open_dataset
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.field.camera import Camera, orbit_cameras, read_camera_file
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -58,8 +59,6 @@ __all__ = [
     "PlayReport",
     "RenderedFrame",
     "camera_path",
-    "fit_distance",
-    "orbit_cameras",
     "output_kind",
     "play",
     "render_stream",
@@ -68,11 +67,6 @@ __all__ = [
 
 DEFAULT_SIZE = (256, 256)
 PATH_KINDS = ("orbit", "spiral", "dataset:DATA")
-ORBIT_ELEVATION = 20.0
-SPIRAL_AMPLITUDE = 25.0
-FOV_X_DEG = 40.0
-VIEW_MARGIN = 0.05
-_UP = np.array([0.0, 1.0, 0.0])
 MAX_SIDE = 8192
 
 CameraFor = Callable[[int, int], Camera]
@@ -82,76 +76,16 @@ CameraFor = Callable[[int, int], Camera]
 # --------------------------------------------------------------------------- camera paths
 
 
-def _direction(elev_deg: float, azim_deg: float) -> np.ndarray:
-    e, a = math.radians(elev_deg), math.radians(azim_deg)
-    return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
-
-
-def fit_distance(
-    xyz_min: tuple[float, ...], xyz_max: tuple[float, ...], directions: list[np.ndarray], fov_x_deg: float, aspect: float
-) -> float:
-    """Smallest distance from the box centre along every direction at which the whole box is in view.
-
-    ``aspect`` = width / height; the tighter of the two fields of view decides.
-    """
-    lo, hi = np.asarray(xyz_min, np.float64), np.asarray(xyz_max, np.float64)
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-    corners -= (lo + hi) / 2
-    tan_x = math.tan(math.radians(fov_x_deg) / 2) * (1 - VIEW_MARGIN)
-    tan_y = tan_x / aspect
-    size = float(np.linalg.norm(corners, axis=1).max())
-    best = 0.0
-    for d in directions:
-        fwd = -d
-        right = np.cross(fwd, _UP)
-        right /= np.linalg.norm(right)
-        up = np.cross(right, fwd)
-        along = corners @ fwd
-        need = np.maximum(np.abs(corners @ right) / tan_x, np.abs(corners @ up) / tan_y) - along
-        need = np.maximum(need, 0.05 * size - along)
-        best = max(best, float(need.max()))
-    return best
-
-
-def orbit_cameras(
-    xyz_min: tuple[float, ...], xyz_max: tuple[float, ...], n: int, size: tuple[int, int], *, spiral: bool = False
-) -> list[Camera]:
-    """``n`` cameras on one revolution around the box (see the module docstring for the path)."""
-    w, h = size
-    center = (np.asarray(xyz_min, np.float64) + np.asarray(xyz_max, np.float64)) / 2
-    poses = []
-    for k in range(n):
-        azim = 360.0 * k / n
-        elev = ORBIT_ELEVATION + (SPIRAL_AMPLITUDE * math.sin(4 * math.pi * k / n) if spiral else 0.0)
-        poses.append((azim, elev))
-    # One distance for the whole path (sampled densely, so a short path does not change it).
-    probe = [_direction(ORBIT_ELEVATION + (SPIRAL_AMPLITUDE * math.sin(4 * math.pi * j / 72) if spiral else 0), 5 * j)
-             for j in range(72)]  # fmt: skip
-    dist = fit_distance(xyz_min, xyz_max, probe, FOV_X_DEG, w / h)
-    return [
-        Camera.look_at(f"path{k:05d}", center + dist * _direction(e, a), center, _UP, FOV_X_DEG, w, h)
-        for k, (a, e) in enumerate(poses)
-    ]
-
-
-def _resized(cam: Camera, size: tuple[int, int] | None) -> Camera:
-    if size is None or size == (cam.w, cam.h):
-        return cam
-    w, h = size
-    sx, sy = w / cam.w, h / cam.h
-    return Camera(cam.name, cam.split, cam.fl_x * sx, cam.fl_y * sy, cam.cx * sx, cam.cy * sy, w, h, cam.c2w)
-
-
 @dataclass(frozen=True)
 class CameraPath:
     """A parsed ``--camera`` choice; ``cameras(n)`` gives the cameras of ``n`` rendered frames."""
 
-    kind: str  # orbit | spiral | dataset
+    kind: str  # orbit | spiral | dataset | file
     size: tuple[int, int]
     xyz_min: tuple[float, ...]
     xyz_max: tuple[float, ...]
-    camera: Camera | None = None  # dataset camera (already resized)
-    dataset: str | None = None
+    camera: Camera | None = None  # a fixed camera: the dataset's or a camera file's (already resized)
+    dataset: str | None = None  # where it came from: DATA, or the camera file
 
     def cameras(self, n: int) -> list[Camera]:
         if self.camera is not None:
@@ -159,13 +93,17 @@ class CameraPath:
         return orbit_cameras(self.xyz_min, self.xyz_max, n, self.size, spiral=self.kind == "spiral")
 
     def describe(self) -> str:
+        if self.kind == "file":
+            return f"camera file {self.dataset}"
         if self.camera is not None:
             return f"dataset camera {self.camera.name} of {self.dataset}"
         return self.kind
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "size": list(self.size)}
-        if self.camera is not None:
+        if self.kind == "file":
+            d.update(file=self.dataset)
+        elif self.camera is not None:
             d.update(dataset=self.dataset, camera_name=self.camera.name)
         return d
 
@@ -203,9 +141,14 @@ def camera_path(
                 cam = meta.camera(camera_name)
             except RerfUsageError:
                 raise RerfUsageError(f"{data}: no camera named {camera_name!r}") from None
-        cam = _resized(cam, size)
+        cam = cam.resized(size)
         return CameraPath("dataset", (cam.w, cam.h), tuple(xyz_min), tuple(xyz_max), cam, data)
-    raise RerfUsageError(f"--camera {spec!r}: expected orbit, spiral or dataset:DATA")
+    if spec.endswith(".json"):
+        if camera_name is not None:
+            raise RerfUsageError("--camera-name only applies to --camera dataset:DATA")
+        cam = read_camera_file(spec).resized(size)
+        return CameraPath("file", (cam.w, cam.h), tuple(xyz_min), tuple(xyz_max), cam, spec)
+    raise RerfUsageError(f"--camera {spec!r}: expected orbit, spiral, dataset:DATA or a camera file FILE.json")
 
 
 # --------------------------------------------------------------------------- the player loop

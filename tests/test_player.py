@@ -20,8 +20,9 @@ from cli.main import cli
 from rerf_codec.codec.files import decode_to_directory, describe_stream
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import RadianceField
+from rerf_codec.field.camera import orbit_cameras
 from rerf_codec.grids import iter_full_frames, read_decoder, read_meta
-from rerf_codec.player import camera_path, orbit_cameras, play
+from rerf_codec.player import camera_path, play
 
 ROOT = Path(__file__).resolve().parents[1]
 RERF = Path(sys.executable).with_name("rerf")
@@ -185,7 +186,7 @@ def test_dataset_camera_path_and_errors(work, tmp_path):
     assert p.camera is not None and p.camera.name == "cam000"
     p = camera_path(f"dataset:{work['data']}", (-1, -1, -1), (1, 1, 1), size=(48, 40))
     assert (p.camera.w, p.camera.h) == (48, 40) and p.camera.fl_x == pytest.approx(2 * eval_cameras()[0].fl_x)
-    with pytest.raises(RerfUsageError, match="orbit, spiral or dataset"):
+    with pytest.raises(RerfUsageError, match="orbit, spiral, dataset:DATA or a camera file"):
         camera_path("helix", (-1, -1, -1), (1, 1, 1))
     for args, word in (
         (("--camera", "helix"), "orbit, spiral"),
@@ -198,6 +199,33 @@ def test_dataset_camera_path_and_errors(work, tmp_path):
     res = run("render", work["rerf"], "-o", tmp_path / "e.avi")
     assert res.exit_code == 2 and ".mp4" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_camera_file_is_a_transforms_json_entry(work, tmp_path):
+    """`--camera FILE.json` takes exactly a dataset camera entry (name/split optional) and renders what it sees."""
+    cam = eval_cameras()[1]
+    entry = cam.to_json()
+    del entry["name"], entry["split"]
+    (tmp_path / "cam.json").write_text(json.dumps(entry))
+    out = tmp_path / "file"
+    res = run("render", work["rerf"], "-o", out, "--camera", tmp_path / "cam.json", "--json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["camera"]["kind"] == "file" and rep["camera"]["size"] == [cam.w, cam.h]
+    want = _direct(work["root"] / "decoded", [cam] * FRAMES, range(FRAMES))
+    got = _pngs(out)
+    assert all(np.array_equal(got[i], want[i]) for i in range(FRAMES))
+    # --size rescales the intrinsics as dataset: does
+    p = camera_path(str(tmp_path / "cam.json"), (-1, -1, -1), (1, 1, 1), size=(48, 40))
+    assert (p.camera.w, p.camera.h) == (48, 40) and p.camera.fl_x == pytest.approx(2 * cam.fl_x)
+    # a bad camera file: one line naming the file and the field, nothing written
+    bad = dict(entry, fl_x=-1)
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "notjson.json").write_text("{")
+    for f, word in (("bad.json", "fl_x"), ("notjson.json", "notjson.json"), ("missing.json", "missing.json")):
+        res = run("render", work["rerf"], "-o", tmp_path / "e.gif", "--camera", tmp_path / f)
+        assert res.exit_code == 2 and word in res.stderr and res.stderr.count("\n") == 1, (f, res.stderr)
+    assert not (tmp_path / "e.gif").exists()
 
 
 def test_codec_only_stream_cannot_be_rendered(tmp_path):

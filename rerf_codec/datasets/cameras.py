@@ -19,19 +19,17 @@ is always in frame and the rig is a true sphere (the same near/far for every cam
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-from rerf_codec.datasets.format import Camera, split_cameras
+from rerf_codec.datasets.format import split_cameras
 from rerf_codec.errors import RerfUsageError
+from rerf_codec.field.camera import UP, Camera, direction, fit_distance
 
-__all__ = ["BBOX_MARGIN", "VIEW_MARGIN", "bbox_of", "ring_cameras"]
+__all__ = ["BBOX_MARGIN", "bbox_of", "ring_cameras"]
 
 BBOX_MARGIN = 0.03  # bbox_of pads each side by this fraction of the largest extent
-VIEW_MARGIN = 0.05  # fraction of the half-image kept free around the projected bbox
-_UP = np.array([0.0, 1.0, 0.0])
 
 
 def bbox_of(vertices: np.ndarray, frames: Sequence[int] | range | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -58,27 +56,6 @@ def bbox_of(vertices: np.ndarray, frames: Sequence[int] | range | slice | None =
     # A flat axis (a plane) still gets a box of positive thickness.
     pad_axis = np.maximum(pad, 0.5e-3 * ext - (hi - lo) / 2)
     return lo - pad_axis, hi + pad_axis
-
-
-def _direction(elev_deg: float, azim_deg: float) -> np.ndarray:
-    """Unit vector from the centre towards a camera at this elevation / azimuth (azimuth 0: +z, 90: +x)."""
-    e, a = math.radians(elev_deg), math.radians(azim_deg)
-    return np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
-
-
-def _fit_distance(direction: np.ndarray, corners: np.ndarray, tan_half: float) -> float:
-    """Smallest camera distance along ``direction`` at which all ``corners`` (relative to the target) fit the view."""
-    fwd = -direction
-    right = np.cross(fwd, _UP)
-    right /= np.linalg.norm(right)
-    up = np.cross(right, fwd)
-    k = tan_half * (1.0 - VIEW_MARGIN)
-    along = corners @ fwd  # depth of a corner is distance + along
-    need = np.maximum(np.abs(corners @ right), np.abs(corners @ up)) / k - along
-    # Also keep every corner well in front of the camera (its depth at least 5 % of the box size).
-    size = float(np.max(np.linalg.norm(corners, axis=1)))
-    need = np.maximum(need, 0.05 * size - along)
-    return float(np.max(need))
 
 
 def ring_cameras(
@@ -117,7 +94,6 @@ def ring_cameras(
         raise RerfUsageError(f"ring_cameras: elevations must be 1+ angles in [-85, 85] degrees, got {elevations}")
 
     center = (lo + hi) / 2
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]) - center
 
     # Training poses: ring r gets counts[r] cameras.
     n_rings = len(elevs)
@@ -133,14 +109,13 @@ def ring_cameras(
     train.sort()
     test.sort()
 
-    tan_half = math.tan(math.radians(float(fov_x_deg)) / 2)  # square images: the same both ways
-    dist = max(_fit_distance(_direction(e, a), corners, tan_half) for a, e in train + test)
+    dist = fit_distance(lo, hi, [direction(e, a) for a, e in train + test], float(fov_x_deg))  # square images
 
     splits = split_cameras(n_train + n_test, n_test)
     it_train, it_test = iter(train), iter(test)
     cams = []
     for i, split in enumerate(splits):
         a, e = next(it_test) if split == "test" else next(it_train)
-        eye = center + dist * _direction(e, a)
-        cams.append(Camera.look_at(f"cam{i:03d}", eye, center, _UP, fov_x_deg, size, size, split=split))
+        eye = center + dist * direction(e, a)
+        cams.append(Camera.look_at(f"cam{i:03d}", eye, center, UP, fov_x_deg, size, size, split=split))
     return cams

@@ -20,20 +20,8 @@ Layout::
 images were rendered or captured on it already. Frame folders use the original frame
 numbers (``first_frame`` .. ``first_frame + num_frames - 1``), so a cut keeps its numbering.
 
-Camera and pixel convention (everything else -- trainer, renderers, importers, bench --
-relies on it, so it lives here and nowhere else):
-
-* ``transform_matrix`` is camera-to-world (``c2w``) in the NeRF/OpenGL convention: in
-  camera coordinates the camera looks along −z, +y is up and +x is right. Its rotation
-  part is orthonormal with determinant +1, its last row is ``[0, 0, 0, 1]``.
-* Pixel ``(u, v)`` (column ``u``, row ``v``, origin at the top-left corner) covers the
-  square ``[u, u+1) × [v, v+1)``. Its centre ray in camera coordinates is
-  ``d = ((u + 0.5 − cx) / fl_x, −(v + 0.5 − cy) / fl_y, −1)``; in world coordinates the
-  ray starts at ``c2w[:3, 3]`` and points along ``c2w[:3, :3] @ d``.
-* A world point ``P`` projects to ``Pc = inverse(c2w) @ P``,
-  ``u = cx + fl_x · Pc.x / (−Pc.z)``, ``v = cy − fl_y · Pc.y / (−Pc.z)`` (continuous pixel
-  coordinates, so a pixel centre projects to ``(u + 0.5, v + 0.5)``); it is visible iff
-  ``−Pc.z > 0`` and ``(u, v)`` lies in ``[0, w) × [0, h)``.
+Cameras (``transforms.json`` entries) are ``rerf_codec.field.camera.Camera``; the camera and pixel
+convention is written down there.
 
 Everything read from disk is untrusted: every error is a ``RerfFormatError`` whose
 message names the file (and the field), so a user can fix the file without reading this
@@ -45,7 +33,6 @@ exists (directory listings, no decoding).
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 import threading
@@ -59,9 +46,9 @@ import numpy as np
 
 from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.checks import is_int as _is_int
-from rerf_codec.checks import is_number as _is_number
 from rerf_codec.checks import show as _show
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
+from rerf_codec.field.camera import MAX_IMAGE_SIDE, ROTATION_TOL, SPLITS, Camera, finite
 from rerf_codec.jsonfile import loads_strict, read_bounded
 
 __all__ = [
@@ -88,12 +75,9 @@ FORMAT_NAME = "rerf-dataset"
 FORMAT_VERSION = 1
 TRANSFORMS_JSON = "transforms.json"
 IMAGES_DIR = "images"
-ROTATION_TOL = 1e-4  # max |RᵀR − I| entry; JSON round trips and float32 exporters stay far below
 MAX_CAMERAS = 4096
 MAX_FRAMES = 1_000_000
-MAX_IMAGE_SIDE = 16384  # caps checked before any image buffer is allocated (DESIGN.md decision 5)
 _MAX_JSON_BYTES = 64 << 20
-_SPLITS = ("train", "test")
 _MODES = {"RGBA": 4, "RGB": 3}
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TOP_KEYS = {
@@ -108,257 +92,6 @@ _TOP_KEYS = {
     "cameras",
     "source",
 }
-_CAMERA_KEYS = ("name", "split", "fl_x", "fl_y", "cx", "cy", "w", "h", "transform_matrix")
-
-
-# --------------------------------------------------------------------------- small checks
-
-
-def _finite(v: Any) -> bool:
-    return _is_number(v) and math.isfinite(float(v))
-
-
-def _valid_name(name: Any) -> bool:
-    """Camera names become file names: no separators, no hidden files, no surprises."""
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= 128
-        and not name.startswith(".")
-        and all(c.isalnum() or c in "_-." for c in name)
-    )
-
-
-def _check_c2w(m: Any, where: str, err: type[RerfError]) -> np.ndarray:
-    """A finite 4×4 rigid transform: orthonormal rotation with det +1, last row [0, 0, 0, 1]."""
-    fld = f"{where}field 'transform_matrix'"
-    if isinstance(m, np.ndarray):
-        rows = m.tolist() if m.shape == (4, 4) else None
-    elif isinstance(m, (list, tuple)) and len(m) == 4 and all(isinstance(r, (list, tuple)) and len(r) == 4 for r in m):
-        rows = [list(r) for r in m]
-    else:
-        rows = None
-    if rows is None:
-        raise err(f"{fld} must be a 4×4 matrix (list of 4 rows of 4 numbers), got {_show(m)}")
-    for r in rows:
-        for v in r:
-            if not _finite(v):
-                raise err(f"{fld} must contain finite numbers only, got {_show(v)}")
-    a = np.array(rows, dtype=np.float64)
-    if np.max(np.abs(a[3] - [0.0, 0.0, 0.0, 1.0])) > 1e-9:
-        raise err(f"{fld}: last row must be [0, 0, 0, 1], got {_show(a[3].tolist())}")
-    rot = a[:3, :3]
-    dev = float(np.max(np.abs(rot.T @ rot - np.eye(3))))
-    if dev > ROTATION_TOL:
-        raise err(
-            f"{fld}: rotation part is not orthonormal (max |RᵀR − I| = {dev:.3g}, tolerance {ROTATION_TOL:g}); "
-            "expected a rigid camera-to-world transform without scale"
-        )
-    det = float(np.linalg.det(rot))
-    if det < 0:
-        raise err(f"{fld}: rotation part has determinant {det:.4f}, expected +1 (a reflection, not a rotation)")
-    return a
-
-
-def _check_camera_values(
-    name: Any, split: Any, fl_x: Any, fl_y: Any, cx: Any, cy: Any, w: Any, h: Any, where: str, err: type[RerfError]
-) -> None:
-    if not _valid_name(name):
-        raise err(
-            f"{where}field 'name' must be 1..128 letters, digits, '_', '-' or '.' (not starting with '.'), "
-            f"got {_show(name)}"
-        )
-    if split not in _SPLITS:
-        raise err(f'{where}field \'split\' must be "train" or "test", got {_show(split)}')
-    for key, v in (("w", w), ("h", h)):
-        if not _is_int(v) or not 1 <= int(v) <= MAX_IMAGE_SIDE:
-            raise err(f"{where}field '{key}' must be an integer in 1..{MAX_IMAGE_SIDE}, got {_show(v)}")
-    for key, v in (("fl_x", fl_x), ("fl_y", fl_y)):
-        if not _finite(v) or float(v) <= 0:
-            raise err(f"{where}field '{key}' must be a finite number > 0, got {_show(v)}")
-    for key, v in (("cx", cx), ("cy", cy)):
-        if not _finite(v):
-            raise err(f"{where}field '{key}' must be a finite number, got {_show(v)}")
-
-
-# --------------------------------------------------------------------------- cameras
-
-
-@dataclass(frozen=True)
-class Camera:
-    """One pinhole camera: intrinsics in pixels and a camera-to-world pose (see the module docstring).
-
-    ``c2w`` is stored as a read-only float64 copy so a frozen camera really is immutable.
-    Constructing a camera validates it (``RerfUsageError``); ``from_json`` validates a
-    file's camera entry first and raises ``RerfFormatError`` naming the file and field.
-    """
-
-    name: str
-    split: str
-    fl_x: float
-    fl_y: float
-    cx: float
-    cy: float
-    w: int
-    h: int
-    c2w: np.ndarray
-
-    def __post_init__(self) -> None:
-        where = f"camera {_show(self.name)}: "
-        _check_camera_values(
-            self.name, self.split, self.fl_x, self.fl_y, self.cx, self.cy, self.w, self.h, where, RerfUsageError
-        )
-        c2w = _check_c2w(self.c2w, where, RerfUsageError)
-        c2w.flags.writeable = False
-        for key in ("fl_x", "fl_y", "cx", "cy"):
-            object.__setattr__(self, key, float(getattr(self, key)))
-        object.__setattr__(self, "w", int(self.w))
-        object.__setattr__(self, "h", int(self.h))
-        object.__setattr__(self, "c2w", c2w)
-
-    # ndarray fields break the generated __eq__/__hash__; compare by value instead.
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Camera):
-            return NotImplemented
-        return self._key() == other._key() and bool(np.array_equal(self.c2w, other.c2w))
-
-    def __hash__(self) -> int:
-        return hash((*self._key(), self.c2w.tobytes()))
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.name, self.split, self.fl_x, self.fl_y, self.cx, self.cy, self.w, self.h)
-
-    @property
-    def center(self) -> np.ndarray:
-        """Camera position in world coordinates (``c2w[:3, 3]``)."""
-        return self.c2w[:3, 3].copy()
-
-    @property
-    def w2c(self) -> np.ndarray:
-        """World-to-camera transform (exact inverse of ``c2w``)."""
-        return np.linalg.inv(self.c2w)
-
-    def pixel_directions(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Unit world directions through continuous pixel positions ``(u, v)`` (centres are ``+0.5``).
-
-        Why separate from ``rays``: trainers sample random pixels and must not build all rays.
-        """
-        u = np.asarray(u, dtype=np.float64)
-        v = np.asarray(v, dtype=np.float64)
-        d = np.stack([(u - self.cx) / self.fl_x, -(v - self.cy) / self.fl_y, -np.ones_like(u)], axis=-1)
-        d = d @ self.c2w[:3, :3].T
-        return d / np.linalg.norm(d, axis=-1, keepdims=True)
-
-    def rays(self, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
-        """Centre rays of every pixel: origins ``(h, w, 3)`` and unit directions ``(h, w, 3)``, world space.
-
-        Computed in float64 and returned as ``dtype`` (float32 by default: a 4K camera's
-        rays in float64 would be 400 MB).
-        """
-        u, v = np.meshgrid(np.arange(self.w) + 0.5, np.arange(self.h) + 0.5)
-        dirs = self.pixel_directions(u, v).astype(dtype, copy=False)
-        origins = np.empty_like(dirs)
-        origins[...] = self.c2w[:3, 3].astype(dtype)
-        return origins, dirs
-
-    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Project world points ``(..., 3)`` to continuous pixel coordinates ``(..., 2)`` and depth ``(...)``.
-
-        Depth is ``−Pc.z`` (positive in front of the camera); points with depth ≤ 0 get
-        non-finite or meaningless pixel coordinates, so callers test ``depth > 0``.
-        """
-        p = np.asarray(points, dtype=np.float64)
-        if p.shape[-1:] != (3,):
-            raise RerfUsageError(f"Camera.project: points must have shape (..., 3), got {p.shape}")
-        w2c = self.w2c
-        pc = p @ w2c[:3, :3].T + w2c[:3, 3]
-        depth = -pc[..., 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = self.cx + self.fl_x * pc[..., 0] / depth
-            v = self.cy - self.fl_y * pc[..., 1] / depth
-        return np.stack([u, v], axis=-1), depth
-
-    def visible(self, points: np.ndarray) -> np.ndarray:
-        """Boolean mask of the points in front of the camera and inside the image."""
-        uv, depth = self.project(points)
-        with np.errstate(invalid="ignore"):
-            return (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < self.w) & (uv[..., 1] >= 0) & (uv[..., 1] < self.h)
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``cameras[]`` entry of ``transforms.json``."""
-        return {
-            "name": self.name,
-            "split": self.split,
-            "fl_x": self.fl_x,
-            "fl_y": self.fl_y,
-            "cx": self.cx,
-            "cy": self.cy,
-            "w": self.w,
-            "h": self.h,
-            "transform_matrix": self.c2w.tolist(),
-        }
-
-    @staticmethod
-    def from_json(d: Any, source: str = TRANSFORMS_JSON, index: int = 0) -> Camera:
-        """Validate one ``cameras[index]`` entry; errors are ``RerfFormatError`` naming ``source`` and the field."""
-        where = f"{source}: cameras[{index}]"
-        if not isinstance(d, dict):
-            raise RerfFormatError(f"{where} must be an object, got {_show(d)}")
-        if _valid_name(d.get("name")):
-            where += f" ({d['name']})"
-        where += ": "
-        for key in _CAMERA_KEYS:
-            if key not in d:
-                raise RerfFormatError(f"{where}missing field '{key}'")
-        extra = sorted(set(d) - set(_CAMERA_KEYS))
-        if extra:
-            raise RerfFormatError(f"{where}unknown field '{extra[0]}' (fields: {', '.join(_CAMERA_KEYS)})")
-        _check_camera_values(
-            d["name"], d["split"], d["fl_x"], d["fl_y"], d["cx"], d["cy"], d["w"], d["h"], where, RerfFormatError
-        )
-        c2w = _check_c2w(d["transform_matrix"], where, RerfFormatError)
-        return Camera(d["name"], d["split"], d["fl_x"], d["fl_y"], d["cx"], d["cy"], d["w"], d["h"], c2w)
-
-    @staticmethod
-    def look_at(
-        name: str,
-        eye: Sequence[float],
-        target: Sequence[float],
-        up: Sequence[float],
-        fov_x_deg: float,
-        w: int,
-        h: int,
-        split: str = "train",
-    ) -> Camera:
-        """A camera at ``eye`` looking at ``target`` (projects to the image centre), ``up`` roughly up.
-
-        Square pixels (``fl_y == fl_x``), principal point at the image centre.
-        """
-        eye_a = np.asarray(eye, dtype=np.float64)
-        fwd = np.asarray(target, dtype=np.float64) - eye_a
-        up_a = np.asarray(up, dtype=np.float64)
-        if eye_a.shape != (3,) or fwd.shape != (3,) or up_a.shape != (3,):
-            raise RerfUsageError("Camera.look_at: eye, target and up must be 3-vectors")
-        if not (np.all(np.isfinite(eye_a)) and np.all(np.isfinite(fwd)) and np.all(np.isfinite(up_a))):
-            raise RerfUsageError("Camera.look_at: eye, target and up must be finite")
-        if not (_finite(fov_x_deg) and 0 < float(fov_x_deg) < 180):
-            raise RerfUsageError(f"Camera.look_at: fov_x_deg must be in (0, 180), got {_show(fov_x_deg)}")
-        n = np.linalg.norm(fwd)
-        if n == 0:
-            raise RerfUsageError("Camera.look_at: eye and target coincide")
-        fwd = fwd / n
-        right = np.cross(fwd, up_a)
-        rn = np.linalg.norm(right)
-        if rn < 1e-9 * max(1.0, float(np.linalg.norm(up_a))):
-            raise RerfUsageError("Camera.look_at: up is parallel to the viewing direction (or zero)")
-        right = right / rn
-        true_up = np.cross(right, fwd)
-        c2w = np.eye(4)
-        c2w[:3, 0] = right
-        c2w[:3, 1] = true_up
-        c2w[:3, 2] = -fwd
-        c2w[:3, 3] = eye_a
-        fl = 0.5 * w / math.tan(math.radians(float(fov_x_deg)) / 2)
-        return Camera(name, split, fl, fl, w / 2, h / 2, w, h, c2w)
 
 
 def split_cameras(n_total: int, n_test: int) -> list[str]:
@@ -404,10 +137,10 @@ def _check_meta_values(
             f"{where}field 'first_frame' must be an integer >= 0 with first_frame + num_frames <= 1000000 "
             f"(frame folders have 6 digits), got {_show(first_frame)}"
         )
-    if not _finite(fps) or float(fps) <= 0:
+    if not finite(fps) or float(fps) <= 0:
         raise err(f"{where}field 'fps' must be a finite number > 0, got {_show(fps)}")
     for key, vec in (("xyz_min", xyz_min), ("xyz_max", xyz_max)):
-        if not isinstance(vec, (list, tuple)) or len(vec) != 3 or not all(_finite(x) for x in vec):
+        if not isinstance(vec, (list, tuple)) or len(vec) != 3 or not all(finite(x) for x in vec):
             raise err(f"{where}field 'bbox.{key}' must be 3 finite numbers, got {_show(vec)}")
     if not all(float(a) < float(b) for a, b in zip(xyz_min, xyz_max, strict=True)):
         raise err(
@@ -419,7 +152,7 @@ def _check_meta_values(
     if (
         not isinstance(background, (list, tuple))
         or len(background) != 3
-        or not all(_finite(x) and 0 <= float(x) <= 1 for x in background)
+        or not all(finite(x) and 0 <= float(x) <= 1 for x in background)
     ):
         raise err(f"{where}field 'background' must be 3 numbers in 0..1 (r, g, b), got {_show(background)}")
     if not isinstance(source_info, dict):
@@ -432,7 +165,7 @@ def _check_meta_values(
             raise err(f"{where}field 'cameras': duplicate camera name {_show(cam.name)} (cameras[{i}])")
         seen.add(cam.name)
     splits = {cam.split for cam in cameras}
-    for s in _SPLITS:
+    for s in SPLITS:
         if s not in splits:
             raise err(
                 f"{where}field 'cameras': no {s} camera (a dataset always holds out >= 1 test camera "

@@ -1,40 +1,41 @@
 """Radiance field shared by trainer, player and benches (DESIGN.md decision 6).
 
-``geometry`` places the grid in the world, ``mlp`` is the global colour network,
-``render`` samples, composites and renders cameras. Importing this package imports
-torch; the codec's decoder never does.
+``camera`` is the one camera type and orbit rig (no torch), ``geometry`` places the grid in the
+world, ``mlp`` is the global colour network, ``render`` samples, composites and renders cameras.
+The torch-based names load on first use (PEP 562), so ``rerf_codec.field.camera`` can be imported
+where torch is not wanted (``rerf dataset``, ``rerf play``, the decoder side).
 """
 
-from rerf_codec.field.geometry import GridGeometry, ray_box
-from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions, seeded_mlp
-from rerf_codec.field.render import (
-    ALPHA_THRESHOLD,
-    STEP_RATIO,
-    WEIGHT_THRESHOLD,
-    RadianceField,
-    RenderOutput,
-    RenderSettings,
-    occupancy_from_density,
-    render_rays,
-    resolve_device,
-    sample_grid,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ALPHA_THRESHOLD",
-    "STEP_RATIO",
-    "WEIGHT_THRESHOLD",
-    "ColorMLP",
-    "GridGeometry",
-    "MLPConfig",
-    "RadianceField",
-    "RenderOutput",
-    "RenderSettings",
-    "encode_directions",
-    "occupancy_from_density",
-    "ray_box",
-    "render_rays",
-    "resolve_device",
-    "sample_grid",
-    "seeded_mlp",
-]
+import importlib
+from typing import Any
+
+_HOMES = {
+    "Camera": "camera",
+    "GridGeometry": "geometry",
+    "ray_box": "geometry",
+    "ColorMLP": "mlp",
+    "MLPConfig": "mlp",
+    "encode_directions": "mlp",
+    "seeded_mlp": "mlp",
+    "ALPHA_THRESHOLD": "render",
+    "STEP_RATIO": "render",
+    "WEIGHT_THRESHOLD": "render",
+    "RadianceField": "render",
+    "RenderOutput": "render",
+    "RenderSettings": "render",
+    "occupancy_from_density": "render",
+    "render_rays": "render",
+    "resolve_device": "render",
+    "sample_grid": "render",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

@@ -26,8 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.field.camera import Camera
 from rerf_codec.field.geometry import GridGeometry, ray_box
 from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions
+from rerf_codec.grids import SequenceMeta
 
 STEP_RATIO = 0.5  # samples per voxel length: 2 (DVGO's stepsize)
 ALPHA_THRESHOLD = 1e-4  # a voxel whose one-step alpha is below this is free space (DVGO mask_cache_thres)
@@ -231,7 +233,7 @@ class RadianceField:
         self.occupancy: torch.Tensor | None = None
 
     @staticmethod
-    def for_sequence(meta: Any, decoder: dict[str, np.ndarray] | None, device: str | torch.device = "cpu") -> RadianceField:
+    def for_sequence(meta: SequenceMeta, decoder: dict[str, np.ndarray] | None, device: str | torch.device = "cpu") -> RadianceField:
         """Build from a ``SequenceMeta`` (its ``mlp``/``render`` extras) and the decoder arrays."""
         if decoder is None:
             raise RerfUsageError("the sequence has no decoder (MLP weights); it holds grids only and cannot be rendered")
@@ -251,7 +253,7 @@ class RadianceField:
     def from_arrays(
         density: np.ndarray,
         features: np.ndarray,
-        meta: Any,
+        meta: SequenceMeta,
         decoder: dict[str, np.ndarray] | None,
         device: str | torch.device = "cpu",
     ) -> RadianceField:
@@ -287,7 +289,7 @@ class RadianceField:
             shaded += out.shaded
         return RenderOutput(torch.cat(rgbs), torch.cat(accs), samples, shaded)
 
-    def render_camera(self, camera: Any, chunk: int = RAY_CHUNK, *, alpha: bool = False) -> np.ndarray:
+    def render_camera(self, camera: Camera, chunk: int = RAY_CHUNK, *, alpha: bool = False) -> np.ndarray:
         """One camera's image, float32 (h, w, 3) in [0, 1]; (h, w, 4) with the opacity when ``alpha``."""
         origins, dirs = camera.rays()
         out = self.render_rays(torch.from_numpy(origins.reshape(-1, 3)), torch.from_numpy(dirs.reshape(-1, 3)), chunk)

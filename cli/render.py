@@ -27,12 +27,14 @@ def _db(v: float | None) -> str:
 @click.argument("input_path", metavar="IN.rerf")
 @click.option("-o", "--output", required=True, metavar="OUT",
               help="OUT.mp4 (H.264), OUT.gif, or a directory name for PNG frames (frame_NNNNNN.png + render.json).")
-@click.option("--camera", "camera", default="orbit", show_default=True, metavar="orbit|spiral|dataset:DATA",
+@click.option("--camera", "camera", default="orbit", show_default=True, metavar="orbit|spiral|dataset:DATA|FILE.json",
               help="Camera path: a ring around the grid box (one revolution over the frames), the same ring with "
-              "oscillating elevation, or a fixed camera of dataset DATA (its first test camera, or --camera-name).")
+              "oscillating elevation, a fixed camera of dataset DATA (its first test camera, or --camera-name), or a "
+              "fixed camera from FILE.json (a transforms.json camera entry: fl_x, fl_y, cx, cy, w, h, "
+              "transform_matrix; its w×h is the picture size unless --size rescales it).")
 @click.option("--camera-name", default=None, metavar="NAME", help="With dataset:DATA, the camera to use.")
 @click.option("--size", type=(click.IntRange(1, 8192), click.IntRange(1, 8192)), default=None, metavar="W H",
-              help="Picture size in pixels.  [default: 256 256; a dataset camera's own size]")
+              help="Picture size in pixels.  [default: 256 256; a fixed camera's own size]")
 @click.option("--frames", "frames", metavar="A:B", default=None,
               help="Render frames A..B-1 (half-open, the stream's numbers); from a file the decoder seeks to the "
               "GOF holding A through the index.")
