@@ -10,7 +10,6 @@ import shlex
 
 import click
 
-from cli.main import cli
 from rerf_codec.bench.report import to_json
 from rerf_codec.codec.encoder import DEFAULT_GOF
 from rerf_codec.errors import RerfUsageError
@@ -26,7 +25,7 @@ def _qualities(text: str, option: str) -> tuple[int, ...]:
     return qs
 
 
-@cli.command("bench-rate-distortion")
+@click.command("bench-rate-distortion")
 @click.argument("seq_dir", metavar="SEQ")
 @click.option("-o", "--output", required=True, metavar="OUTDIR",
               help="Output directory: results.json, results.csv, rd.png, results.md (written atomically).")

@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from cli.main import _print_json, _progress, cli
-from rerf_codec.errors import RerfUsageError
+from cli.common import FRAMES, print_json, progress_bar
+from rerf_codec.framerange import FrameRange
 
 
-@cli.group()
+@click.group()
 def dataset() -> None:
     """Multi-view datasets: render from meshes, import, the demo scene, info, preview.
 
@@ -24,25 +24,6 @@ def dataset() -> None:
     NeRF/OpenGL convention, train/test split; frames, fps, bounding box) and
     DATA/images/{frame:06d}/{camera}.png.
     """
-
-
-def _frames_option(text: str | None) -> tuple[int, int | None] | None:
-    """``A:B`` (half-open) -> (A, B); A defaults to 0, an omitted B (``A:``) means to the end (None)."""
-    if text is None:
-        return None
-    parts = text.split(":")
-    if len(parts) != 2:
-        raise RerfUsageError(f"--frames must look like A:B (half-open), got {text!r}")
-    try:
-        a = int(parts[0]) if parts[0].strip() else 0
-        b = int(parts[1]) if parts[1].strip() else None
-    except ValueError:
-        raise RerfUsageError(f"--frames must look like A:B with integers, got {text!r}") from None
-    if a < 0 or (b is not None and b < 0):
-        raise RerfUsageError(f"--frames {text!r}: frame numbers must be >= 0 (no negative indices)")
-    if b is not None and b <= a:
-        raise RerfUsageError(f"--frames {text!r} is an empty range (half-open A:B needs B > A)")
-    return a, b
 
 
 @dataset.command("info")
@@ -55,7 +36,7 @@ def info_cmd(data: str, as_json: bool) -> None:
 
     summary = dataset_info(open_dataset(data))
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     else:
         click.echo(format_info(summary))
 
@@ -82,13 +63,13 @@ def preview_cmd(data: str, output: str, cameras: int, n_frames: int, size: int, 
 @click.option("--cameras", default=24, show_default=True, type=click.IntRange(1, 1024), help="Training cameras.")
 @click.option("--test-cameras", default=4, show_default=True, type=click.IntRange(1, 1024), help="Held-out cameras.")
 @click.option("--size", default=128, show_default=True, type=click.IntRange(8, 8192), help="Image size (pixels).")
-@click.option("--frames", "frames_text", default=None, metavar="A:B", help="Mesh frames to render (half-open).")
+@click.option("--frames", "frames", type=FRAMES, default=None, help="Mesh frames to render (half-open).")
 @click.option("--step", default=1, show_default=True, type=click.IntRange(1, 10_000), help="Take every K-th frame.")
 @click.option("--supersample", default=1, show_default=True, type=click.IntRange(1, 4), help="Rays per pixel axis.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report instead of the summary.")
 def from_mesh_cmd(
-    mesh: str, output: str, cameras: int, test_cameras: int, size: int, frames_text: str | None, step: int,
+    mesh: str, output: str, cameras: int, test_cameras: int, size: int, frames: FrameRange | None, step: int,
     supersample: int, force: bool, as_json: bool,
 ) -> None:
     """Render a mesh sequence (vertices[T,V,3], faces[F,3]) into a multi-view dataset.
@@ -99,14 +80,13 @@ def from_mesh_cmd(
     """
     from rerf_codec.datasets.mesh_render import render_mesh_sequence
 
-    span = _frames_option(frames_text)
-    with _progress(not as_json) as bar:
+    with progress_bar(not as_json) as bar:
         report = render_mesh_sequence(
-            mesh, output, cameras=cameras, test_cameras=test_cameras, size=size, frames=span, step=step,
+            mesh, output, cameras=cameras, test_cameras=test_cameras, size=size, frames=frames, step=step,
             force=force, supersample=supersample, progress=lambda done, total: bar.update("render", done, total),
         )
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     click.echo(
         f"rendered {report['frames']} frames × {report['cameras']} cameras ({report['train_cameras']} train + "
@@ -139,13 +119,13 @@ def import_nerf_cmd(src: str, output: str, test_split: str, max_test: int | None
     """Import a NeRF-synthetic scene (transforms_{train,test}.json + PNGs) as a one-frame dataset."""
     from rerf_codec.datasets.importers import import_nerf
 
-    with _progress(not as_json) as bar:
+    with progress_bar(not as_json) as bar:
         report = import_nerf(
             src, output, force=force, test_split=test_split, max_test=max_test,
             progress=lambda done, total: bar.update("import", done, total),
         )
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         _import_summary("NeRF-synthetic", output, report)
 
@@ -153,26 +133,25 @@ def import_nerf_cmd(src: str, output: str, test_split: str, max_test: int | None
 @dataset.command("import-rerf")
 @click.argument("src", metavar="DIR")
 @click.option("-o", "--output", required=True, metavar="DATA", help="Output dataset directory (written atomically).")
-@click.option("--frames", "frames_text", default=None, metavar="A:B", help="Frames to import (half-open).")
+@click.option("--frames", "frames", type=FRAMES, default=None, help="Frames to import (half-open).")
 @click.option("--test-cameras", default=None, type=click.IntRange(1, 4096), help="Held-out cameras (default 4).")
 @click.option("--downscale", default=1, show_default=True, type=click.IntRange(1, 16), help="Shrink images by N.")
 @click.option("--force", is_flag=True, help="Replace an existing dataset directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report instead of the summary.")
 def import_rerf_cmd(
-    src: str, output: str, frames_text: str | None, test_cameras: int | None, downscale: int, force: bool,
+    src: str, output: str, frames: FrameRange | None, test_cameras: int | None, downscale: int, force: bool,
     as_json: bool,
 ) -> None:
     """Import a ReRF/NHR capture: CamPose.inf, Intrinsic.inf, bbox.json, image/NNN.mp4 + mask/NNN.mp4."""
     from rerf_codec.datasets.importers import import_rerf
 
-    span = _frames_option(frames_text)
-    with _progress(not as_json) as bar:
+    with progress_bar(not as_json) as bar:
         report = import_rerf(
-            src, output, force=force, frames=span, test_cameras=test_cameras, downscale=downscale,
+            src, output, force=force, frames=frames, test_cameras=test_cameras, downscale=downscale,
             progress=lambda done, total: bar.update("import", done, total),
         )
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         _import_summary("ReRF/NHR capture", output, report)
 
@@ -198,12 +177,12 @@ def demo_cmd(
     settings: dict[str, Any] = dict(QUICK) if quick else {
         "frames": n_frames, "cameras": cameras, "test_cameras": test_cameras, "size": size,
     }
-    with _progress(not as_json) as bar:
+    with progress_bar(not as_json) as bar:
         report = render_demo_dataset(
             output, seed=seed, force=force, progress=lambda done, total: bar.update("render", done, total), **settings
         )
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     keys = ", ".join(f"{k} {report[k]}" for k in ("frames", "cameras", "size") if k in report)
     click.echo(f"demo scene → {output} ({keys})")

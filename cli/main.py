@@ -10,170 +10,32 @@ Exit codes: 0 ok; 2 bad input or usage (one line on stderr: ``rerf: error: ...``
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
-import sys
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
 
 import rerf_codec
+from cli.bench import bench_rate_distortion
+from cli.common import (
+    FRAMES,
+    PositiveFloat,
+    RerfGroup,
+    category_line,
+    compact,
+    fmt_bytes,
+    fmt_fps,
+    fmt_range,
+    one_line,
+    print_json,
+    progress_bar,
+)
+from cli.dataset import dataset
+from cli.render import eval_, render
+from cli.train import train
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, MOTION_MODES
-from rerf_codec.errors import RerfError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
-
-
-# --------------------------------------------------------------------------- error handling
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _error(msg: str) -> None:
-    click.echo(f"rerf: error: {_one_line(msg)}", err=True)
-
-
-def _run_guarded(fn: Callable[[], Any]) -> int:
-    """Run the click machinery; turn every outcome into an exit code and at most one stderr line."""
-    debug = bool(os.environ.get("RERF_DEBUG"))
-    try:
-        rv = fn()
-        return rv if isinstance(rv, int) else EXIT_OK
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.format_message())
-        return EXIT_OK
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        _error(exc.format_message() + hint)
-        return EXIT_USAGE
-    except click.ClickException as exc:
-        _error(exc.format_message())
-        return EXIT_USAGE
-    except (click.Abort, KeyboardInterrupt):
-        with contextlib.suppress(Exception):
-            click.echo("rerf: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except RerfError as exc:
-        if debug:
-            traceback.print_exc()
-        _error(str(exc))
-        return EXIT_USAGE
-    except BrokenPipeError:
-        # Reader of our stdout went away (`rerf info x.rerf | head`): stop quietly.
-        with contextlib.suppress(Exception):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_PIPE
-    except OSError as exc:
-        if debug:
-            traceback.print_exc()
-        where = f": {exc.filename}" if exc.filename else ""
-        _error(f"{exc.strerror or exc}{where}")
-        return EXIT_USAGE
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(
-            f"rerf: internal error: {type(exc).__name__}: {_one_line(str(exc))} (set RERF_DEBUG=1 for a traceback)",
-            err=True,
-        )
-        return EXIT_INTERNAL
-
-
-class RerfGroup(click.Group):
-    """A click group whose ``main`` never prints a traceback (see ``_run_guarded``)."""
-
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> NoReturn:
-        code = _run_guarded(
-            lambda: super(RerfGroup, self).main(
-                args, prog_name or "rerf", complete_var, standalone_mode=False, **extra
-            )
-        )
-        sys.exit(code)
-
-
-# --------------------------------------------------------------------------- output helpers
-
-
-def _print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, allow_nan=False))
-
-
-class _Progress:
-    """Progress bars on stderr, only when stderr is a terminal and not under --json."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and _isatty(sys.stderr)
-        self._bar: Any = None
-        self._label: str | None = None
-        self._done = 0
-
-    def update(self, label: str, done: int, total: int, info: str | None = None) -> None:
-        """Advance the ``label`` bar to ``done`` of ``total``; ``info`` is shown after the bar
-        (encode: the frame just coded, its type and size)."""
-        if not self.enabled:
-            return
-        if self._bar is None or label != self._label:
-            self.close()
-            self._bar = click.progressbar(
-                length=max(1, total), label=f"{label:<8}", file=sys.stderr,
-                item_show_func=lambda item: item,
-            )
-            self._bar.__enter__()
-            self._label, self._done = label, 0
-        self._bar.update(done - self._done, info)
-        self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            bar, self._bar = self._bar, None
-            bar.__exit__(None, None, None)
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[_Progress]:
-    p = _Progress(enabled)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _fmt_bytes(n: int) -> str:
-    return f"{n:,} B" if n < 10_000 else (f"{n / 1e3:,.1f} kB" if n < 10_000_000 else f"{n / 1e6:,.1f} MB")
-
-
-def _fmt_fps(fps: float | None) -> str:
-    return "-" if fps is None else f"{fps:,.1f} frames/s"
-
-
-def _fmt_range(start: int, stop: int) -> str:
-    return f"{start}:{stop}"
-
-
-def _category_line(totals: dict[str, int], total: int) -> str:
-    parts = [f"{k.replace('_', ' ')} {v / total:.1%}" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
-    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------- commands
@@ -196,24 +58,6 @@ def cli() -> None:
     """
 
 
-class _PositiveFloat(click.ParamType):
-    """A finite number > 0 (``--target-kbpf``)."""
-
-    name = "number"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            v = value
-        else:
-            try:
-                v = float(str(value).strip())
-            except ValueError:
-                self.fail(f"expected a number > 0, got {value!r}", param, ctx)
-        if not (math.isfinite(v) and v > 0):
-            self.fail(f"expected a number > 0, got {value!r}", param, ctx)
-        return v
-
-
 @cli.command()
 @click.argument("seq_dir", metavar="SEQ_DIR")
 @click.option("-o", "--output", required=True, metavar="OUT.rerf", help="Output .rerf file (written atomically).")
@@ -232,7 +76,7 @@ class _PositiveFloat(click.ParamType):
     "previous frame. The unit of seeking and of rate control; --gof 1 = intra only.",
 )
 @click.option(
-    "--target-kbpf", type=_PositiveFloat(), default=None, metavar="K",
+    "--target-kbpf", type=PositiveFloat(), default=None, metavar="K",
     help="Rate control: choose the quality of each GOF so the whole file averages K kilobytes "
     "(1000 B) per frame.",
 )
@@ -262,10 +106,10 @@ def encode(
     config.validate()
     meta = read_meta(seq_dir)
 
-    with _progress(not as_json) as bar:
+    with progress_bar(not as_json) as bar:
 
         def progress(fr: Any) -> None:
-            info = f"frame {fr.index} {fr.frame_type} {_fmt_bytes(fr.total_bytes)}"
+            info = f"frame {fr.index} {fr.frame_type} {fmt_bytes(fr.total_bytes)}"
             bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames, info=info)
 
         report = encode_sequence(seq_dir, output, config, force=force, progress=progress)
@@ -277,7 +121,7 @@ def encode(
     gofs = encoded_gofs(output, report)
     kbpf = report.file_bytes / n / 1e3
     if as_json:
-        _print_json(
+        print_json(
             {**report.to_json(), "raw_float32_bytes": raw, "compression_ratio": raw / report.file_bytes,
              "kb_per_frame": kbpf, "target_kbpf": target_kbpf, "totals": totals, "frame_types": types,
              "gofs": gofs}
@@ -285,17 +129,17 @@ def encode(
         return
     echo = click.echo
     echo(
-        f"encoded {n} frames {_fmt_range(meta.first_frame, meta.first_frame + n)} of {x}×{y}×{z} "
+        f"encoded {n} frames {fmt_range(meta.first_frame, meta.first_frame + n)} of {x}×{y}×{z} "
         f"(density + {meta.feature_channels} features) → {output}"
     )
     target = "" if target_kbpf is None else f" (target {target_kbpf:,.2f}, {kbpf / target_kbpf - 1:+.1%})"
     echo(
         f"  {report.file_bytes:,} bytes, {kbpf:,.2f} kB/frame{target}, "
-        f"{raw / report.file_bytes:,.1f}× smaller than raw float32 ({_fmt_bytes(raw)})"
+        f"{raw / report.file_bytes:,.1f}× smaller than raw float32 ({fmt_bytes(raw)})"
     )
     echo(f"  frames: {_types_line(types)}")
-    echo(f"  bytes: {_category_line(totals, report.file_bytes)}")
-    qualities = [f"{_fmt_range(g['first_frame'], g['first_frame'] + g['num_frames'])} {_fmt_q(g)}" for g in gofs]
+    echo(f"  bytes: {category_line(totals, report.file_bytes)}")
+    qualities = [f"{fmt_range(g['first_frame'], g['first_frame'] + g['num_frames'])} {_fmt_q(g)}" for g in gofs]
     for line in _wrap("  GOF qualities (density/features): ", qualities):
         echo(line)
     mode = f"rate control from quality {quality}" if target_kbpf is not None else f"quality {quality}"
@@ -303,7 +147,7 @@ def encode(
         mode += f" (density {config.effective_density_quality})"
     echo(
         f"  {mode}, gof {gof}, motion {motion}; {report.seconds:.2f} s, "
-        f"{_fmt_fps(n / report.seconds if report.seconds > 0 else None)}"
+        f"{fmt_fps(n / report.seconds if report.seconds > 0 else None)}"
     )
     echo(f"sha256 {report.sha256}")
 
@@ -316,7 +160,7 @@ def _types_line(types: dict[str, dict[str, Any]]) -> str:
     """'2 intra (avg 23.05 kB), 6 residual (avg 15.93 kB); motion 545 B'."""
     parts = [f"{e['frames']} {t} (avg {e['bytes_per_frame'] / 1e3:,.2f} kB)" for t, e in types.items()]
     motion = sum(e["by_category"]["motion"] for e in types.values())
-    return ", ".join(parts) + (f"; motion {_fmt_bytes(motion)}" if motion else "")
+    return ", ".join(parts) + (f"; motion {fmt_bytes(motion)}" if motion else "")
 
 
 def _wrap(prefix: str, items: list[str], width: int = 100) -> list[str]:
@@ -338,7 +182,7 @@ def _wrap(prefix: str, items: list[str], width: int = 100) -> list[str]:
 @click.argument("input_path", metavar="IN.rerf")
 @click.option("-o", "--output", required=True, metavar="OUT_DIR", help="Output grid-sequence directory.")
 @click.option(
-    "--frames", "frames", metavar="A:B", default=None,
+    "--frames", "frames", type=FRAMES, default=None,
     help="Decode frames A..B-1 only (half-open like a Python slice; A or B may be omitted). "
     "Output keeps the original frame numbers.",
 )
@@ -372,37 +216,24 @@ def decode(
     """
     from rerf_codec.codec.files import decode_to_directory, open_input
 
-    with _progress(not as_json) as bar, open_input(input_path) as src:
+    with progress_bar(not as_json) as bar, open_input(input_path) as src:
         report = decode_to_directory(
             src, output, frames=frames, force=force, verify=verify, skip_damaged=skip_damaged,
             progress=lambda done, total: bar.update("decode", done, total),
         )
     for d in report.damaged:
-        click.echo(f"rerf: warning: {_one_line(d.describe())}", err=True)
+        click.echo(f"rerf: warning: {one_line(d.describe())}", err=True)
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     fr = report.frames
     click.echo(
-        f"decoded {report.num_frames} frames {_fmt_range(fr.start, fr.stop)} → {output}  "
-        f"({report.seconds:.2f} s, {_fmt_fps(report.frames_per_second)})"
+        f"decoded {report.num_frames} frames {fmt_range(fr.start, fr.stop)} → {output}  "
+        f"({report.seconds:.2f} s, {fmt_fps(report.frames_per_second)})"
     )
     if report.damaged_frames:
-        click.echo(f"  {len(report.damaged_frames)} damaged frames concealed: {_compact(report.damaged_frames)}")
+        click.echo(f"  {len(report.damaged_frames)} damaged frames concealed: {compact(report.damaged_frames)}")
     click.echo(f"sha256 {report.sha256}" + ("  (verified)" if report.verified else ""))
-
-
-def _compact(indices: list[int]) -> str:
-    """[1,2,3,7] -> '1:4 7' (half-open runs)."""
-    runs: list[str] = []
-    i = 0
-    while i < len(indices):
-        j = i
-        while j + 1 < len(indices) and indices[j + 1] == indices[j] + 1:
-            j += 1
-        runs.append(str(indices[i]) if i == j else f"{indices[i]}:{indices[j] + 1}")
-        i = j + 1
-    return " ".join(runs)
 
 
 @cli.command()
@@ -421,7 +252,7 @@ def info(input_path: str, as_json: bool) -> None:
     with open_input(input_path) as src:
         d = describe_stream(src)
     if as_json:
-        _print_json(d)
+        print_json(d)
         return
     _print_info(input_path, d)
 
@@ -435,7 +266,7 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
     echo(f"{'<stdin>' if name == '-' else name}: rerf stream v{h['format_version']}, {total:,} bytes")
     echo(
         f"  grid {x}×{y}×{z}, density + {h['feature_channels']} features, "
-        f"frames {_fmt_range(*h['frames'])} ({h['num_frames']} @ {h['fps']:g} fps), gof {h['gof_size']}"
+        f"frames {fmt_range(*h['frames'])} ({h['num_frames']} @ {h['fps']:g} fps), gof {h['gof_size']}"
     )
     lo = ", ".join(f"{v:g}" for v in h["xyz_min"])
     hi = ", ".join(f"{v:g}" for v in h["xyz_max"])
@@ -454,7 +285,7 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
         echo("  tensors none (codec-only stream)")
     echo(
         f"  {total / h['num_frames'] / 1e3:,.2f} kB/frame, {d['compression_ratio']:,.1f}× smaller than raw float32 "
-        f"({_fmt_bytes(d['raw_float32_bytes'])})"
+        f"({fmt_bytes(d['raw_float32_bytes'])})"
     )
     echo("")
     echo(
@@ -462,7 +293,7 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
         f"{'residual B/frame':>17}"
     )
     for i, g in enumerate(d["gofs"]):
-        fr = _fmt_range(g["first_frame"], g["first_frame"] + g["num_frames"])
+        fr = fmt_range(g["first_frame"], g["first_frame"] + g["num_frames"])
         counts, fb = g["frame_types"], g["frame_bytes"]
         intra = f"{fb['intra']:,}" if "intra" in fb else "-"
         res = f"{fb['residual'] / counts['residual']:,.0f} ×{counts['residual']}" if "residual" in fb else "-"
@@ -522,7 +353,7 @@ def demo(out_dir: str, force: bool, quick: bool, codec_only: bool, device: str, 
     """
     from rerf_codec.demo import run_codec_demo, run_demo
 
-    with _progress(not as_json) as bar:
+    with progress_bar(not as_json) as bar:
         if codec_only:
             s = run_codec_demo(out_dir, quick=quick, force=force, progress=bar.update)
         else:
@@ -531,7 +362,7 @@ def demo(out_dir: str, force: bool, quick: bool, codec_only: bool, device: str, 
             resolve_device(device)
             s = run_demo(out_dir, quick=quick, force=force, progress=bar.update, device=device)
     if as_json:
-        _print_json(s)
+        print_json(s)
     elif codec_only:
         _print_demo(s)
     else:
@@ -583,7 +414,7 @@ def _demo_residual(s: dict[str, Any]) -> str:
         return "none"
     return (
         f"{s['residual_frames']} × {s['residual_kb_per_frame']:,.2f} kB on average "
-        f"(motion-compensated; motion {_fmt_bytes(s['motion_bytes'])} in all)"
+        f"(motion-compensated; motion {fmt_bytes(s['motion_bytes'])} in all)"
     )
 
 
@@ -603,8 +434,8 @@ def _print_demo(s: dict[str, Any]) -> None:
         ("compression", f"{s['compression_ratio']:,.1f}× vs raw float32"),
         ("feature PSNR", db(s["feature_psnr_db"])),
         ("density PSNR", db(s["density_psnr_db"])),
-        ("encode", f"{_fmt_fps(s['encode_fps'])} ({s['encode_seconds']:.2f} s)"),
-        ("decode", f"{_fmt_fps(s['decode_fps'])} ({s['decode_seconds']:.2f} s, incl. writing frames)"),
+        ("encode", f"{fmt_fps(s['encode_fps'])} ({s['encode_seconds']:.2f} s)"),
+        ("decode", f"{fmt_fps(s['decode_fps'])} ({s['decode_seconds']:.2f} s, incl. writing frames)"),
         ("sha256 match", ("yes " if s["sha256_match"] else "NO ") + s["decoder_sha256"][:16] + "…"),
     ]
     click.echo(f"rerf demo --codec-only → {s['out_dir']}/ (sequence/, demo.rerf, decoded/)")
@@ -612,11 +443,9 @@ def _print_demo(s: dict[str, Any]) -> None:
         click.echo(f"  {k:<13} {v}")
 
 
-# Command groups defined in their own modules register themselves on ``cli`` when imported.
-from cli import bench as _bench  # noqa: E402, F401
-from cli import dataset as _dataset  # noqa: E402, F401
-from cli import render as _render  # noqa: E402, F401
-from cli import train as _train  # noqa: E402, F401
+# Commands defined in their own modules (they import cli.common, never this module).
+for _command in (bench_rate_distortion, dataset, render, eval_, train):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from cli.main import _one_line, _print_json, _progress, cli
+from cli.common import FRAMES, one_line, print_json, progress_bar
+from rerf_codec.framerange import FrameRange
 
 
 def _stderr(msg: str) -> None:
@@ -23,7 +24,7 @@ def _db(v: float | None) -> str:
     return "inf" if not math.isfinite(v) else f"{v:.2f}"
 
 
-@cli.command()
+@click.command()
 @click.argument("input_path", metavar="IN.rerf")
 @click.option("-o", "--output", required=True, metavar="OUT",
               help="OUT.mp4 (H.264), OUT.gif, or a directory name for PNG frames (frame_NNNNNN.png + render.json).")
@@ -35,7 +36,7 @@ def _db(v: float | None) -> str:
 @click.option("--camera-name", default=None, metavar="NAME", help="With dataset:DATA, the camera to use.")
 @click.option("--size", type=(click.IntRange(1, 8192), click.IntRange(1, 8192)), default=None, metavar="W H",
               help="Picture size in pixels.  [default: 256 256; a fixed camera's own size]")
-@click.option("--frames", "frames", metavar="A:B", default=None,
+@click.option("--frames", "frames", type=FRAMES, default=None,
               help="Render frames A..B-1 (half-open, the stream's numbers); from a file the decoder seeks to the "
               "GOF holding A through the index.")
 @click.option("--fps", type=click.FloatRange(0, 1000, min_open=True), default=None,
@@ -48,7 +49,7 @@ def _db(v: float | None) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout (no progress).")
 def render(
     input_path: str, output: str, camera: str, camera_name: str | None, size: tuple[int, int] | None,
-    frames: str | None, fps: float | None, device: str, skip_damaged: bool, force: bool, as_json: bool,
+    frames: FrameRange | None, fps: float | None, device: str, skip_damaged: bool, force: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Decode IN.rerf (or - for stdin) GOF by GOF and render every frame along a camera path.
 
@@ -61,7 +62,7 @@ def render(
     from rerf_codec.player import play, precheck_output
 
     precheck_output(output, force)
-    with _progress(not as_json) as bar, open_input(input_path) as src:
+    with progress_bar(not as_json) as bar, open_input(input_path) as src:
 
         def progress(fr: Any, done: int, total: int) -> None:
             tag = " (concealed)" if fr.concealed else ""
@@ -73,9 +74,9 @@ def render(
             skip_damaged=skip_damaged, force=force, progress=progress,
         )  # fmt: skip
     for d in report.damaged:
-        _stderr(f"rerf: warning: {_one_line(d.describe())}")
+        _stderr(f"rerf: warning: {one_line(d.describe())}")
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     j = report.to_json()
     w, h = j["camera"]["size"]
@@ -91,22 +92,22 @@ def render(
         f"→ {fps_txt} on {device}; real-time factor {rt} (stream {report.stream_fps:g} fps)"
     )
     if report.concealed_frames:
-        from cli.main import _compact
+        from cli.common import compact
 
-        click.echo(f"  {len(report.concealed_frames)} damaged frames concealed: {_compact(report.concealed_frames)}")
+        click.echo(f"  {len(report.concealed_frames)} damaged frames concealed: {compact(report.concealed_frames)}")
     click.echo(f"  total {report.seconds:.2f} s (writing {j['write_ms_per_frame']:.1f} ms/frame)")
 
 
-@cli.command("eval")
+@click.command("eval")
 @click.argument("input_path", metavar="IN.rerf")
 @click.argument("data", metavar="DATA")
 @click.option("--reference", metavar="SEQ", default=None,
               help="The uncompressed grid sequence the stream was encoded from: also render it, to separate "
               "the codec's loss from the trainer's.")
-@click.option("--frames", "frames", metavar="A:B", default=None, help="Evaluate frames A..B-1 only (half-open).")
+@click.option("--frames", "frames", type=FRAMES, default=None, help="Evaluate frames A..B-1 only (half-open).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout (no progress).")
-def eval_(input_path: str, data: str, reference: str | None, frames: str | None, device: str, as_json: bool) -> None:
+def eval_(input_path: str, data: str, reference: str | None, frames: FrameRange | None, device: str, as_json: bool) -> None:
     """Render DATA's test cameras for every frame of IN.rerf (or -) and measure PSNR and SSIM.
 
     Ground truth: DATA's images (RGBA composited on its background); frames are matched
@@ -117,7 +118,7 @@ def eval_(input_path: str, data: str, reference: str | None, frames: str | None,
     from rerf_codec.codec.files import open_input
     from rerf_codec.eval import LPIPS_STATUS, evaluate
 
-    with _progress(not as_json) as bar, open_input(input_path) as src:
+    with progress_bar(not as_json) as bar, open_input(input_path) as src:
 
         def progress(done: int, total: int, m: dict[str, Any]) -> None:
             bar.update("eval", done, total, info=f"frame {m['frame']} PSNR {_db(m['psnr'])} dB")
@@ -126,7 +127,7 @@ def eval_(input_path: str, data: str, reference: str | None, frames: str | None,
         report = evaluate(src, data, reference=reference, frames=frames, device=device, stream_name=name,
                           progress=progress)  # fmt: skip
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     ref = report.reference is not None
     fr = report.frames

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from cli.dataset import _frames_option
-from cli.main import _isatty, _print_json, cli
+from cli.common import FRAMES, isatty, print_json
+from rerf_codec.framerange import FrameRange
 
 
 def _fmt_record(r: dict[str, Any]) -> str:
@@ -28,7 +28,7 @@ class _TrainProgress:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.tty = _isatty(sys.stderr)
+        self.tty = isatty(sys.stderr)
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if self.quiet:
@@ -51,10 +51,10 @@ class _TrainProgress:
             click.echo(_fmt_record(info), err=True)
 
 
-@cli.command()
+@click.command()
 @click.argument("data", metavar="DATA")
 @click.option("-o", "--output", required=True, metavar="SEQ", help="Output grid-sequence directory (written atomically).")
-@click.option("--frames", "frames_text", metavar="A:B", help="Dataset frames to train (half-open); default all.")
+@click.option("--frames", "frames", type=FRAMES, default=None, help="Dataset frames to train (half-open); default all.")
 @click.option("--resolution", type=click.IntRange(8, 512), default=128, show_default=True,
               help="Voxels along the longest axis of the bounding box.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
@@ -68,7 +68,7 @@ class _TrainProgress:
 @click.option("--force", is_flag=True, help="Replace an existing output / discard an old checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the train.json summary on stdout (no progress).")
 def train(
-    data: str, output: str, frames_text: str | None, resolution: int, device: str, iters_key: int | None,
+    data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
     iters_residual: int | None, iters_motion: int | None, l1: float | None, seed: int, resume: bool, force: bool,
     as_json: bool,
 ) -> None:  # fmt: skip
@@ -89,18 +89,10 @@ def train(
         if value is not None:
             overrides[key] = value
     config = TrainConfig(**overrides)
-    fr = _frames_option(frames_text)
-    frames = None
-    if fr is not None:
-        from rerf_codec.datasets import read_meta
-
-        meta = read_meta(Path(data) / "transforms.json")
-        stop = fr[1] if fr[1] is not None else meta.first_frame + meta.num_frames
-        frames = range(fr[0], stop)
     req = TrainRequest(Path(data), Path(output), frames=frames, device=device, resume=resume, force=force)
     summary = train_sequence(req, config, _TrainProgress(quiet=as_json))
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     line = f"trained {summary['frames']} frame(s) → {output} in {summary['seconds_this_session']:.1f} s; "
     line += f"keyframe test PSNR {summary['keyframe_test_psnr']:.2f} dB"

@@ -37,10 +37,10 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from rerf_codec.codec.decoder import DecodedFrame, Decoder
-from rerf_codec.codec.files import parse_frame_range
+from rerf_codec.codec.decoder import Decoder
 from rerf_codec.datasets import composite, open_dataset
 from rerf_codec.errors import RerfUsageError
+from rerf_codec.framerange import FrameRange, parse_frame_range
 from rerf_codec.grids import GridFrame, iter_full_frames, read_decoder, read_meta
 from rerf_codec.metrics import psnr, ssim
 
@@ -116,25 +116,12 @@ class EvalReport:
         }
 
 
-def _decoded(dec: Decoder, want: range) -> Iterator[tuple[int, GridFrame, float]]:
-    """(index, frame, decode seconds); frames reuse buffers (valid until the next one)."""
-    it = dec.frames(want, reuse_buffers=True)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            item = next(it)
-        except StopIteration:
-            return
-        assert isinstance(item, DecodedFrame)
-        yield item.index, item.frame, time.perf_counter() - t0
-
-
 def evaluate(
     src: BinaryIO,
     data: str | Path,
     *,
     reference: str | Path | None = None,
-    frames: range | str | None = None,
+    frames: FrameRange | range | str | None = None,
     device: str = "cpu",
     keep: set[int] | None = None,
     stream_name: str = "<stream>",
@@ -154,8 +141,9 @@ def evaluate(
     cams = list(ds.meta.test_cameras)
     if not cams:
         raise RerfUsageError(f"{data}: the dataset has no test cameras to evaluate on")
+    wanted = parse_frame_range(frames)
     dec = Decoder(src)
-    want = parse_frame_range(frames, dec.frame_range) if isinstance(frames, str) else dec.resolve_range(frames)
+    want = dec.resolve_range(wanted)
     have = ds.meta.frame_indices
     if want.start < have.start or want.stop > have.stop:
         raise RerfUsageError(
@@ -186,8 +174,10 @@ def evaluate(
     report = EvalReport(stream_name, str(data), None if reference is None else str(reference), want,
                         [c.name for c in cams])  # fmt: skip
     keep = keep or set()
-    for k, (idx, frame, t_dec) in enumerate(_decoded(dec, want)):
-        report.decode_seconds += t_dec
+    for k, sf in enumerate(dec.session(want, reuse_buffers=True)):  # frames valid until the next one
+        idx, frame = sf.index, sf.frame
+        assert frame is not None  # damage is not concealed here: it raises
+        report.decode_seconds += sf.decode_seconds
         t0 = time.perf_counter()
         set_frame(field_, frame.density, frame.features)
         renders = [field_.render_camera(c) for c in cams]

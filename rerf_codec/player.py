@@ -47,11 +47,11 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from rerf_codec.atomic import AtomicDirectory, check_output, sibling_path
-from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder
-from rerf_codec.codec.files import DamagedReport, parse_frame_range
+from rerf_codec.codec.decoder import DamagedReport, Decoder, DecodeSession
 from rerf_codec.datasets import open_dataset
-from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.errors import RerfUsageError
 from rerf_codec.field.camera import Camera, orbit_cameras, read_camera_file
+from rerf_codec.framerange import FrameRange, parse_frame_range
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -238,10 +238,6 @@ def _to_uint8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _clip(r: range | None, to: range) -> range | None:
-    return None if r is None else range(max(r.start, to.start), min(r.stop, to.stop))
-
-
 def render_stream(
     decoder: Decoder,
     want: range,
@@ -266,53 +262,22 @@ def render_stream(
     field_ = RadianceField.for_sequence(meta, tensors, dev)
     background = np.asarray(field_.settings.background, np.float32)
     have_grids = False
-    expected = want.start
     report = damaged if damaged is not None else []
-
-    def conceal(upto: int) -> Iterator[RenderedFrame]:
-        nonlocal expected
-        for idx in range(expected, upto):
-            cam = cameras[idx - want.start]
-            t0 = time.perf_counter()
-            rgb = field_.render_camera(cam) if have_grids else np.broadcast_to(background, (cam.h, cam.w, 3))
-            yield RenderedFrame(idx, _to_uint8(rgb), cam, 0.0, time.perf_counter() - t0, concealed=True)
-        expected = max(expected, upto)
-
     # The field aliases the decoder's arrays on the CPU; with reused buffers they are only valid
-    # until the next frame is requested, and a frame is always rendered before that. Concealment
-    # renders the last good frame again later, so it gets fresh arrays (as rerf decode does).
-    frames = decoder.frames(want, skip_damaged=skip_damaged, reuse_buffers=not skip_damaged)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            item = next(frames)
-        except StopIteration:
-            break
-        except RerfFormatError as exc:
-            if not skip_damaged:
-                raise
-            if expected < want.stop:  # truncated stream or unreadable index: nothing more to read
-                report.append(DamagedReport(range(expected, want.stop), None, str(exc)))
-            break
-        t_decode = time.perf_counter() - t0
-        if isinstance(item, DamagedFrames):
-            report.append(DamagedReport(_clip(item.frames, want), item.offset, item.reason))
-            continue
-        assert isinstance(item, DecodedFrame)
-        if item.index < expected or item.index >= want.stop:
-            raise RuntimeError(f"decoder yielded frame {item.index}, expected {expected}")
-        yield from conceal(item.index)
-        cam = cameras[item.index - want.start]
+    # until the next frame is requested, and a frame is always rendered before that (the session
+    # does not reuse buffers while concealing, which renders the last good frame again later).
+    session = DecodeSession(decoder, want, skip_damaged=skip_damaged, reuse_buffers=True, damaged=report)
+    for sf in session:
+        cam = cameras[sf.index - want.start]
         t1 = time.perf_counter()
-        set_frame(field_, item.frame.density, item.frame.features)
-        have_grids = True
-        rgb = field_.render_camera(cam)
-        yield RenderedFrame(item.index, _to_uint8(rgb), cam, t_decode, time.perf_counter() - t1)
-        expected = item.index + 1
-    if skip_damaged and not have_grids:
-        reasons = "; ".join(d.reason for d in report) or "no frame in the range"
-        raise RerfFormatError(f"no frame could be decoded ({reasons}); nothing was written")
-    yield from conceal(want.stop)
+        if not sf.concealed:
+            assert sf.frame is not None
+            set_frame(field_, sf.frame.density, sf.frame.features)
+            have_grids = True
+        # concealed before any frame decoded: the empty scene
+        rgb = field_.render_camera(cam) if have_grids else np.broadcast_to(background, (cam.h, cam.w, 3))
+        yield RenderedFrame(sf.index, _to_uint8(rgb), cam, sf.decode_seconds, time.perf_counter() - t1,
+                            concealed=sf.concealed)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- outputs
@@ -408,7 +373,7 @@ def play(
     camera: str = "orbit",
     camera_name: str | None = None,
     size: tuple[int, int] | None = None,
-    frames: range | str | None = None,
+    frames: FrameRange | range | str | None = None,
     fps: float | None = None,
     device: str = "cpu",
     skip_damaged: bool = False,
@@ -417,7 +382,7 @@ def play(
 ) -> PlayReport:
     """Render ``src`` (a ``.rerf`` stream) along a camera path into ``output`` (mp4, gif or PNG dir).
 
-    ``frames``: a range or ``--frames`` text (the stream's own numbers, half-open); from a
+    ``frames``: a :class:`FrameRange`, range or ``A:B`` text (the stream's own numbers); from a
     seekable input the decoder starts at the GOF holding the first one (through the index).
     ``fps``: the video's frame rate (default: the stream's). The output appears only when every
     frame was written; an existing one is replaced only with ``force``.
@@ -425,10 +390,11 @@ def play(
     if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
         raise RerfUsageError(f"--fps must be a number in (0, 1000], got {fps!r}")
     kind = precheck_output(output, force)
+    wanted = parse_frame_range(frames)  # syntax errors before any input is read
     t_start = time.perf_counter()
     dec = Decoder(src)
     h = dec.header
-    want = parse_frame_range(frames, dec.frame_range) if isinstance(frames, str) else dec.resolve_range(frames)
+    want = dec.resolve_range(wanted)
     path = camera_path(camera, h.xyz_min, h.xyz_max, size, camera_name)
     cameras = path.cameras(len(want))
     video_fps = float(fps if fps is not None else h.fps)

@@ -18,8 +18,8 @@ if str(ROOT) not in sys.path:  # `cli` is a top-level package next to rerf_codec
 from click.testing import CliRunner  # noqa: E402
 
 from cli.main import cli  # noqa: E402
-from rerf_codec.codec.files import parse_frame_range  # noqa: E402
 from rerf_codec.errors import RerfUsageError  # noqa: E402
+from rerf_codec.framerange import FrameRange  # noqa: E402
 from rerf_codec.grids import read_frame, read_meta  # noqa: E402
 from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 
@@ -488,15 +488,19 @@ def test_internal_error_and_interrupt(monkeypatch, work):
 
 
 def test_parse_frame_range():
+    """One frame-range type: the CLI parses the text once, the library resolves it against what exists."""
     total = range(10, 20)
-    assert parse_frame_range("12:15", total) == range(12, 15)
-    assert parse_frame_range(":15", total) == range(10, 15)
-    assert parse_frame_range("15:", total) == range(15, 20)
-    assert parse_frame_range(":", total) == total
-    assert parse_frame_range("13", total) == range(13, 14)
+    assert FrameRange.parse("12:15").resolve(total) == range(12, 15)
+    assert FrameRange.parse(":15").resolve(total) == range(10, 15)
+    assert FrameRange.parse("15:").resolve(total) == range(15, 20)
+    assert FrameRange.parse(":").resolve(total) == total
+    assert FrameRange.parse("13").resolve(total) == range(13, 14)
     for bad in ("15:12", "12:12", "a:b", "5:15", "12:21", "-1:3", "1:2:3", ""):
-        with pytest.raises(RerfUsageError):
-            parse_frame_range(bad, total)
+        with pytest.raises(RerfUsageError, match=r"frame|range|A:B"):
+            FrameRange.parse(bad).resolve(total)
+    # the CLI names the option, the library the value
+    res = run("decode", "x.rerf", "-o", "y", "--frames", "a:b")
+    assert res.exit_code == 2 and "--frames" in res.stderr and "'a:b'" in res.stderr
 
 
 def test_help_and_version():

@@ -188,7 +188,7 @@ def test_rerf_import_poses_images_masks(capture: Path, tmp_path: Path) -> None:
 
 def test_rerf_frame_range_test_cameras_binary_mask_downscale(capture: Path, tmp_path: Path) -> None:
     out = tmp_path / "cut"
-    import_rerf(capture, out, frames=(1, 4), test_cameras=[0, 2], mask_threshold=127)
+    import_rerf(capture, out, frames=range(1, 4), test_cameras=[0, 2], mask_threshold=127)
     ds = open_dataset(out)
     assert (ds.meta.first_frame, ds.meta.num_frames) == (1, 3)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["000001", "000002", "000003"]
@@ -203,7 +203,7 @@ def test_rerf_frame_range_test_cameras_binary_mask_downscale(capture: Path, tmp_
         assert (u, v) == (int(uv[0]), int(uv[1]))
 
     half = tmp_path / "half"
-    import_rerf(capture, half, frames=(3, None), downscale=2, test_cameras=1)
+    import_rerf(capture, half, frames="3:", downscale=2, test_cameras=1)
     hm = open_dataset(half).meta
     assert (hm.first_frame, hm.num_frames) == (3, 2)
     c = hm.cameras[0]
@@ -219,7 +219,7 @@ def test_rerf_refuses_existing_output_and_bad_arguments(capture: Path, tmp_path:
     with pytest.raises(RerfUsageError):
         import_rerf(capture, out, force=True)  # not a dataset: never replaced
     assert (out / "keep.txt").exists()
-    for kwargs in ({"frames": (3, 3)}, {"frames": (0, 6)}, {"frames": (7, None)}, {"test_cameras": 3},
+    for kwargs in ({"frames": "3:3"}, {"frames": range(0, 6)}, {"frames": "7:"}, {"frames": (0, 1)}, {"test_cameras": 3},
                    {"test_cameras": [0, 0]}, {"test_cameras": [5]}, {"downscale": 5}):  # fmt: skip
         with pytest.raises(RerfUsageError):
             import_rerf(capture, tmp_path / "x", **kwargs)
@@ -319,10 +319,10 @@ def test_rerf_failure_while_writing_leaves_nothing(
 
 def test_rerf_replace_with_force(capture: Path, tmp_path: Path) -> None:
     out = tmp_path / "data"
-    import_rerf(capture, out, frames=(0, 1))
+    import_rerf(capture, out, frames=range(0, 1))
     with pytest.raises(RerfUsageError, match="exists"):
-        import_rerf(capture, out, frames=(0, 2))
-    import_rerf(capture, out, frames=(0, 2), force=True)
+        import_rerf(capture, out, frames=range(0, 2))
+    import_rerf(capture, out, frames=range(0, 2), force=True)
     assert open_dataset(out).meta.num_frames == 2
 
 

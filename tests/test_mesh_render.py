@@ -262,7 +262,7 @@ def test_render_sequence_writes_a_valid_dataset(sphere_npz: Path, tmp_path: Path
 
 def test_frame_range_and_step(sphere_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "cut"
-    render_mesh_sequence(sphere_npz, out, cameras=2, test_cameras=1, size=16, frames=(1, 3))
+    render_mesh_sequence(sphere_npz, out, cameras=2, test_cameras=1, size=16, frames=range(1, 3))
     meta = open_dataset(out).meta
     assert (meta.first_frame, meta.num_frames) == (1, 2)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["000001", "000002"]
@@ -271,7 +271,7 @@ def test_frame_range_and_step(sphere_npz: Path, tmp_path: Path) -> None:
     assert meta.xyz_min[0] > float(v[0, :, 0].min())
 
     stepped = tmp_path / "stepped"
-    render_mesh_sequence(sphere_npz, stepped, cameras=2, test_cameras=1, size=16, frames=(0, 3), step=2)
+    render_mesh_sequence(sphere_npz, stepped, cameras=2, test_cameras=1, size=16, frames=range(0, 3), step=2)
     ds = open_dataset(stepped)
     assert (ds.meta.first_frame, ds.meta.num_frames, ds.meta.fps) == (0, 2, 15.0)
     assert ds.meta.source["step"] == 2 and ds.meta.source["frames"] == [0, 3]
@@ -280,8 +280,8 @@ def test_frame_range_and_step(sphere_npz: Path, tmp_path: Path) -> None:
     for c, img in zip(ds.meta.cameras, direct, strict=True):
         np.testing.assert_array_equal(np.rint(ds.load_image(1, c) * 255).astype(np.uint8), img)
 
-    for bad in [(2, 2), (0, 4), (-1, 2)]:
-        with pytest.raises(RerfUsageError, match="--frames"):
+    for bad in ["2:2", range(0, 4), "-1:2"]:
+        with pytest.raises(RerfUsageError, match=r"range|frame"):
             render_mesh_sequence(sphere_npz, tmp_path / "x", cameras=2, test_cameras=1, size=16, frames=bad)
     with pytest.raises(RerfUsageError, match="--step"):
         render_mesh_sequence(sphere_npz, tmp_path / "x", cameras=2, test_cameras=1, size=16, step=0)
@@ -375,7 +375,7 @@ def test_not_an_npz_and_missing_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(not CRANE.is_file(), reason=f"sample data {CRANE} not present")
 def test_crane_renders_with_consistent_poses(tmp_path: Path) -> None:
     out = tmp_path / "crane"
-    render_mesh_sequence(CRANE, out, cameras=2, test_cameras=1, size=64, frames=(40, 42))
+    render_mesh_sequence(CRANE, out, cameras=2, test_cameras=1, size=64, frames=range(40, 42))
     ds = open_dataset(out)
     assert (ds.meta.first_frame, ds.meta.num_frames, len(ds.meta.cameras)) == (40, 2, 3)
     verts = load_mesh_sequence(CRANE)["vertices"]

@@ -25,9 +25,10 @@ from rerf_codec.grids import (
     read_meta,
     warp_previous,
 )
+from rerf_codec.metrics import psnr
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
-from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, psnr, train_sequence
+from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, train_sequence
 from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
 

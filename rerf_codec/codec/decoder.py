@@ -9,9 +9,10 @@ the GOF that contains it, found through the index.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -28,7 +29,8 @@ from rerf_codec.codec.intra import BufferPool, parse_intra, reconstruct_intra
 from rerf_codec.codec.quant import qstep_table
 from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual
 from rerf_codec.codec.threads import single_blas_thread
-from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.errors import RerfFormatError
+from rerf_codec.framerange import FrameRange, parse_frame_range
 from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 
 
@@ -124,18 +126,19 @@ class Decoder:
         )
         return SequenceMeta.from_json_dict(seq, "<stream header>")
 
-    def resolve_range(self, frames: range | None) -> range:
-        full = self.frame_range
-        if frames is None:
-            return full
-        if frames.step != 1 or len(frames) == 0 or frames.start < full.start or frames.stop > full.stop:
-            raise RerfUsageError(
-                f"frame range {frames.start}:{frames.stop} is not inside the stream's frames {full.start}:{full.stop}"
-            )
-        return frames
+    def resolve_range(self, frames: FrameRange | range | str | None) -> range:
+        """The stream's frames selected by ``frames`` (``None``: all of them)."""
+        fr = parse_frame_range(frames)
+        return self.frame_range if fr is None else fr.resolve(self.frame_range)
+
+    def session(
+        self, frames: FrameRange | range | str | None = None, *, skip_damaged: bool = False, reuse_buffers: bool = False
+    ) -> DecodeSession:
+        """Every frame of ``frames`` in order, damaged GOFs concealed: see :class:`DecodeSession`."""
+        return DecodeSession(self, self.resolve_range(frames), skip_damaged=skip_damaged, reuse_buffers=reuse_buffers)
 
     def frames(
-        self, frames: range | None = None, *, skip_damaged: bool = False, reuse_buffers: bool = False
+        self, frames: FrameRange | range | str | None = None, *, skip_damaged: bool = False, reuse_buffers: bool = False
     ) -> Iterator[DecodedFrame | DamagedFrames]:
         """Yield decoded frames in ``frames`` (default: all), GOF by GOF.
 
@@ -179,6 +182,119 @@ class Decoder:
                 yield DamagedFrames(gof_range, item.offset, str(exc))
             if gof_range.stop >= want.stop and want.stop < self.frame_range.stop:
                 return  # a range that runs to the end reads on: the index and footer get checked
+
+
+def empty_frame(header: SequenceHeader) -> GridFrame:
+    """The concealment frame used when no earlier frame decoded: transparent and featureless.
+
+    Density ``min(0, occupancy_threshold - 1)`` (below the occupancy threshold, so every
+    block is empty by the codec's own definition), features 0.
+    """
+    dens = np.float32(min(0.0, header.occupancy_threshold - 1.0))
+    return GridFrame(
+        np.full(header.grid_shape, dens, dtype=np.float32),
+        np.zeros((header.feature_channels, *header.grid_shape), dtype=np.float32),
+    )
+
+
+def _fmt_range(r: range) -> str:
+    return f"{r.start}" if len(r) == 1 else f"{r.start}:{r.stop}"
+
+
+def _clip(r: range | None, to: range) -> range | None:
+    return None if r is None else range(max(r.start, to.start), min(r.stop, to.stop))
+
+
+@dataclass(frozen=True)
+class DamagedReport:
+    """One damaged stretch of the stream met by a :class:`DecodeSession` that conceals damage."""
+
+    frames: range | None  # frames lost inside the requested range (None: unknown)
+    offset: int | None  # byte offset of the damaged chunk (None: end of a truncated stream)
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frames": None if self.frames is None else [self.frames.start, self.frames.stop],
+            "offset": self.offset,
+            "reason": self.reason,
+        }
+
+    def describe(self) -> str:
+        where = "frames ?" if self.frames is None else f"frames {_fmt_range(self.frames)}"
+        at = "" if self.offset is None else f" (chunk at byte {self.offset})"
+        return f"{where} damaged{at}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class SessionFrame:
+    """One frame of a :class:`DecodeSession`, in order."""
+
+    index: int
+    frame: GridFrame | None
+    """The decoded grids; for a concealed frame the last good frame's, or ``None`` before any."""
+    concealed: bool
+    decode_seconds: float
+    """Time spent waiting for the decoder (reading + decoding) for this frame; 0 when concealed."""
+
+
+@dataclass
+class DecodeSession:
+    """The one loop that every consumer of decoded frames uses (``rerf decode``, the player, eval, the bench).
+
+    Yields every frame of ``want`` in order. Without ``skip_damaged`` the first damage raises
+    ``RerfFormatError``. With it a damaged GOF is recorded once in ``damaged`` and each of its
+    frames is *concealed* like a video player freezing: the last good frame again (or ``None``
+    when no frame has decoded yet: the caller shows an empty scene); a truncated stream conceals
+    the rest of the range; if no frame at all decodes it is an error.
+
+    ``reuse_buffers`` lets the decoder write every frame into the same arrays (valid until the
+    next frame is requested). It is ignored when concealing, which must keep the last good frame.
+    """
+
+    decoder: Decoder
+    want: range
+    skip_damaged: bool = False
+    reuse_buffers: bool = False
+    damaged: list[DamagedReport] = field(default_factory=list)
+    decoded: int = 0
+
+    def __iter__(self) -> Iterator[SessionFrame]:
+        want = self.want
+        frames = self.decoder.frames(
+            want, skip_damaged=self.skip_damaged, reuse_buffers=self.reuse_buffers and not self.skip_damaged
+        )
+        expected = want.start
+        last: GridFrame | None = None
+        while True:
+            t0 = time.perf_counter()
+            try:
+                item = next(frames)
+            except StopIteration:
+                break
+            except RerfFormatError as exc:
+                if not self.skip_damaged:
+                    raise
+                if expected < want.stop:  # truncated stream or unreadable index: nothing more to read
+                    self.damaged.append(DamagedReport(range(expected, want.stop), None, str(exc)))
+                break
+            seconds = time.perf_counter() - t0
+            if isinstance(item, DamagedFrames):
+                self.damaged.append(DamagedReport(_clip(item.frames, want), item.offset, item.reason))
+                continue
+            if item.index < expected or item.index >= want.stop:
+                raise RuntimeError(f"decoder yielded frame {item.index}, expected {expected}")
+            for idx in range(expected, item.index):
+                yield SessionFrame(idx, last, True, 0.0)
+            yield SessionFrame(item.index, item.frame, False, seconds)
+            self.decoded += 1
+            last = item.frame
+            expected = item.index + 1
+        if self.skip_damaged and self.decoded == 0:
+            reasons = "; ".join(d.reason for d in self.damaged) or "no frame in the range"
+            raise RerfFormatError(f"no frame could be decoded ({reasons}); nothing was written")
+        for idx in range(expected, want.stop):
+            yield SessionFrame(idx, last, True, 0.0)
 
 
 def decode_all(f: BinaryIO, frames: range | None = None) -> tuple[list[DecodedFrame], str]:

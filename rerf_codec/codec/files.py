@@ -5,7 +5,6 @@ it is usable (and tested) without click:
 
 * :func:`open_input` opens a ``.rerf`` path or ``-`` (stdin, possibly non-seekable) and
   names the input in every format error;
-* :func:`parse_frame_range` turns ``--frames A:B`` into a ``range``;
 * :func:`decode_to_directory` decodes a stream into a grid-sequence directory, atomically,
   with optional SHA-256 verification and damaged-GOF concealment;
 * :func:`describe_stream` is what ``rerf info`` shows: header, GOFs, per-frame byte
@@ -30,17 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from rerf_codec import bitstream
 from rerf_codec.bitstream import COEFF_MODE_NAMES, FRAME_TYPE_NAMES, StreamReader
-from rerf_codec.codec.decoder import DamagedFrames, DecodedFrame, Decoder
+from rerf_codec.codec.decoder import DamagedReport, Decoder, empty_frame
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.framerange import FrameRange, parse_frame_range
 from rerf_codec.grids import GridFrame, SequenceWriter, update_frame_hash
 
 __all__ = [
     "CATEGORIES",
-    "DamagedReport",
     "DecodeReport",
     "decode_to_directory",
     "describe_stream",
@@ -48,7 +45,6 @@ __all__ = [
     "encoded_gofs",
     "frame_type_summary",
     "open_input",
-    "parse_frame_range",
 ]
 
 STDIN = "-"
@@ -108,33 +104,6 @@ def open_input(path: str | Path) -> Iterator[BinaryIO]:
             raise RerfFormatError(f"{name}: {msg}") from None
 
 
-def parse_frame_range(text: str, total: range) -> range:
-    """Parse ``A:B`` (half-open, like a Python slice; ``A`` or ``B`` may be omitted) or ``A``.
-
-    Frame numbers are the stream's own (absolute) numbers, so ``total`` is the stream's
-    frame range; a range that is empty, reversed or not inside ``total`` is an error.
-    """
-    s = text.strip()
-    m = re.fullmatch(r"(\d*)\s*:\s*(\d*)|(\d+)", s)
-    if m is None:
-        raise RerfUsageError(
-            f"--frames {text!r}: expected A:B with frame numbers >= 0 (half-open; A or B may be omitted)"
-        )
-    if m.group(3) is not None:
-        start = int(m.group(3))
-        stop = start + 1
-    else:
-        start = int(m.group(1)) if m.group(1) else total.start
-        stop = int(m.group(2)) if m.group(2) else total.stop
-    if stop <= start:
-        raise RerfUsageError(f"--frames {text}: empty range ({start}:{stop} holds no frame)")
-    if start < total.start or stop > total.stop:
-        raise RerfUsageError(
-            f"--frames {text}: outside the stream's frames {total.start}:{total.stop}"
-        )
-    return range(start, stop)
-
-
 def _check_sha256(text: str | None) -> str | None:
     if text is None:
         return None
@@ -155,27 +124,6 @@ def _precheck_output_dir(out_dir: Path, force: bool) -> None:
 
 
 # --------------------------------------------------------------------------- decode
-
-
-@dataclass(frozen=True)
-class DamagedReport:
-    """One damaged stretch of the stream, as reported by ``decode --skip-damaged``."""
-
-    frames: range | None  # frames lost inside the requested range (None: unknown)
-    offset: int | None  # byte offset of the damaged chunk (None: end of a truncated stream)
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "frames": None if self.frames is None else [self.frames.start, self.frames.stop],
-            "offset": self.offset,
-            "reason": self.reason,
-        }
-
-    def describe(self) -> str:
-        where = "frames ?" if self.frames is None else f"frames {_fmt_range(self.frames)}"
-        at = "" if self.offset is None else f" (chunk at byte {self.offset})"
-        return f"{where} damaged{at}: {self.reason}"
 
 
 @dataclass
@@ -212,35 +160,11 @@ class DecodeReport:
         }
 
 
-def _fmt_range(r: range) -> str:
-    return f"{r.start}" if len(r) == 1 else f"{r.start}:{r.stop}"
-
-
-def _clip(r: range | None, to: range) -> range | None:
-    if r is None:
-        return None
-    return range(max(r.start, to.start), min(r.stop, to.stop))
-
-
-def empty_frame(dec: Decoder) -> GridFrame:
-    """The concealment frame used when no earlier frame decoded: transparent and featureless.
-
-    Density ``min(0, occupancy_threshold - 1)`` (below the occupancy threshold, so every
-    block is empty by the codec's own definition), features 0.
-    """
-    h = dec.header
-    dens = np.float32(min(0.0, h.occupancy_threshold - 1.0))
-    return GridFrame(
-        np.full(h.grid_shape, dens, dtype=np.float32),
-        np.zeros((h.feature_channels, *h.grid_shape), dtype=np.float32),
-    )
-
-
 def decode_to_directory(
     src: BinaryIO,
     out_dir: str | Path,
     *,
-    frames: range | str | None = None,
+    frames: FrameRange | range | str | None = None,
     force: bool = False,
     verify: str | None = None,
     skip_damaged: bool = False,
@@ -248,8 +172,8 @@ def decode_to_directory(
 ) -> DecodeReport:
     """Decode the ``.rerf`` stream ``src`` into the grid-sequence directory ``out_dir``.
 
-    ``frames``: a range of the stream's frame numbers, or ``--frames`` text (parsed
-    against the stream's frames once the header is read); output frame files and
+    ``frames``: the stream's frame numbers to decode (a :class:`FrameRange`, a ``range`` or
+    ``A:B`` text, resolved once the header is read); output frame files and
     ``first_frame`` keep the original numbers. Full frames are written, plus
     ``decoder.npz`` when the stream carries tensors. The directory appears only when
     everything succeeded (``SequenceWriter``); an existing one is replaced only with
@@ -260,70 +184,36 @@ def decode_to_directory(
 
     ``skip_damaged``: a damaged GOF does not stop decoding. Its frames are concealed like a
     video player freezing: each is replaced by the nearest earlier decoded frame, or by
-    :func:`empty_frame` when there is none; they are listed in the report and in
+    ``decoder.empty_frame`` when there is none; they are listed in the report and in
     sequence.json under ``"damaged_frames"``. The SHA-256 covers the frames as written.
     If no frame at all decodes, it is an error. Without ``skip_damaged`` the first damage
     raises ``RerfFormatError`` and nothing is written.
     """
     out = Path(out_dir)
     verify = _check_sha256(verify)
-    if isinstance(frames, range) and (frames.step != 1 or len(frames) == 0):
-        raise RerfUsageError("frames must be a non-empty range with step 1")
+    wanted = parse_frame_range(frames)  # syntax errors before any input is read
     _precheck_output_dir(out, force)
     t0 = time.perf_counter()
     dec = Decoder(src)
-    want = parse_frame_range(frames, dec.frame_range) if isinstance(frames, str) else dec.resolve_range(frames)
+    # Each frame is written before the next is decoded, so the decoder may reuse its buffers.
+    session = dec.session(wanted, skip_damaged=skip_damaged, reuse_buffers=True)
+    want = session.want
     meta = dec.sequence_meta(want)
     tensors = dict(dec.header.tensors) if dec.header.tensors else None
     sha = hashlib.sha256()
-    damaged: list[DamagedReport] = []
     damaged_frames: list[int] = []
-    decoded = 0
+    empty: GridFrame | None = None
     with SequenceWriter(out, meta, force=force, decoder=tensors) as writer:
-        expected = want.start
-        last: GridFrame | None = None
-
-        def emit(idx: int, frame: GridFrame) -> None:
+        for sf in session:
+            frame = sf.frame
+            if frame is None:
+                frame = empty = empty if empty is not None else empty_frame(dec.header)
+            if sf.concealed:
+                damaged_frames.append(sf.index)
             update_frame_hash(sha, frame)
-            writer.write_frame(idx, frame)
+            writer.write_frame(sf.index, frame)
             if progress is not None:
-                progress(idx - want.start + 1, len(want))
-
-        def conceal(upto: int) -> None:
-            nonlocal expected
-            filler = last
-            for idx in range(expected, upto):
-                if filler is None:
-                    filler = empty_frame(dec)
-                emit(idx, filler)
-                damaged_frames.append(idx)
-            expected = max(expected, upto)
-
-        try:
-            # Each frame is written before the next is decoded, so the decoder may reuse its
-            # buffers; concealment keeps a reference to the last good frame, so not then.
-            for item in dec.frames(want, skip_damaged=skip_damaged, reuse_buffers=not skip_damaged):
-                if isinstance(item, DamagedFrames):
-                    damaged.append(DamagedReport(_clip(item.frames, want), item.offset, item.reason))
-                    continue
-                assert isinstance(item, DecodedFrame)
-                if item.index < expected or item.index >= want.stop:
-                    raise RuntimeError(f"decoder yielded frame {item.index}, expected {expected}")
-                conceal(item.index)
-                emit(item.index, item.frame)
-                decoded += 1
-                last = item.frame
-                expected = item.index + 1
-        except RerfFormatError as exc:
-            if not skip_damaged:
-                raise
-            # Truncated stream or unreadable index: nothing further can be read.
-            if expected < want.stop:
-                damaged.append(DamagedReport(range(expected, want.stop), None, str(exc)))
-        if skip_damaged and decoded == 0:
-            reasons = "; ".join(d.reason for d in damaged) or "no frame in the range"
-            raise RerfFormatError(f"no frame could be decoded ({reasons}); nothing was written")
-        conceal(want.stop)
+                progress(sf.index - want.start + 1, len(want))
         digest = sha.hexdigest()
         if verify is not None and digest != verify:
             raise RerfFormatError(
@@ -332,6 +222,7 @@ def decode_to_directory(
         if damaged_frames:
             writer.update_extra(damaged_frames=list(damaged_frames))
         writer.commit()
+    damaged = session.damaged
     return DecodeReport(
         out_dir=str(out),
         frames=want,

@@ -95,6 +95,7 @@ from rerf_codec.datasets.format import (
     split_cameras,
 )
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.framerange import FrameRange, parse_frame_range
 from rerf_codec.jsonfile import read_bounded
 
 __all__ = ["NERF_DEFAULT_BBOX", "import_nerf", "import_rerf", "parse_campose", "parse_intrinsics"]
@@ -707,24 +708,10 @@ def _compose(rgb: np.ndarray, mask: np.ndarray, threshold: int | None, scale: in
 # --------------------------------------------------------------------------- ReRF / NHR: import
 
 
-def _frame_range(frames: Any) -> tuple[int, int | None]:
-    if frames is None:
-        return 0, None
-    if isinstance(frames, (slice, range)):
-        if frames.step not in (None, 1):
-            raise RerfUsageError(f"frames: only contiguous ranges (step 1) are supported, got {frames!r}")
-        start, stop = frames.start or 0, frames.stop
-    elif isinstance(frames, (tuple, list)) and len(frames) == 2:
-        start, stop = frames
-        start = 0 if start is None else start
-    else:
-        raise RerfUsageError(f"frames must be None, (start, stop) or a slice, got {frames!r}")
-    for v in (start, stop):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-            raise RerfUsageError(f"frames: bounds must be integers >= 0, got {frames!r}")
-    if stop is not None and stop <= start:
-        raise RerfUsageError(f"frames: empty range {start}:{stop} (half-open, like Python slices)")
-    return start, stop
+def _frame_range(frames: FrameRange | range | str | None) -> tuple[int, int | None]:
+    """(start, stop or None for "to the end"): the video's length is known only once it is read."""
+    fr = parse_frame_range(frames)
+    return (0, None) if fr is None else (fr.start or 0, fr.stop)
 
 
 def _test_split(n: int, test_cameras: Any, where: Path) -> list[str]:
@@ -781,7 +768,7 @@ def import_rerf(
     out_dir: str | Path,
     *,
     force: bool = False,
-    frames: Any = None,
+    frames: FrameRange | range | str | None = None,
     test_cameras: Any = None,
     progress: ProgressFn | None = None,
     bbox: Any = None,
@@ -796,7 +783,7 @@ def import_rerf(
         src_dir: the capture folder.
         out_dir: the dataset folder to create (atomically).
         force: replace an existing dataset at ``out_dir``.
-        frames: ``(start, stop)`` half-open (``stop`` None = to the end) or a slice; None = all.
+        frames: frames to import (a FrameRange, a range or ``A:B`` text; half-open, open ends allowed); None = all.
             Output frame numbers are the video frame numbers.
         test_cameras: held-out cameras: a count (spread by ``split_cameras``) or a list of camera
             indices; default ``min(4, max(1, n // 4))`` spread over the rig.

@@ -63,6 +63,7 @@ import numpy as np
 from rerf_codec.datasets.cameras import bbox_of, ring_cameras
 from rerf_codec.datasets.format import MAX_FRAMES, Camera, DatasetMeta, DatasetWriter
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.framerange import FrameRange, parse_frame_range
 
 __all__ = [
     "MAX_FACES",
@@ -405,23 +406,12 @@ def load_mesh_sequence(path: str | Path) -> dict[str, Any]:
     return {"vertices": vertices, "faces": faces, "name": name, "fps": fps}
 
 
-def _frame_range(frames: Any, total: int, step: Any) -> range:
+def _frame_range(frames: FrameRange | range | str | None, total: int, step: Any) -> range:
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
         raise RerfUsageError(f"--step must be an integer >= 1, got {step!r}")
-    if frames is None:
-        a, b = 0, total
-    else:
-        try:
-            a, b = frames
-        except (TypeError, ValueError):
-            raise RerfUsageError(f"--frames must be a pair A:B, got {frames!r}") from None
-        a = 0 if a is None else a
-        b = total if b is None else b
-        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
-            raise RerfUsageError(f"--frames bounds must be integers, got {frames!r}")
-        if not 0 <= a < b <= total:
-            raise RerfUsageError(f"--frames {a}:{b} is not a non-empty range inside the sequence's 0:{total}")
-    return range(a, b, step)
+    fr = parse_frame_range(frames)
+    r = range(total) if fr is None else fr.resolve(range(total))
+    return range(r.start, r.stop, step)
 
 
 def _dir_bytes(path: Path) -> int:
@@ -439,7 +429,7 @@ def render_mesh_sequence(
     cameras: int = 24,
     test_cameras: int = 4,
     size: int = 128,
-    frames: tuple[int | None, int | None] | None = None,
+    frames: FrameRange | range | str | None = None,
     step: int = 1,
     force: bool = False,
     background: Sequence[float] = (1.0, 1.0, 1.0),

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerf_codec import metrics
 from rerf_codec.datasets import Dataset, composite, open_dataset
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import (
@@ -30,7 +29,9 @@ from rerf_codec.field import (
     RenderSettings,
     resolve_device,
 )
+from rerf_codec.framerange import FrameRange, parse_frame_range
 from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter
+from rerf_codec.metrics import psnr
 from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
@@ -43,6 +44,9 @@ TRAIN_LOG = "train_log.jsonl"
 Events = Callable[[str, dict[str, Any]], None]
 """``events(kind, info)``: kind is "start", "iter" (frame, phase, i, n, stats), "frame" (a log record), "done"."""
 
+PSNR_CAP = 100.0
+"""Test PSNR is capped in the training log (JSON has no infinity)."""
+
 
 class Interrupted(Exception):
     """Raised by ``stop_after`` (tests simulate a crash between frames with it)."""
@@ -52,30 +56,21 @@ class Interrupted(Exception):
 class TrainRequest:
     data: Path
     out: Path
-    frames: range | None = None
+    frames: FrameRange | range | None = None
     device: str = "cpu"
     resume: bool = False
     force: bool = False
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR capped at 100 dB (the training log is JSON: no infinity)."""
-    return min(metrics.psnr(a, b), 100.0)
-
-
-def _frames(ds: Dataset, frames: range | None) -> range:
-    r = ds.meta.frame_indices
-    if frames is None:
-        return r
-    if frames.step != 1 or len(frames) == 0 or frames.start < r.start or frames.stop > r.stop:
-        raise RerfUsageError(f"--frames {frames.start}:{frames.stop} is not inside the dataset's frames {r.start}:{r.stop}")
-    return frames
+def _frames(ds: Dataset, frames: FrameRange | range | str | None) -> range:
+    fr = parse_frame_range(frames)
+    return ds.meta.frame_indices if fr is None else fr.resolve(ds.meta.frame_indices)
 
 
 def heldout_psnr(ds: Dataset, frame: int, field: RadianceField) -> float:
     """Mean PSNR over the dataset's test cameras (the held-out views), background composited."""
     cams = ds.meta.test_cameras
-    vals = [psnr(field.render_camera(c), composite(ds.load_image(frame, c), ds.meta.background)) for c in cams]
+    vals = [min(psnr(field.render_camera(c), composite(ds.load_image(frame, c), ds.meta.background)), PSNR_CAP) for c in cams]
     return float(np.mean(vals)) if vals else float("nan")
 
 
