@@ -383,7 +383,7 @@ def _checked_frames(frames: Iterable[InputFrame], meta: SequenceMeta) -> Iterabl
     expected = iter(meta.frame_indices)
     for item in frames:
         idx, frame = item[0], item[1]
-        motion = item[2] if len(item) > 2 else None  # type: ignore[misc]
+        motion = item[2] if len(item) > 2 else None
         exp = next(expected, None)
         if exp != idx:
             raise RerfUsageError(f"frame {idx} arrived where frame {exp} was expected")
