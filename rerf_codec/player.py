@@ -38,7 +38,6 @@ import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,6 @@ __all__ = [
     "output_kind",
     "play",
     "render_stream",
-    "set_frame",
 ]
 
 DEFAULT_SIZE = (256, 256)
@@ -222,18 +220,6 @@ class PlayReport:
         }
 
 
-def set_frame(field_: Any, density: np.ndarray, features: np.ndarray) -> None:
-    """``field_.set_grids`` for decoder output.
-
-    The decoder hands out read-only arrays; on the CPU ``set_grids`` wraps them without a copy
-    (torch warns that it cannot mark the tensor read-only). The renderer never writes into its
-    grids, so the warning is silenced here instead of paying a copy of every frame.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        field_.set_grids(density, features)
-
-
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -304,7 +290,7 @@ def render_stream(
         yield from conceal(item.index)
         cam = cameras[item.index - want.start]
         t1 = time.perf_counter()
-        set_frame(field_, item.frame.density, item.frame.features)
+        field_.set_grids(item.frame.density, item.frame.features)
         have_grids = True
         rgb = field_.render_camera(cam)
         yield RenderedFrame(item.index, _to_uint8(rgb), cam, t_decode, time.perf_counter() - t1)
