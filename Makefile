@@ -31,8 +31,9 @@ demo: install  ## the whole pipeline on the built-in scene: dataset, train, enco
 bench: install  ## measure the codec on the synthetic 128^3 x 13 benchmark (see BENCHMARKS.md)
 	$(PY) -m rerf_codec.bench.codec_bench --json-out bench-out/codec.json
 
-lint:  install ## ruff over the library, CLI and tests
-	$(VENV)/bin/ruff check rerf_codec cli tests
+lint:  install ## ruff over everything, mypy --strict on the format-defining code (config: setup.cfg [mypy])
+	$(VENV)/bin/ruff check rerf_codec cli tests bitstreams
+	$(VENV)/bin/mypy rerf_codec/bitstream.py rerf_codec/codec/
 
 clean:  ## remove the venv and build outputs
 	rm -rf $(VENV) build dist *.egg-info demo-out bench-out

@@ -133,7 +133,6 @@ def evaluate(
     kept in ``report.kept`` (the demo's contact sheet). ``progress(done, total, frame_means)``.
     """
     from rerf_codec.field import RadianceField, resolve_device
-    from rerf_codec.player import set_frame
 
     t_start = time.perf_counter()
     dev = resolve_device(device)
@@ -179,7 +178,7 @@ def evaluate(
         assert frame is not None  # damage is not concealed here: it raises
         report.decode_seconds += sf.decode_seconds
         t0 = time.perf_counter()
-        set_frame(field_, frame.density, frame.features)
+        field_.set_grids(frame.density, frame.features)
         renders = [field_.render_camera(c) for c in cams]
         ref_renders = None
         if ref_iter is not None and ref_field is not None:

@@ -41,9 +41,10 @@ class FrameRange:
         if m is None:
             raise RerfUsageError(f"{text!r}: expected A:B with frame numbers >= 0 (half-open; A or B may be omitted)")
         if m.group(3) is not None:
-            start = int(m.group(3))
-            return cls(start, start + 1, text)
-        start, stop = (int(m.group(1)) if m.group(1) else None), (int(m.group(2)) if m.group(2) else None)
+            one = int(m.group(3))
+            return cls(one, one + 1, text)
+        start: int | None = int(m.group(1)) if m.group(1) else None
+        stop: int | None = int(m.group(2)) if m.group(2) else None
         if start is not None and stop is not None and stop <= start:
             raise RerfUsageError(f"{text}: empty range ({start}:{stop} holds no frame)")
         return cls(start, stop, text)

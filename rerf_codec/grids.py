@@ -510,7 +510,7 @@ def _load_member(zf: zipfile.ZipFile, m: _NpzMember, source: str) -> np.ndarray:
     name = m.name + ".npy"
     alloc_shape = m.shape[::-1] if m.fortran else m.shape
     arr = np.empty(alloc_shape, dtype=m.dtype)
-    buf = memoryview(arr.reshape(-1).view(np.uint8))
+    buf = arr.reshape(-1).view(np.uint8).data
     try:
         with zf.open(name) as fp:
             _read_npy_header(fp, source, m.name)
@@ -654,7 +654,8 @@ def _lerp(g: np.ndarray, frac: np.ndarray, axis: int, block: int) -> np.ndarray:
     hi[axis] = slice(1, block + 1)
     a = g[tuple(lo)]
     b = g[tuple(hi)]
-    return a + (b - a) * frac
+    out: np.ndarray = a + (b - a) * frac
+    return out
 
 
 def warp_previous(prev: GridFrame, motion: np.ndarray, block: int = MOTION_BLOCK) -> GridFrame:
@@ -877,7 +878,7 @@ def _le_f32_view(arr: np.ndarray, what: str) -> memoryview:
         raise RerfUsageError(f"frame hash: {what} must be float32, got {_dtype_name(a.dtype)}")
     if a.size == 0:
         return memoryview(b"")
-    return memoryview(np.ascontiguousarray(a, dtype="<f4")).cast("B")
+    return np.ascontiguousarray(a, dtype="<f4").data.cast("B")
 
 
 def update_frame_hash(h: hashlib._Hash, frame: GridFrame) -> None:

@@ -38,7 +38,6 @@ import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,6 @@ __all__ = [
     "output_kind",
     "play",
     "render_stream",
-    "set_frame",
 ]
 
 DEFAULT_SIZE = (256, 256)
@@ -222,18 +220,6 @@ class PlayReport:
         }
 
 
-def set_frame(field_: Any, density: np.ndarray, features: np.ndarray) -> None:
-    """``field_.set_grids`` for decoder output.
-
-    The decoder hands out read-only arrays; on the CPU ``set_grids`` wraps them without a copy
-    (torch warns that it cannot mark the tensor read-only). The renderer never writes into its
-    grids, so the warning is silenced here instead of paying a copy of every frame.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
-        field_.set_grids(density, features)
-
-
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:
     return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -263,16 +249,14 @@ def render_stream(
     background = np.asarray(field_.settings.background, np.float32)
     have_grids = False
     report = damaged if damaged is not None else []
-    # The field aliases the decoder's arrays on the CPU; with reused buffers they are only valid
-    # until the next frame is requested, and a frame is always rendered before that (the session
-    # does not reuse buffers while concealing, which renders the last good frame again later).
+    # set_grids copies the frame, so the decoder may reuse its buffers.
     session = DecodeSession(decoder, want, skip_damaged=skip_damaged, reuse_buffers=True, damaged=report)
     for sf in session:
         cam = cameras[sf.index - want.start]
         t1 = time.perf_counter()
         if not sf.concealed:
             assert sf.frame is not None
-            set_frame(field_, sf.frame.density, sf.frame.features)
+            field_.set_grids(sf.frame.density, sf.frame.features)
             have_grids = True
         # concealed before any frame decoded: the empty scene
         rgb = field_.render_camera(cam) if have_grids else np.broadcast_to(background, (cam.h, cam.w, 3))

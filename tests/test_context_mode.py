@@ -3,7 +3,6 @@ and rate–distortion-optimised quantisation (encoder only)."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import struct
@@ -163,6 +162,7 @@ def test_corrupt_mode1_side_info_raises_format_error():
     key = co.encode_levels(lv, mode=co.MODE_CONTEXT)
     coded = co.encode_levels(_levels(np.random.default_rng(9)), mode=co.MODE_CONTEXT, prev_tables=key.tables)
     rng = np.random.default_rng(10)
+    damaged = 0
     for trial in range(300):
         side = bytearray(coded.side_info)
         if trial % 3 == 0:
@@ -170,8 +170,12 @@ def test_corrupt_mode1_side_info_raises_format_error():
         else:
             for _ in range(int(rng.integers(1, 4))):
                 side[int(rng.integers(0, len(side)))] = int(rng.integers(0, 256))
-        with contextlib.suppress(RerfFormatError):  # or it decodes: garbage but well formed
+        if bytes(side) == coded.side_info:  # a byte overwritten with itself: nothing to detect
+            continue
+        damaged += 1
+        with pytest.raises(RerfFormatError):
             co.decode_levels(bytes(side), coded.words, coded.mantissa, 4, 60, co.MODE_CONTEXT, key.tables)
+    assert damaged > 250
 
 
 def test_unknown_mode_id_is_rejected():
@@ -252,7 +256,10 @@ def test_fuzzed_mode1_records_raise_only_format_errors():
     path = Path(__file__).resolve().parents[1] / "bitstreams" / "conformance" / "context_mode" / "stream.rerf"
     reader = bs.StreamReader(io.BytesIO(path.read_bytes()))
     (gof,) = list(reader.iter_gofs())
+    grid = tuple(reader.header.grid_shape)
+    features = (reader.header.feature_channels, *grid)
     rng = np.random.default_rng(14)
+    outcomes = {"rejected": 0, "decoded": 0}
     for trial in range(120):
         frames = list(gof.frames)
         i = int(rng.integers(0, len(frames)))
@@ -267,6 +274,17 @@ def test_fuzzed_mode1_records_raise_only_format_errors():
             data[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
         frames[i] = dataclasses.replace(frames[i], **{name: bytes(data)})
         damaged = dataclasses.replace(gof, frames=tuple(frames))
-        with contextlib.suppress(RerfFormatError):
-            for _ in decode_gof(damaged, reader.header):
-                pass
+        decoded = []
+        try:
+            for item in decode_gof(damaged, reader.header):
+                decoded.append((item.index, item.frame.density.shape, item.frame.features.shape))
+        except RerfFormatError:
+            outcomes["rejected"] += 1
+            # what came out before the error is frames in order, each of the stream's shape
+            assert decoded == [(gof.first_frame + k, grid, features) for k in range(len(decoded))]
+            continue
+        # or it decodes: every frame of the GOF, in order, each of the stream's shape
+        outcomes["decoded"] += 1
+        assert decoded == [(gof.first_frame + k, grid, features) for k in range(len(gof.frames))]
+    # both outcomes happen, so neither branch above is dead
+    assert outcomes["rejected"] > 0 and outcomes["decoded"] > 0, outcomes

@@ -1,4 +1,5 @@
-"""rerf demo: the whole pipeline (--quick, as CI runs it) and the codec-only demo."""
+"""rerf demo: the whole pipeline (--quick, as CI runs it; the full demo as `make demo` runs it, marked slow:
+it trains for 5–15 minutes on 2 cores) and the codec-only demo."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import json
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import torch
 from click.testing import CliRunner
 
 from cli.main import cli
-from rerf_codec.demo import QUICK_SCENE, SHEET_GAP
+from rerf_codec.demo import DEMO_SCENE, QUICK_SCENE, SHEET_GAP
 
-# Floors for the quick demo's figures (measured: PSNR ~20 dB, SSIM ~0.84, ratio ~39×, coding
-# loss ~0.02 dB, stream vs uncompressed renders ~54 dB). A broken trainer, renderer, codec or
-# evaluation lands far below them; the floors leave room for trainer tuning and machine noise.
+# Floors for the demo's figures (measured, quick: PSNR ~20 dB, SSIM ~0.84, ratio ~39×, coding
+# loss ~0.02 dB, stream vs uncompressed renders ~54 dB; full: ~20.7 dB, ~0.85, ~111×, ~0.04 dB,
+# ~45 dB). A broken trainer, renderer, codec or evaluation lands far below them; the floors leave
+# room for trainer tuning and machine noise.
 PSNR_FLOOR_DB = 15.0
 SSIM_FLOOR = 0.5
 RATIO_FLOOR = 10.0
@@ -30,14 +33,17 @@ def assert_one_line_error(res) -> None:
     assert res.exit_code == 2 and res.stderr.startswith("rerf: error: ") and res.stderr.count("\n") == 1, res.stderr
 
 
-def test_demo_quick_pipeline(tmp_path):
+@pytest.mark.parametrize("quick", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["quick", "full"])
+def test_demo_pipeline(tmp_path, quick):
     torch.set_num_threads(1)
     out = tmp_path / "demo"
-    res = run("demo", "-o", out, "--quick", "--json")
+    scene = QUICK_SCENE if quick else DEMO_SCENE
+    quick_flag = ["--quick"] if quick else []
+    res = run("demo", "-o", out, *quick_flag, "--json")
     assert res.exit_code == 0, res.stderr
     s = json.loads(res.stdout)
     assert s["sha256_match"] is True and s["encoder_sha256"] == s["decoder_sha256"]
-    assert s["frames"] == QUICK_SCENE["frames"] and s["feature_channels"] == 12
+    assert s["frames"] == scene["frames"] and s["feature_channels"] == 12
     # the figures are sane, not just present
     assert s["psnr_db"] > PSNR_FLOOR_DB and s["ssim"] > SSIM_FLOOR
     assert s["reference_psnr_db"] > PSNR_FLOOR_DB
@@ -62,10 +68,10 @@ def test_demo_quick_pipeline(tmp_path):
     assert ev["num_frames"] == s["frames"] and ev["mean"]["psnr"] == s["psnr_db"]
     assert (out / "turntable.mp4").stat().st_size > 1000
     sheet = iio.imread(out / "contact_sheet.png")
-    rows, cams, size = len(s["contact_sheet_frames"]), len(s["test_cameras"]), QUICK_SCENE["size"]
+    rows, cams, size = len(s["contact_sheet_frames"]), len(s["test_cameras"]), scene["size"]
     assert sheet.shape == (rows * (size + SHEET_GAP) + SHEET_GAP, 3 * cams * (size + SHEET_GAP) + SHEET_GAP, 3)
     # the table a person reads
-    assert_one_line_error(run("demo", "-o", out, "--quick"))
+    assert_one_line_error(run("demo", "-o", out, *quick_flag))
 
 
 def test_demo_table_format(tmp_path, monkeypatch):

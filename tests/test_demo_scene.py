@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +45,7 @@ def seq() -> list[DemoFrame]:
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo") / "quick"
-    t0 = time.perf_counter()
     summary = render_demo_dataset(out, **QUICK)
-    summary["wall"] = time.perf_counter() - t0
     return out, summary
 
 
@@ -146,7 +143,6 @@ def test_quick_dataset(quick: tuple[Path, dict]) -> None:
     assert meta.image_mode == "RGBA" and meta.xyz_min == SCENE_MIN and meta.xyz_max == SCENE_MAX
     assert meta.source["generator"] == "rerf demo scene" and meta.source["seed"] == 0
     assert summary["frames"] == QUICK["frames"] and summary["cameras"] == QUICK["cameras"] + QUICK["test_cameras"]
-    assert summary["wall"] < 10  # ~1 s here; the budget for CI is 5 s, with slack for slow runners
 
 
 def test_alpha_covers_the_object(quick: tuple[Path, dict]) -> None:

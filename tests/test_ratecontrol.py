@@ -68,13 +68,13 @@ def test_file_size_hits_target(encoded, k):
     doc = info(path)
     assert doc["file_bytes"] == size
     assert [(g["first_frame"], g["num_frames"]) for g in doc["gofs"]] == [(0, 4), (4, 4), (8, 4)]
-    assert [(g["quality_density"], g["quality_features"]) for g in doc["gofs"]] == [tuple(q) for q in report.gof_qualities]
+    assert [(g["density_quality"], g["quality"]) for g in doc["gofs"]] == [tuple(q) for q in report.gof_qualities]
     assert doc["header"]["encoder"]["target_kbpf"] == k
 
 
 def test_qualities_follow_the_target(encoded):
     """A larger budget buys a higher quality in every GOF (as `rerf info --json` reports it)."""
-    qualities = {k: [g["quality_features"] for g in info(encoded[k][0])["gofs"]] for k in TARGETS}
+    qualities = {k: [g["quality"] for g in info(encoded[k][0])["gofs"]] for k in TARGETS}
     assert len({tuple(q) for q in qualities.values()}) == len(TARGETS), qualities
     for lo, hi in itertools.pairwise(TARGETS):
         assert all(a < b for a, b in zip(qualities[lo], qualities[hi], strict=True)), qualities

@@ -23,7 +23,8 @@ from typing import Any
 
 from rerf_codec.errors import RerfError
 
-DEFAULT_MESH = Path(__file__).resolve().parents[3] / "shared" / "data" / "meshseq" / "crane.npz"
+DEFAULT_MESH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "meshseq" / "crane.npz"
+"""The team's sample mesh: ``../shared/data/meshseq/crane.npz`` relative to the checkout (``--mesh`` for another)."""
 
 
 def run(mesh: Path, *, frames: int, runs: int, size: int, cameras: int, test_cameras: int) -> dict[str, Any]:

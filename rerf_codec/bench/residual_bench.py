@@ -9,7 +9,7 @@ One run measures, on each sequence (generated once and kept in memory):
 * **synthetic**: :mod:`rerf_codec.synthetic`,
   ``SyntheticSpec(shape=(R, R, R), feature_channels=12, num_frames=N)`` (13 channels =
   density + 12 features; rigidly moving and rotating content, with its true block motion);
-* **crane**: :mod:`rerf_codec.bench.meshgrid` on ``/work/shared/data/meshseq/crane.npz``,
+* **crane**: :mod:`rerf_codec.bench.meshgrid` on ``../shared/data/meshseq/crane.npz`` (``--mesh``),
   ``MeshGridSpec(resolution=R, frames=(0, N))`` (a voxelised non-rigid mesh sequence
   with its true block motion). Skipped, with a note, when the mesh file is missing.
 
@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from rerf_codec.bench.codec_bench import frame_quality, machine_info
+from rerf_codec.bench.dataset_bench import DEFAULT_MESH as CRANE_MESH
 from rerf_codec.bench.report import int_list, to_json
 from rerf_codec.bitstream import StreamReader
 from rerf_codec.codec.decoder import DecodedFrame, Decoder
@@ -84,7 +85,8 @@ from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 
 __all__ = ["DEFAULT_MESH", "MODES", "SEQUENCES", "TARGETS", "format_markdown", "format_table", "main", "run_bench"]
 
-DEFAULT_MESH = "/work/shared/data/meshseq/crane.npz"
+DEFAULT_MESH = str(CRANE_MESH)
+"""The team's sample mesh, ``../shared/data/meshseq/crane.npz`` next to the checkout (``--mesh`` for another)."""
 SEQUENCES = ("synthetic", "crane")
 DEFAULT_QUALITIES = (65, 75, 85)
 DEFAULT_RC_FRACTIONS = (0.6, 1.5)

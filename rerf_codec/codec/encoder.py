@@ -1,9 +1,11 @@
 """Sequence encoder: GOF chunking, per-GOF parameters, closed-loop frame coding.
 
 The encoder predicts from its *own reconstruction*, produced by the decoder's
-functions (``reconstruct_intra``), never from the input (DESIGN.md decision 2).
-Until residual frames land every frame of a GOF is an intra frame, but GOFs are
-real chunks with their own parameters, index entries and CRCs.
+functions (``reconstruct_intra``, ``reconstruct_residual``), never from the input
+(DESIGN.md decision 2), so its drift is exactly the decoder's. A GOF is an intra frame
+followed by residual frames (motion-compensated from the previous reconstruction); it
+ends after ``gof`` frames, or earlier when a frame no longer fits the GOF's lattice, so
+that each GOF is a chunk decodable on its own, with its own parameters, index entry and CRC.
 """
 
 from __future__ import annotations
@@ -383,7 +385,7 @@ def _checked_frames(frames: Iterable[InputFrame], meta: SequenceMeta) -> Iterabl
     expected = iter(meta.frame_indices)
     for item in frames:
         idx, frame = item[0], item[1]
-        motion = item[2] if len(item) > 2 else None  # type: ignore[misc]
+        motion = item[2] if len(item) > 2 else None
         exp = next(expected, None)
         if exp != idx:
             raise RerfUsageError(f"frame {idx} arrived where frame {exp} was expected")

@@ -141,7 +141,8 @@ class Table:
     def probabilities(self) -> np.ndarray:
         """``counts / sum`` in float64: exact-rounded IEEE divisions only."""
         c = np.asarray(self.counts, dtype=np.float64)
-        return c / c.sum()
+        p: np.ndarray = c / c.sum()
+        return p
 
     def model(self) -> object:
         return _model.Categorical(self.probabilities(), perfect=False)

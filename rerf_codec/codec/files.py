@@ -310,8 +310,6 @@ def describe_stream(f: BinaryIO) -> dict[str, Any]:
                 "num_frames": gof.num_frames,
                 "quality": gof.quality_features,
                 "density_quality": gof.quality_density,
-                "quality_density": gof.quality_density,
-                "quality_features": gof.quality_features,
                 "frame_types": {t: types.count(t) for t in FRAME_TYPES if t in types},
                 "frame_bytes": {
                     t: sum(sum(s.values()) for s, ty in zip(sizes, types, strict=True) if ty == t)

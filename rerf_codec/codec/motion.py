@@ -72,7 +72,8 @@ N_TAPS = FILTER_TAPS.shape[1]
 
 def _axis_taps(base: np.ndarray, size: int) -> np.ndarray:
     """``(N, 11)`` clamped sample coordinates ``base - 1 .. base + 9`` along one axis."""
-    return np.clip(base[:, None] + np.arange(-1, BLOCK + N_TAPS - 2)[None, :], 0, size - 1)
+    taps: np.ndarray = np.clip(base[:, None] + np.arange(-1, BLOCK + N_TAPS - 2)[None, :], 0, size - 1)
+    return taps
 
 
 def motion_compensate(
@@ -165,7 +166,8 @@ def superblock_index(blocks: tuple[np.ndarray, np.ndarray, np.ndarray], block_sh
     sy = -(-block_shape[1] // 2)
     sz = -(-block_shape[2] // 2)
     ix, iy, iz = blocks
-    return ((ix // 2) * sy + iy // 2) * sz + iz // 2
+    index: np.ndarray = ((ix // 2) * sy + iy // 2) * sz + iz // 2
+    return index
 
 
 def superblock_count(block_shape: tuple[int, int, int]) -> int:

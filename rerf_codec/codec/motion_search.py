@@ -30,6 +30,7 @@ voxel per axis) to keep the cost low; step 5 uses every voxel.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -55,6 +56,12 @@ class SearchConfig:
     """Evaluate every n-th voxel per axis of a block (candidates, refinement, propagation)."""
 
 
+class _ErrorMeasure(Protocol):
+    """What the candidate ranking needs: an error per block row for a vector per row."""
+
+    def error(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray: ...
+
+
 class _Evaluator:
     """Weighted prediction error of candidate vectors, per block, on sampled voxels."""
 
@@ -76,7 +83,7 @@ class _Evaluator:
         origin = np.stack(blocks, axis=1).astype(np.float64) * BLOCK  # (N, 3)
         self.pos = origin[:, None, :] + np.stack([ox.ravel(), oy.ravel(), oz.ravel()], axis=1)[None]  # (N, S, 3)
         # Samples in the padding of partial edge blocks are cropped by the decoder: weight 0.
-        self.valid = (self.pos < np.array(grid_shape, dtype=np.float64)).all(axis=2).astype(np.float64)  # (N, S)
+        self.valid = np.asarray((self.pos < np.array(grid_shape, dtype=np.float64)).all(axis=2), dtype=np.float64)  # (N, S)
         self.prev = [np.ascontiguousarray(p).reshape(-1) for p in prev_channels]
         self.strides = (prev_channels[0].shape[1] * prev_channels[0].shape[2], prev_channels[0].shape[2], 1)
         self.limits = np.array(grid_shape, dtype=np.float64) - 1.0
@@ -117,7 +124,8 @@ class _Evaluator:
         r = self.cur[:, rows] - self.predict(mv, rows)
         r *= self.valid[rows]
         np.abs(r, out=r)
-        return np.einsum("cns,c->n", r, self.sad_weights)
+        sad: np.ndarray = np.einsum("cns,c->n", r, self.sad_weights)
+        return sad
 
     def lk_step(self, mv: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """One Gauss–Newton step: the update in voxels ``(len(rows), 3)``."""
@@ -163,7 +171,8 @@ class _ExactEvaluator:
         r = self.cur[:, rows] - pred.reshape(len(self.prev), len(rows), -1)
         r *= self.valid[rows]
         np.abs(r, out=r)
-        return np.einsum("cns,c->n", r, self.sad_weights)
+        sad: np.ndarray = np.einsum("cns,c->n", r, self.sad_weights)
+        return sad
 
 
 def search_motion(
@@ -191,6 +200,7 @@ def search_motion(
     if n == 0:
         return np.zeros((0, 3), dtype=np.int64)
     ev = _Evaluator(cur, prev_channels, grid_shape, blocks, weights, config.sample_stride, scales)
+    scorer: _ErrorMeasure = ev  # what try_candidates ranks with: sampled, then exact for the polish
     all_rows = np.arange(n)
     n_samples = ev.cur.shape[2] * cur.shape[0]
     best = np.zeros((n, 3), dtype=np.int64)
@@ -202,7 +212,7 @@ def search_motion(
         if rows.size == 0:
             return
         c = np.clip(cand, -limit, limit)
-        err = ev.error(c.astype(np.float64), rows)
+        err = scorer.error(c.astype(np.float64), rows)
         better = err < best_err[rows]
         best[rows[better]] = c[better]
         best_err[rows[better]] = err[better]
@@ -237,8 +247,8 @@ def search_motion(
             try_candidates(best[nb[rows[ok]]], rows[ok])
     if config.polish:
         # Re-rank and polish with the codec's own prediction on every voxel of the block.
-        ev = _ExactEvaluator(cur, prev_channels, grid_shape, blocks, weights, scales)
-        best_err[rows] = ev.error(best[rows].astype(np.float64), rows)
+        scorer = _ExactEvaluator(cur, prev_channels, grid_shape, blocks, weights, scales)
+        best_err[rows] = scorer.error(best[rows].astype(np.float64), rows)
         for axis in range(3):
             for sign in (-1, 1):
                 c = best[rows].copy()

@@ -46,12 +46,13 @@ def block_max(density: np.ndarray) -> np.ndarray:
     bx, by, bz = block_grid_shape(density.shape)
     padded = np.full((bx * BLOCK, by * BLOCK, bz * BLOCK), -np.inf, dtype=np.float32)
     padded[:x, :y, :z] = density
-    return padded.reshape(bx, BLOCK, by, BLOCK, bz, BLOCK).max(axis=(1, 3, 5))
+    maxima: np.ndarray = padded.reshape(bx, BLOCK, by, BLOCK, bz, BLOCK).max(axis=(1, 3, 5))
+    return maxima
 
 
 def occupancy_mask(density: np.ndarray, threshold: float) -> np.ndarray:
     """Bool ``(bx, by, bz)``: blocks with any voxel above ``threshold``."""
-    return block_max(density) > threshold
+    return np.asarray(block_max(density) > threshold, dtype=bool)
 
 
 def _pyramid(mask: np.ndarray) -> list[np.ndarray]:
@@ -62,7 +63,7 @@ def _pyramid(mask: np.ndarray) -> list[np.ndarray]:
         sx, sy, sz = (-(-s // 2) for s in m.shape)
         p = np.zeros((sx * 2, sy * 2, sz * 2), dtype=bool)
         p[: m.shape[0], : m.shape[1], : m.shape[2]] = m
-        levels.append(p.reshape(sx, 2, sy, 2, sz, 2).any(axis=(1, 3, 5)))
+        levels.append(np.asarray(p.reshape(sx, 2, sy, 2, sz, 2).any(axis=(1, 3, 5))))
     return levels
 
 
@@ -134,7 +135,8 @@ def decode_mask(shape: tuple[int, int, int], dec: SymbolDecoder) -> np.ndarray:
 
 def _inter_contexts(prev_mask: np.ndarray) -> np.ndarray:
     """Context of every block of a residual frame: previous occupancy × neighbour bucket (0..7)."""
-    return (prev_mask.astype(np.int64) * N_CONTEXTS + _BUCKET[_neighbour_count(prev_mask)]).ravel()
+    contexts: np.ndarray = prev_mask.astype(np.int64) * N_CONTEXTS + _BUCKET[_neighbour_count(prev_mask)]
+    return contexts.ravel()
 
 
 def encode_mask_inter(mask: np.ndarray, prev_mask: np.ndarray, enc: SymbolEncoder) -> None:

@@ -38,7 +38,7 @@ def default_qmatrix(slope: float, exponent: float = 1.0) -> np.ndarray:
     extension of it; the exact numbers are tuned by the rate–distortion bench.
     """
     f = frequency_index().sum(axis=1).astype(np.float64)
-    q = QMATRIX_UNIT * (1.0 + slope * f) ** exponent
+    q: np.ndarray = QMATRIX_UNIT * (1.0 + slope * f) ** exponent
     return np.clip(np.round(q), 1, 65535).astype(np.uint16)
 
 
@@ -65,7 +65,7 @@ def qstep_table(qmatrix: np.ndarray, qscale: np.ndarray) -> np.ndarray:
     qm = np.asarray(qmatrix, dtype=np.int64)
     qs = np.asarray(qscale, dtype=np.int64)
     per_channel = np.where(np.arange(qs.size)[:, None] == 0, qm[0][None, :], qm[1][None, :])
-    steps = (per_channel * qs[:, None] + 8) >> 4
+    steps: np.ndarray = (per_channel * qs[:, None] + 8) >> 4
     np.maximum(steps, 1, out=steps)
     if steps.max(initial=1) > MAX_QSTEP:
         raise RerfFormatError(f"quantiser step {int(steps.max())} exceeds the limit {MAX_QSTEP}")
@@ -97,7 +97,7 @@ def quantize(coeffs: np.ndarray, steps: np.ndarray, deadzone: DeadZone) -> np.nd
     Raises RerfUsageError when a level would leave the range the stream can carry
     (never wraps).
     """
-    q = np.abs(coeffs)
+    q: np.ndarray = np.abs(coeffs)
     q *= (1.0 / steps)[:, None, :]
     offsets = np.full(coeffs.shape[-1], deadzone.ac)
     offsets[0] = deadzone.dc
@@ -118,7 +118,7 @@ def quantize(coeffs: np.ndarray, steps: np.ndarray, deadzone: DeadZone) -> np.nd
 
 def dequantize(levels: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """``(C, N, 512)`` levels × steps -> float64 integer coefficients, range-checked."""
-    y = np.multiply(levels, steps[:, None, :].astype(np.float64))
+    y: np.ndarray = np.multiply(levels, steps[:, None, :].astype(np.float64))
     if y.size and float(np.abs(y).max()) > MAX_COEFF:
         raise RerfFormatError("stream carries a coefficient outside the decodable range (corrupt data)")
     return y

@@ -78,7 +78,8 @@ def _level_bits(levels: np.ndarray, lut: np.ndarray, ctx: np.ndarray) -> np.ndar
     """Bits of each band-sorted ``(512, Cg, N)`` level: its class in its (band, context) row of
     ``lut`` + mantissa bits."""
     classes, nbits = _classes(levels)
-    return lut[_BAND_OF_SORTED[:, None, None], ctx, classes + MAX_CLASS] + nbits
+    bits: np.ndarray = lut[_BAND_OF_SORTED[:, None, None], ctx, classes + MAX_CLASS] + nbits
+    return bits
 
 
 def rdoq(

@@ -20,6 +20,7 @@ predicted from wherever their motion points (often fill) and carry the differenc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,7 +116,7 @@ def encode_residual(
     channels: tuple[ChannelParams, ...],
     deadzone: DeadZone,
     state: GofState,
-    mv_for: callable,  # type: ignore[valid-type]
+    mv_for: Callable[[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray], np.ndarray],
     out: FrameBuffers | None = None,
 ) -> tuple[FrameRecord, GridFrame, GofState, dict[str, float]]:
     """Code one residual frame against ``state.prev``.

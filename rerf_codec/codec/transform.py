@@ -48,7 +48,7 @@ def dct_matrix() -> np.ndarray:
     """Orthonormal 8-point DCT-II matrix ``C[k, n]`` (float64)."""
     k = np.arange(BLOCK)[:, None]
     n = np.arange(BLOCK)[None, :]
-    c = np.cos(np.pi * (2 * n + 1) * k / (2 * BLOCK)) * np.sqrt(2.0 / BLOCK)
+    c: np.ndarray = np.cos(np.pi * (2 * n + 1) * k / (2 * BLOCK)) * np.sqrt(2.0 / BLOCK)
     c[0, :] = np.sqrt(1.0 / BLOCK)
     return c
 
@@ -117,7 +117,7 @@ def _inverse_dct_rows(coeffs: np.ndarray) -> np.ndarray:
     del a
     b += 0.5
     np.floor(b, out=b)
-    c = np.matmul(_PASS_U, b.reshape(n, BLOCK, BLOCK * BLOCK))  # along u
+    c: np.ndarray = np.matmul(_PASS_U, b.reshape(n, BLOCK, BLOCK * BLOCK))  # along u
     del b
     c += 0.5
     np.floor(c, out=c)

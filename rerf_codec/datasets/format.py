@@ -37,7 +37,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -568,18 +568,6 @@ class DatasetWriter(AtomicDirectory):
     def _write_json(self) -> None:
         text = json.dumps(self.meta.to_json(), indent=1, allow_nan=False)
         (self._tmp / TRANSFORMS_JSON).write_text(text + "\n", encoding="utf-8")
-
-    def update_source(self, **source: Any) -> None:
-        """Add or replace keys of the free-form ``source`` provenance before commit."""
-        self._check_open()
-        merged = {**self.meta.source, **source}
-        try:
-            json.dumps(merged, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise RerfUsageError(f"DatasetWriter: source must be JSON-serialisable: {exc}") from None
-        with self._lock:
-            self.meta = replace(self.meta, source=merged)
-            self._write_json()
 
     def image_path(self, frame: int, camera: str | Camera) -> Path:
         """Temporary path of an image (valid until commit)."""

@@ -17,7 +17,6 @@ grid is always judged by the renderer that will show it (DESIGN.md decision 6):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,6 +296,3 @@ class RadianceField:
         if alpha:
             rgb = torch.cat([rgb, out.acc.clamp(0, 1)[:, None]], 1)
         return rgb.cpu().numpy().reshape(camera.h, camera.w, rgb.shape[1])
-
-    def render_cameras(self, cameras: Sequence[Any]) -> list[np.ndarray]:
-        return [self.render_camera(c) for c in cameras]
