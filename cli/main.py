@@ -96,8 +96,8 @@ def encode(
     Prints the SHA-256 of the encoder's reconstruction: `rerf decode --verify` checks
     that a decoder reproduces it bit for bit.
     """
+    from rerf_codec.codec.accounting import encode_byte_totals, encoded_gofs, frame_type_summary
     from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
-    from rerf_codec.codec.files import encode_byte_totals, encoded_gofs, frame_type_summary
     from rerf_codec.grids import read_meta
 
     config = EncoderConfig(
@@ -115,17 +115,14 @@ def encode(
         report = encode_sequence(seq_dir, output, config, force=force, progress=progress)
     x, y, z = meta.grid_shape
     n = report.num_frames
-    raw = x * y * z * (1 + meta.feature_channels) * 4 * n
+    raw = report.raw_float32_bytes
     totals = encode_byte_totals(report)
     types = frame_type_summary((fr.frame_type, fr.bytes) for fr in report.frames)
     gofs = encoded_gofs(output, report)
-    kbpf = report.file_bytes / n / 1e3
+    kbpf = report.kb_per_frame
     if as_json:
-        print_json(
-            {**report.to_json(), "raw_float32_bytes": raw, "compression_ratio": raw / report.file_bytes,
-             "kb_per_frame": kbpf, "target_kbpf": target_kbpf, "totals": totals, "frame_types": types,
-             "gofs": gofs}
-        )
+        print_json({**report.to_json(), "target_kbpf": target_kbpf, "totals": totals, "frame_types": types,
+                    "gofs": gofs})  # fmt: skip
         return
     echo = click.echo
     echo(
@@ -247,7 +244,8 @@ def info(input_path: str, as_json: bool) -> None:
     container (chunk framing, GOF headers and parameters, index, footer). They add up
     exactly to the file size.
     """
-    from rerf_codec.codec.files import describe_stream, open_input
+    from rerf_codec.codec.accounting import describe_stream
+    from rerf_codec.codec.files import open_input
 
     with open_input(input_path) as src:
         d = describe_stream(src)

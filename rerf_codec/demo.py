@@ -51,8 +51,9 @@ from typing import Any
 
 import numpy as np
 
+from rerf_codec.codec.accounting import frame_type_summary
 from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
-from rerf_codec.codec.files import decode_to_directory, frame_type_summary
+from rerf_codec.codec.files import decode_to_directory
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.grids import iter_full_frames, read_meta
 from rerf_codec.metrics import psnr_from_mse
@@ -167,8 +168,7 @@ def run_codec_demo(
     quality = _measure(seq_dir, decoded_dir, float(enc.config["occupancy_threshold"]), progress)
 
     n = spec.num_frames
-    voxels = math.prod(spec.shape)
-    raw = voxels * (1 + spec.feature_channels) * 4 * n
+    raw = enc.raw_float32_bytes
     return {
         "out_dir": str(out),
         "sequence": str(seq_dir),
@@ -181,8 +181,8 @@ def run_codec_demo(
         "raw_float32_bytes": raw,
         "raw_float32_mb": raw / 1e6,
         "file_bytes": enc.file_bytes,
-        "kb_per_frame": enc.file_bytes / n / 1e3,
-        "compression_ratio": raw / enc.file_bytes,
+        "kb_per_frame": enc.kb_per_frame,
+        "compression_ratio": enc.compression_ratio,
         **quality,
         "quality": enc.config["quality"],
         "gof": config.gof,
@@ -313,8 +313,7 @@ def run_demo(
         f.write(iio.imwrite("<bytes>", sheet, extension=".png"))
 
     meta = read_meta(seq_dir)
-    voxels = math.prod(meta.grid_shape)
-    raw = voxels * (1 + meta.feature_channels) * 4 * n
+    raw = enc.raw_float32_bytes
     mean = ev_json["mean"]
     pj = player.to_json()
     s: dict[str, Any] = {
@@ -337,8 +336,8 @@ def run_demo(
         "raw_float32_bytes": raw,
         "raw_float32_mb": raw / 1e6,
         "file_bytes": enc.file_bytes,
-        "kb_per_frame": enc.file_bytes / n / 1e3,
-        "compression_ratio": raw / enc.file_bytes,
+        "kb_per_frame": enc.kb_per_frame,
+        "compression_ratio": enc.compression_ratio,
         "quality": enc.config["quality"],
         "gof": config.gof,
         "test_cameras": ev.cameras,

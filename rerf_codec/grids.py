@@ -57,6 +57,7 @@ __all__ = [
     "frame_path",
     "frames_sha256",
     "iter_full_frames",
+    "raw_float32_bytes",
     "read_decoder",
     "read_frame",
     "read_meta",
@@ -336,6 +337,15 @@ class SequenceMeta:
         norm = _validate_meta_values(values, source, RerfFormatError)
         extra = {k: v for k, v in d.items() if k not in _RESERVED_KEYS}
         return cls(**norm, extra=extra)
+
+
+def raw_float32_bytes(grid_shape: tuple[int, int, int], channels: int, frames: int) -> int:
+    """Size of ``frames`` uncompressed frames (``channels`` = density + features) as float32.
+
+    The yardstick of every compression ratio rerf reports (encode, info, demo, benches).
+    """
+    x, y, z = grid_shape
+    return x * y * z * channels * 4 * frames
 
 
 def read_meta(seq_dir: str | Path) -> SequenceMeta:

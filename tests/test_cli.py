@@ -465,7 +465,7 @@ def test_truncated_stream(tmp_path, work):
 
 
 def test_internal_error_and_interrupt(monkeypatch, work):
-    import rerf_codec.codec.files as files
+    import rerf_codec.codec.accounting as files
 
     d, _ = work
 

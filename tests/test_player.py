@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from player_fixtures import FRAMES, GOF, build, eval_cameras
 
 from cli.main import cli
-from rerf_codec.codec.files import decode_to_directory, describe_stream
+from rerf_codec.codec.accounting import describe_stream
+from rerf_codec.codec.files import decode_to_directory
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import RadianceField
 from rerf_codec.field.camera import orbit_cameras

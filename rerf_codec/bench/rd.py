@@ -53,7 +53,7 @@ import numpy as np
 from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.bench.bdrate import bd_rate
 from rerf_codec.bench.report import to_json
-from rerf_codec.codec.decoder import DecodedFrame, Decoder
+from rerf_codec.codec.decoder import Decoder
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, EncoderConfig, encode_frames
 from rerf_codec.codec.occupancy import default_threshold, occupancy_mask
 from rerf_codec.errors import RerfError, RerfUsageError
@@ -385,10 +385,10 @@ def _run_rerf(seq: _Sequence, path: str, codec: str, quality: int, gof: int,
     def frames() -> Iterator[tuple[int, GridFrame]]:
         nonlocal dec_s
         with open(path, "rb") as f:
-            for item, s in _timed_decode(iter(Decoder(f).frames(reuse_buffers=True))):
-                dec_s += s
-                assert isinstance(item, DecodedFrame)
-                yield item.index, item.frame
+            for sf in Decoder(f).session(reuse_buffers=True):
+                dec_s += sf.decode_seconds
+                assert sf.frame is not None  # damage raises: nothing is concealed in a bench
+                yield sf.index, sf.frame
 
     sha = _measure_decoded(seq, point, frames(), renderer)
     point.decode_seconds = dec_s

@@ -51,6 +51,7 @@ from rerf_codec.grids import (
     GridFrame,
     SequenceMeta,
     iter_frames_with_motion,
+    raw_float32_bytes,
     read_decoder,
     read_meta,
     update_frame_hash,
@@ -170,6 +171,16 @@ class EncodeReport:
     config: dict[str, Any]
     frames: list[FrameReport] = field(default_factory=list)
     gof_qualities: list[tuple[int, int]] = field(default_factory=list)
+    raw_float32_bytes: int = 0
+    """The same frames uncompressed (float32 density + features): the compression yardstick."""
+
+    @property
+    def kb_per_frame(self) -> float:
+        return self.file_bytes / max(1, self.num_frames) / 1e3
+
+    @property
+    def compression_ratio(self) -> float | None:
+        return self.raw_float32_bytes / self.file_bytes if self.file_bytes else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -177,6 +188,9 @@ class EncodeReport:
             "num_frames": self.num_frames,
             "file_bytes": self.file_bytes,
             "bytes_per_frame": self.file_bytes / max(1, self.num_frames),
+            "kb_per_frame": self.kb_per_frame,
+            "raw_float32_bytes": self.raw_float32_bytes,
+            "compression_ratio": self.compression_ratio,
             "header_bytes": self.header_bytes,
             "container_bytes": self.container_bytes,
             "seconds": self.seconds,
@@ -374,6 +388,7 @@ def encode_frames(
         config=header.meta["encoder"],
         frames=reports,
         gof_qualities=gof_q,
+        raw_float32_bytes=raw_float32_bytes(meta.grid_shape, 1 + meta.feature_channels, meta.num_frames),
     )
 
 
