@@ -98,7 +98,7 @@ def encode(
     """
     from rerf_codec.codec.accounting import encode_byte_totals, encoded_gofs, frame_type_summary
     from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
-    from rerf_codec.grids import read_meta
+    from rerf_codec.gridseq import read_meta
 
     config = EncoderConfig(
         quality=quality, density_quality=density_quality, gof=gof, motion=motion, target_kbpf=target_kbpf

@@ -55,7 +55,7 @@ from rerf_codec.codec.accounting import frame_type_summary
 from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
 from rerf_codec.codec.files import decode_to_directory
 from rerf_codec.errors import RerfUsageError
-from rerf_codec.grids import iter_full_frames, read_meta
+from rerf_codec.gridseq import iter_full_frames, read_meta
 from rerf_codec.metrics import psnr_from_mse
 from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence
 

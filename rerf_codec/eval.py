@@ -41,7 +41,8 @@ from rerf_codec.codec.decoder import Decoder
 from rerf_codec.datasets import composite, open_dataset
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.framerange import FrameRange, parse_frame_range
-from rerf_codec.grids import GridFrame, iter_full_frames, read_decoder, read_meta
+from rerf_codec.grids import GridFrame
+from rerf_codec.gridseq import iter_full_frames, read_decoder, read_meta
 from rerf_codec.metrics import psnr, ssim
 
 __all__ = ["LPIPS_STATUS", "PSNR_CAP", "EvalReport", "evaluate"]

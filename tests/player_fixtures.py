@@ -9,7 +9,8 @@ import numpy as np
 from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
 from rerf_codec.datasets import Camera, DatasetMeta, DatasetWriter
 from rerf_codec.field import MLPConfig, RadianceField, RenderSettings, seeded_mlp
-from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter
+from rerf_codec.grids import GridFrame, SequenceMeta
+from rerf_codec.gridseq import SequenceWriter
 
 SHAPE = (24, 24, 24)
 CHANNELS = 4
@@ -64,7 +65,7 @@ def eval_cameras(size: int = 24) -> list[Camera]:
 
 def write_dataset(path: Path, seq: Path) -> None:
     """Ground truth = renders of the uncompressed sequence (alpha 1), so the reference is exact."""
-    from rerf_codec.grids import iter_full_frames, read_decoder, read_meta
+    from rerf_codec.gridseq import iter_full_frames, read_decoder, read_meta
 
     cams = eval_cameras()
     meta = DatasetMeta(FRAMES, 0, 10.0, (-1, -1, -1), (1, 1, 1), "RGBA", BACKGROUND, tuple(cams))

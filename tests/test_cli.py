@@ -20,7 +20,7 @@ from click.testing import CliRunner  # noqa: E402
 from cli.main import cli  # noqa: E402
 from rerf_codec.errors import RerfUsageError  # noqa: E402
 from rerf_codec.framerange import FrameRange  # noqa: E402
-from rerf_codec.grids import read_frame, read_meta  # noqa: E402
+from rerf_codec.gridseq import read_frame, read_meta  # noqa: E402
 from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 
 SPEC = SyntheticSpec(shape=(24, 20, 17), feature_channels=3, num_frames=5, seed=1)

@@ -15,22 +15,17 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from rerf_codec.errors import RerfFormatError, RerfUsageError
-from rerf_codec.grids import (
-    MAX_GRID_DIM,
-    GridFrame,
-    SequenceMeta,
+from rerf_codec.grids import MAX_GRID_DIM, GridFrame, SequenceMeta, TrainerFrame, frames_sha256, update_frame_hash
+from rerf_codec.gridseq import (
     SequenceWriter,
-    TrainerFrame,
     frame_path,
-    frames_sha256,
     iter_full_frames,
     read_decoder,
     read_frame,
     read_meta,
-    update_frame_hash,
-    warp_previous,
     write_sequence,
 )
+from rerf_codec.trainer_form import warp_previous
 
 
 def make_meta(shape=(13, 9, 17), channels=3, num_frames=3, **kw) -> SequenceMeta:

@@ -20,7 +20,9 @@ from rerf_codec.bench.meshgrid import (
     write_meshgrid_sequence,
 )
 from rerf_codec.errors import RerfFormatError, RerfUsageError
-from rerf_codec.grids import GridFrame, SequenceMeta, read_frame, read_meta, warp_previous
+from rerf_codec.grids import GridFrame, SequenceMeta
+from rerf_codec.gridseq import read_frame, read_meta
+from rerf_codec.trainer_form import warp_previous
 
 CRANE = Path(__file__).resolve().parents[2] / "shared/data/meshseq/crane.npz"
 

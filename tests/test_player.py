@@ -22,7 +22,7 @@ from rerf_codec.codec.files import decode_to_directory
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import RadianceField
 from rerf_codec.field.camera import orbit_cameras
-from rerf_codec.grids import iter_full_frames, read_decoder, read_meta
+from rerf_codec.gridseq import iter_full_frames, read_decoder, read_meta
 from rerf_codec.player import camera_path, play
 
 ROOT = Path(__file__).resolve().parents[1]

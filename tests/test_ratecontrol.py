@@ -23,7 +23,8 @@ from rerf_codec.bitstream import StreamReader  # noqa: E402
 from rerf_codec.codec.decoder import decode_all  # noqa: E402
 from rerf_codec.codec.encoder import EncoderConfig, encode_frames  # noqa: E402
 from rerf_codec.errors import RerfUsageError  # noqa: E402
-from rerf_codec.grids import GridFrame, write_sequence  # noqa: E402
+from rerf_codec.grids import GridFrame  # noqa: E402
+from rerf_codec.gridseq import write_sequence  # noqa: E402
 from rerf_codec.synthetic import SyntheticSpec, synthetic_frames  # noqa: E402
 
 SPEC = SyntheticSpec(shape=(48, 48, 48), feature_channels=3, num_frames=12, occupancy=0.2, motion=1.0, seed=3)

@@ -44,17 +44,10 @@ from rerf_codec.codec.motion import MAX_MV, MV_UNIT, motion_compensate  # noqa: 
 from rerf_codec.codec.quant import qstep_table  # noqa: E402
 from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual  # noqa: E402
 from rerf_codec.errors import RerfFormatError  # noqa: E402
-from rerf_codec.grids import (  # noqa: E402
-    GridFrame,
-    TrainerFrame,
-    frames_sha256,
-    iter_full_frames,
-    read_frame,
-    read_meta,
-    warp_previous,
-    write_sequence,
-)
+from rerf_codec.grids import GridFrame, TrainerFrame, frames_sha256  # noqa: E402
+from rerf_codec.gridseq import iter_full_frames, read_frame, read_meta, write_sequence  # noqa: E402
 from rerf_codec.synthetic import SyntheticSpec, synthetic_frames  # noqa: E402
+from rerf_codec.trainer_form import warp_previous  # noqa: E402
 
 BLOCK = 8
 ROUND_SLACK = 1.0  # lattice units per voxel for the inverse transform's rounding shifts

@@ -16,21 +16,15 @@ from rerf_codec.bench.train_report import figures, load_log, markdown
 from rerf_codec.datasets import Camera, composite, open_dataset
 from rerf_codec.datasets.demo_scene import render_demo_dataset
 from rerf_codec.field import ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, seeded_mlp
-from rerf_codec.grids import (
-    GridFrame,
-    TrainerFrame,
-    iter_full_frames,
-    read_decoder,
-    read_frame,
-    read_meta,
-    warp_previous,
-)
+from rerf_codec.grids import GridFrame, TrainerFrame
+from rerf_codec.gridseq import iter_full_frames, read_decoder, read_frame, read_meta
 from rerf_codec.metrics import psnr
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, train_sequence
 from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
+from rerf_codec.trainer_form import warp_previous
 
 TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
         "batch_rays_residual": 512, "refresh_factor": 1000.0, "refresh_db": 1000.0, "iters_refresh": 60,

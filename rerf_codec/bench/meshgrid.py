@@ -30,7 +30,7 @@ the same conventions as ``rerf_codec.synthetic``:
   the channel's range, density with std ``50 * empty_noise`` clipped to ``+-8`` std
   (``empty_noise=1e-3`` is synthetic.py's empty space).
 * **True motion** of frame ``t >= 1`` (per 8^3 block, voxels, backward as
-  ``rerf_codec.grids.warp_previous``): the mean over the block's occupied voxels
+  ``rerf_codec.trainer_form.warp_previous``): the mean over the block's occupied voxels
   (``density > OCCUPANCY_THRESHOLD``) of ``q(t-1) - q(t)``, where ``q(t)`` is the closest
   surface point and ``q(t-1)`` the same material point (same triangle, same barycentric
   weights) in the previous *selected* frame; zeros for empty blocks and frame 0.
@@ -60,7 +60,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from rerf_codec.errors import RerfError, RerfFormatError, RerfUsageError
-from rerf_codec.grids import MAX_CHANNELS, MAX_GRID_DIM, MAX_VOXELS, GridFrame, SequenceMeta, SequenceWriter
+from rerf_codec.grids import MAX_CHANNELS, MAX_GRID_DIM, MAX_VOXELS, GridFrame, SequenceMeta
+from rerf_codec.gridseq import SequenceWriter
 
 __all__ = [
     "DENSITY_SHIFT",

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
     from rerf_codec.field import MLPConfig, RenderSettings, seeded_mlp
-    from rerf_codec.grids import SequenceMeta, SequenceWriter, iter_full_frames
+    from rerf_codec.grids import SequenceMeta
+    from rerf_codec.gridseq import SequenceWriter, iter_full_frames
     from rerf_codec.synthetic import SyntheticSpec, synthetic_meta, write_synthetic_sequence
 
     ap = argparse.ArgumentParser(prog="python -m rerf_codec.bench.player_bench")

@@ -57,7 +57,8 @@ from rerf_codec.codec.decoder import Decoder
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, EncoderConfig, encode_frames
 from rerf_codec.codec.occupancy import default_threshold, occupancy_mask
 from rerf_codec.errors import RerfError, RerfUsageError
-from rerf_codec.grids import GridFrame, iter_frames_with_motion, read_meta, update_frame_hash
+from rerf_codec.grids import GridFrame, update_frame_hash
+from rerf_codec.gridseq import iter_frames_with_motion, read_meta
 from rerf_codec.metrics import grid_psnr, psnr, ssim
 from rerf_codec.reference import REFERENCE_GOF, ReferenceConfig, decode_reference, encode_reference
 
@@ -267,7 +268,7 @@ class _Renderer:
                 f"rendered metrics need the renderer (rerf_codec.field.RadianceField), which cannot be imported: {exc}"
             ) from None
         from rerf_codec.datasets.format import open_dataset
-        from rerf_codec.grids import read_decoder
+        from rerf_codec.gridseq import read_decoder
 
         self.field_cls = RadianceField
         self.seq_meta = meta

@@ -26,7 +26,7 @@ from rerf_codec.bitstream import (
     StreamReader,
 )
 from rerf_codec.codec.intra import BufferPool, parse_intra, reconstruct_intra
-from rerf_codec.codec.quant import qstep_table
+from rerf_codec.codec.quant import gof_steps
 from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual
 from rerf_codec.codec.threads import single_blas_thread
 from rerf_codec.errors import RerfFormatError
@@ -58,7 +58,7 @@ def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None
     """
     # Every GOF's quantiser steps must be in range, whether or not a frame needs them.
     try:
-        qstep_table(header.qmatrix, np.array([ch.qscale for ch in gof.channels]))
+        gof_steps(header.qmatrix, gof.channels)
     except RerfFormatError as exc:
         raise RerfFormatError(f"GOF at frame {gof.first_frame}: {exc}") from None
     state: GofState | None = None

@@ -42,20 +42,13 @@ from rerf_codec.codec.intra import BufferPool, encode_intra
 from rerf_codec.codec.motion import MAX_MV, MV_UNIT
 from rerf_codec.codec.motion_search import SearchConfig, search_motion
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
-from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qmatrix, qstep_table, quality_to_step
+from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qmatrix, gof_steps, quality_to_step
 from rerf_codec.codec.residual import GofState, encode_residual, initial_state
 from rerf_codec.codec.threads import single_blas_thread
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
 from rerf_codec.errors import RerfUsageError
-from rerf_codec.grids import (
-    GridFrame,
-    SequenceMeta,
-    iter_frames_with_motion,
-    raw_float32_bytes,
-    read_decoder,
-    read_meta,
-    update_frame_hash,
-)
+from rerf_codec.grids import GridFrame, SequenceMeta, raw_float32_bytes, update_frame_hash
+from rerf_codec.gridseq import iter_frames_with_motion, read_decoder, read_meta
 
 MOTION_MODES = ("search", "trainer", "zero")
 DEFAULT_QUALITY = 75
@@ -465,7 +458,7 @@ class _GofEncoder:
         header = ctx.header
         self.first_mask = occupancy_mask(first.density, header.occupancy_threshold)  # the keyframe's
         self.channels = gof_parameters(first, header, config, self.first_mask)
-        steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in self.channels]))
+        steps = gof_steps(header.qmatrix, self.channels)
         self.weights = 1.0 / steps[:, 0].astype(np.float64) ** 2
         self.records: list[FrameRecord] = []
         self.reports: list[FrameReport] = []

@@ -28,7 +28,8 @@ from typing import Any, BinaryIO
 from rerf_codec.codec.decoder import DamagedReport, Decoder, empty_frame
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.framerange import FrameRange, parse_frame_range
-from rerf_codec.grids import GridFrame, SequenceWriter, update_frame_hash
+from rerf_codec.grids import GridFrame, update_frame_hash
+from rerf_codec.gridseq import SequenceWriter
 
 __all__ = [
     "DecodeReport",

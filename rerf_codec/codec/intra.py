@@ -23,7 +23,7 @@ from rerf_codec.bitstream import FRAME_INTRA, ChannelParams, FrameRecord, Sequen
 from rerf_codec.codec.coefficients import decode_levels_tables, encode_levels
 from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder, Table
 from rerf_codec.codec.occupancy import block_grid_shape, decode_mask, encode_mask, occupancy_mask
-from rerf_codec.codec.quant import DeadZone, dequantize, qstep_table, quantize
+from rerf_codec.codec.quant import DeadZone, dequantize, gof_steps, quantize
 from rerf_codec.codec.rdoq import rdoq
 from rerf_codec.codec.transform import BLOCK, forward_dct, inverse_dct_exact
 from rerf_codec.errors import RerfFormatError
@@ -207,7 +207,7 @@ def reconstruct_intra(
     returned arrays are fresh and C-contiguous.
     """
     n = levels.shape[1]
-    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    steps = gof_steps(header.qmatrix, channels)
 
     def produce(sl: slice) -> np.ndarray:
         k = sl.stop - sl.start
@@ -235,7 +235,7 @@ def encode_intra(
     blocks = gather_blocks(frame, mask, scales)
     c_total, n, _ = blocks.shape
     coeffs = forward_dct(blocks.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
-    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    steps = gof_steps(header.qmatrix, channels)
     levels = quantize(coeffs, steps, deadzone)
     if deadzone.rdoq_lambda > 0:
         levels = rdoq(coeffs, steps, levels, deadzone.rdoq_lambda, header.coeff_mode)

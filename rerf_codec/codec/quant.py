@@ -12,10 +12,13 @@ is identical everywhere:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from rerf_codec.bitstream import ChannelParams
 from rerf_codec.codec.transform import BLOCK, MAX_COEFF
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 
@@ -69,6 +72,22 @@ def qstep_table(qmatrix: np.ndarray, qscale: np.ndarray) -> np.ndarray:
     np.maximum(steps, 1, out=steps)
     if steps.max(initial=1) > MAX_QSTEP:
         raise RerfFormatError(f"quantiser step {int(steps.max())} exceeds the limit {MAX_QSTEP}")
+    return steps
+
+
+def gof_steps(qmatrix: np.ndarray, channels: Sequence[ChannelParams]) -> np.ndarray:
+    """The quantiser steps of one GOF (:func:`qstep_table` of its channels' scales), computed once.
+
+    Every frame of a GOF (encoder and decoder, intra and residual) uses the same table, so it is
+    memoised on the GOF's integers; the result is read-only because it is shared.
+    """
+    return _gof_steps(np.asarray(qmatrix, dtype=np.int64).tobytes(), tuple(int(ch.qscale) for ch in channels))
+
+
+@functools.lru_cache(maxsize=16)
+def _gof_steps(qmatrix_bytes: bytes, qscales: tuple[int, ...]) -> np.ndarray:
+    steps = qstep_table(np.frombuffer(qmatrix_bytes, dtype=np.int64).reshape(2, -1), np.array(qscales, dtype=np.int64))
+    steps.flags.writeable = False
     return steps
 
 

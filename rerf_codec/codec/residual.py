@@ -43,7 +43,7 @@ from rerf_codec.codec.motion import (
     superblock_index,
 )
 from rerf_codec.codec.occupancy import block_grid_shape, decode_mask_inter, encode_mask_inter, occupancy_mask
-from rerf_codec.codec.quant import DeadZone, dequantize, qstep_table, quantize
+from rerf_codec.codec.quant import DeadZone, dequantize, gof_steps, quantize
 from rerf_codec.codec.rdoq import rdoq
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE, forward_dct, inverse_dct_exact
 from rerf_codec.grids import GridFrame
@@ -89,7 +89,7 @@ def reconstruct_residual(
     scales = channel_scales(channels)
     blocks = block_coords(mask)
     n = blocks[0].size
-    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    steps = gof_steps(header.qmatrix, channels)
 
     def produce(sl: slice) -> np.ndarray:
         k = sl.stop - sl.start
@@ -140,7 +140,7 @@ def encode_residual(
     resid = cur - pred.reshape(c_total, n, BLOCK**3)
     _replicate_edges(resid.reshape(c_total, n, BLOCK, BLOCK, BLOCK), blocks, header.grid_shape)
     coeffs = forward_dct(resid.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
-    steps = qstep_table(header.qmatrix, np.array([ch.qscale for ch in channels]))
+    steps = gof_steps(header.qmatrix, channels)
     levels = quantize(coeffs, steps, deadzone)
     if deadzone.rdoq_lambda > 0:
         levels = rdoq(coeffs, steps, levels, deadzone.rdoq_lambda, header.coeff_mode)

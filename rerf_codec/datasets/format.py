@@ -531,7 +531,7 @@ def _to_uint8(rgba: Any, cam: Camera, mode: str, where: str) -> np.ndarray:
 
 
 class DatasetWriter(AtomicDirectory):
-    """Write a dataset atomically (mirrors ``rerf_codec.grids.SequenceWriter``).
+    """Write a dataset atomically (mirrors ``rerf_codec.gridseq.SequenceWriter``).
 
     Everything goes into a hidden sibling ``.NAME.tmp-XXXX`` first; only a complete
     dataset (every image of every frame and camera written) is renamed into place on a

@@ -45,7 +45,7 @@ Points where the description is silent and we had to choose (BENCHMARKS.md repea
    motion when it carries one; otherwise rerf's own block motion search (run on the
    reference's own reconstruction), so both codecs get motion of the same quality.
    Prediction is ReRF's: trilinear sampling of the previous decoded frame at
-   ``p + motion`` (:func:`rerf_codec.grids.warp_previous`).
+   ``p + motion`` (:func:`rerf_codec.trainer_form.warp_previous`).
 5. **Empty blocks of a keyframe** decode to 0 (ReRF's zero fill); occupancy uses rerf's
    threshold (``softplus(density + shift) > 1e-4``) so both codecs code the same blocks.
 6. **Range.** Baseline JPEG codes DC differences up to category 11 and AC levels up to
@@ -79,8 +79,9 @@ from rerf_codec.codec.motion import MV_UNIT
 from rerf_codec.codec.motion_search import SearchConfig, search_motion
 from rerf_codec.codec.occupancy import block_grid_shape, default_threshold, occupancy_mask
 from rerf_codec.errors import RerfFormatError, RerfUsageError
-from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash, warp_previous
+from rerf_codec.grids import GridFrame, SequenceMeta, update_frame_hash
 from rerf_codec.reference.huffman import ZIGZAG, decode_units, encode_units
+from rerf_codec.trainer_form import warp_previous
 
 __all__ = [
     "JPEG_LUMINANCE",

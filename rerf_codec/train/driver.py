@@ -30,7 +30,8 @@ from rerf_codec.field import (
     resolve_device,
 )
 from rerf_codec.framerange import FrameRange, parse_frame_range
-from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter
+from rerf_codec.grids import GridFrame, SequenceMeta
+from rerf_codec.gridseq import SequenceWriter
 from rerf_codec.metrics import psnr
 from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig

@@ -3,7 +3,7 @@
 **Motion — direct optimisation of the block motion grid.** ReRF optimises a dense
 deformation field and mean-pools it over 8³ cubes. We optimise the (3, X/8, Y/8, Z/8)
 block motion itself, photometrically, through a differentiable version of the very
-warp the format defines (``grids.warp_previous``: each voxel samples frame t-1
+warp the format defines (``trainer_form.warp_previous``: each voxel samples frame t-1
 trilinearly at ``p + motion[block(p)]``, clamped at the edges). Why: the pooled dense
 field is not what gets stored — pooling averages vectors of voxels that were each
 fitted alone, and the stored motion is then judged only after the fact — while the
@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.field import ColorMLP, GridGeometry, occupancy_from_density, render_rays
-from rerf_codec.grids import GridFrame, TrainerFrame, warp_previous
+from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.data import FrameRays, rays_meeting
 from rerf_codec.train.keyframe import Progress
+from rerf_codec.trainer_form import warp_previous
 
 BLOCK = 8
 
