@@ -30,6 +30,11 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def option(param: str) -> str:
+    """A library parameter as the command-line option that sets it (``density_quality`` → ``--density-quality``)."""
+    return "--" + param.replace("_", "-")
+
+
 def error(msg: str) -> None:
     click.echo(f"rerf: error: {one_line(msg)}", err=True)
 
@@ -57,7 +62,7 @@ def run_guarded(fn: Callable[[], Any]) -> int:
     except RerfError as exc:
         if debug:
             traceback.print_exc()
-        error(str(exc))
+        error(exc.render(option) if isinstance(exc, RerfUsageError) else str(exc))
         return EXIT_USAGE
     except BrokenPipeError:
         # Reader of our stdout went away (`rerf info x.rerf | head`): stop quietly.
@@ -219,7 +224,7 @@ class FrameRangeParam(click.ParamType):
         try:
             return FrameRange.parse(str(value))
         except RerfUsageError as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(exc.message, param, ctx)
 
 
 FRAMES = FrameRangeParam()

@@ -28,7 +28,7 @@ def check_output(path: str | Path, force: bool) -> Path:
     if p.is_dir():
         raise RerfUsageError(f"{p} is a directory; expected a file path")
     if p.exists() and not force:
-        raise RerfUsageError(f"{p} exists; use --force to overwrite")
+        raise RerfUsageError(f"{p} exists", hint=("force", "to overwrite"))
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise RerfUsageError(f"output folder {parent} does not exist")
@@ -103,7 +103,7 @@ class AtomicDirectory:
         if not (p.exists() or p.is_symlink()):
             return
         if not self.force:
-            raise RerfUsageError(f"{p} exists; use --force to overwrite")
+            raise RerfUsageError(f"{p} exists", hint=("force", "to overwrite"))
         if not self._looks_replaceable():
             raise RerfUsageError(f"{p} exists and is not a {self.KIND} or an empty directory; refusing to overwrite it")
 

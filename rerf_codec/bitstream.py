@@ -548,7 +548,7 @@ class StreamWriter:
             raise ValueError(f"GOF starts at {gof.first_frame}, expected {self._next_frame}")
         data = _chunk_bytes(CHUNK_GOF, encode_gof_payload(gof))
         if len(data) > MAX_CHUNK_SIZE:
-            raise ValueError("GOF chunk exceeds the 2 GiB chunk limit; use a shorter --gof")
+            raise ValueError("GOF chunk exceeds the 2 GiB chunk limit; use shorter GOFs")
         self._index.append(IndexEntry(self._pos, gof.first_frame, gof.num_frames))
         self._f.write(data)
         self._pos += len(data)

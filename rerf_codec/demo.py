@@ -115,7 +115,7 @@ def _prepare_out_dir(out_dir: str | Path, force: bool) -> Path:
     """The demo's output folder: refused if it exists (unless ``force``) or its parent is missing."""
     out = Path(out_dir)
     if out.exists() and not force:
-        raise RerfUsageError(f"{out} exists; use --force to overwrite")
+        raise RerfUsageError(f"{out} exists", hint=("force", "to overwrite"))
     if out.exists() and not out.is_dir():
         raise RerfUsageError(f"{out} exists and is not a directory")
     if not out.parent.is_dir():

@@ -160,13 +160,15 @@ def evaluate(
         r = ref_meta.frame_indices
         if want.start < r.start or want.stop > r.stop:
             raise RerfUsageError(
-                f"--reference {reference}: holds frames {r.start}:{r.stop}, the stream's {want.start}:{want.stop} "
-                "are not all in it"
+                f"{reference}: holds frames {r.start}:{r.stop}, the stream's {want.start}:{want.stop} "
+                "are not all in it",
+                param="reference",
             )
         if tuple(ref_meta.grid_shape) != tuple(meta.grid_shape) or ref_meta.feature_channels != meta.feature_channels:
             raise RerfUsageError(
-                f"--reference {reference}: grid {ref_meta.grid_shape} × {ref_meta.feature_channels} does not match "
-                f"the stream's {meta.grid_shape} × {meta.feature_channels}"
+                f"{reference}: grid {ref_meta.grid_shape} × {ref_meta.feature_channels} does not match "
+                f"the stream's {meta.grid_shape} × {meta.feature_channels}",
+                param="reference",
             )
         ref_field = RadianceField.for_sequence(ref_meta, read_decoder(reference, ref_meta), dev)
         ref_iter = iter_full_frames(reference, ref_meta, want)

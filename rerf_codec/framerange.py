@@ -39,14 +39,14 @@ class FrameRange:
         """``A:B``, ``A:``, ``:B``, ``:`` or ``A`` with frame numbers >= 0."""
         m = _SYNTAX.fullmatch(text.strip())
         if m is None:
-            raise RerfUsageError(f"{text!r}: expected A:B with frame numbers >= 0 (half-open; A or B may be omitted)")
+            raise RerfUsageError(f"{text!r}: expected A:B with frame numbers >= 0 (half-open; A or B may be omitted)", param="frames")
         if m.group(3) is not None:
             one = int(m.group(3))
             return cls(one, one + 1, text)
         start: int | None = int(m.group(1)) if m.group(1) else None
         stop: int | None = int(m.group(2)) if m.group(2) else None
         if start is not None and stop is not None and stop <= start:
-            raise RerfUsageError(f"{text}: empty range ({start}:{stop} holds no frame)")
+            raise RerfUsageError(f"{text}: empty range ({start}:{stop} holds no frame)", param="frames")
         return cls(start, stop, text)
 
     @classmethod
@@ -61,9 +61,9 @@ class FrameRange:
         start = total.start if self.start is None else self.start
         stop = total.stop if self.stop is None else self.stop
         if stop <= start:
-            raise RerfUsageError(f"{self.text}: empty range ({start}:{stop} holds no frame)")
+            raise RerfUsageError(f"{self.text}: empty range ({start}:{stop} holds no frame)", param="frames")
         if start < total.start or stop > total.stop:
-            raise RerfUsageError(f"{self.text}: outside the frames {total.start}:{total.stop}")
+            raise RerfUsageError(f"{self.text}: outside the frames {total.start}:{total.stop}", param="frames")
         return range(start, stop)
 
 

@@ -110,7 +110,7 @@ def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
     if len(size) != 2 or not all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in size):
-        raise RerfUsageError(f"--size W H: two integers in 1..{MAX_SIDE}, got {size!r}")
+        raise RerfUsageError(f"W H: two integers in 1..{MAX_SIDE}, got {size!r}", param="size")
     return int(size[0]), int(size[1])
 
 
@@ -125,14 +125,14 @@ def camera_path(
     size = _check_size(size)
     if spec in ("orbit", "spiral"):
         if camera_name is not None:
-            raise RerfUsageError("--camera-name only applies to --camera dataset:DATA")
+            raise RerfUsageError("only applies to a dataset:DATA camera", param="camera_name")
         return CameraPath(spec, size or DEFAULT_SIZE, tuple(xyz_min), tuple(xyz_max))
     if spec.startswith("dataset:") and len(spec) > len("dataset:"):
         data = spec[len("dataset:") :]
         meta = open_dataset(data, check_images=False).meta
         if camera_name is None:
             if not meta.test_cameras:
-                raise RerfUsageError(f"{data}: the dataset has no test camera; name one with --camera-name")
+                raise RerfUsageError(f"{data}: the dataset has no test camera; name one with camera_name")
             cam = meta.test_cameras[0]
         else:
             try:
@@ -143,10 +143,10 @@ def camera_path(
         return CameraPath("dataset", (cam.w, cam.h), tuple(xyz_min), tuple(xyz_max), cam, data)
     if spec.endswith(".json"):
         if camera_name is not None:
-            raise RerfUsageError("--camera-name only applies to --camera dataset:DATA")
+            raise RerfUsageError("only applies to a dataset:DATA camera", param="camera_name")
         cam = read_camera_file(spec).resized(size)
         return CameraPath("file", (cam.w, cam.h), tuple(xyz_min), tuple(xyz_max), cam, spec)
-    raise RerfUsageError(f"--camera {spec!r}: expected orbit, spiral, dataset:DATA or a camera file FILE.json")
+    raise RerfUsageError(f"{spec!r}: expected orbit, spiral, dataset:DATA or a camera file FILE.json", param="camera")
 
 
 # --------------------------------------------------------------------------- the player loop
@@ -306,7 +306,7 @@ class _VideoFile:
         w, h = size
         if kind == "mp4":
             if w % 2 or h % 2:
-                raise RerfUsageError(f"mp4 (H.264, yuv420p) needs an even width and height, got {w}×{h}; use --size")
+                raise RerfUsageError(f"mp4 (H.264, yuv420p) needs an even width and height, got {w}×{h}; choose an even size")
             self.writer = iio2.get_writer(
                 self.tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
                 macro_block_size=1, pixelformat="yuv420p", ffmpeg_log_level="error",
@@ -342,7 +342,7 @@ def precheck_output(output: str | Path, force: bool) -> str:
         if p.name in ("", ".", ".."):
             raise RerfUsageError(f"{output}: not a usable output directory name")
         if (p.exists() or p.is_symlink()) and not force:
-            raise RerfUsageError(f"{p} exists; use --force to overwrite")
+            raise RerfUsageError(f"{p} exists", hint=("force", "to overwrite"))
         if not p.parent.is_dir():
             raise RerfUsageError(f"output folder {p.parent} does not exist")
     else:
@@ -372,7 +372,7 @@ def play(
     frame was written; an existing one is replaced only with ``force``.
     """
     if fps is not None and not (math.isfinite(fps) and 0 < fps <= 1000):
-        raise RerfUsageError(f"--fps must be a number in (0, 1000], got {fps!r}")
+        raise RerfUsageError(f"must be a number in (0, 1000], got {fps!r}", param="fps")
     kind = precheck_output(output, force)
     wanted = parse_frame_range(frames)  # syntax errors before any input is read
     t_start = time.perf_counter()

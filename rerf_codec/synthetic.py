@@ -573,7 +573,7 @@ def write_synthetic_sequence(out_dir: str | os.PathLike, spec: SyntheticSpec, *,
     spec = _validate(spec)
     out = Path(out_dir)
     if (out.exists() or out.is_symlink()) and not force:
-        raise RerfUsageError(f"output {out} already exists (use --force to overwrite)")
+        raise RerfUsageError(f"output {out} already exists", hint=("force", "to overwrite"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():

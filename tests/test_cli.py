@@ -591,3 +591,21 @@ def test_executable_tty_progress_shows_frame_types(tmp_path, moving):
     err = b"".join(chunks).decode(errors="replace")
     assert "frame 0 intra" in err and "frame 7 residual" in err
     assert b"encoded 8 frames" in out
+
+
+def test_library_errors_name_parameters_and_the_cli_names_options(tmp_path):
+    import io
+
+    from rerf_codec.codec.files import decode_to_directory
+    """The library never talks in --options; the CLI renders its parameters as the options that set them."""
+    from rerf_codec.codec.encoder import EncoderConfig
+
+    with pytest.raises(RerfUsageError) as ei:
+        EncoderConfig(density_quality=0).validate()
+    assert str(ei.value).startswith("density_quality must be in 1..100") and "--" not in str(ei.value)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "x.rerf").write_bytes(b"")
+    res = run("decode", tmp_path / "x.rerf", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and res.stderr.strip().endswith("exists; use --force to overwrite"), res.stderr
+    with pytest.raises(RerfUsageError, match=r"exists; use force=True to overwrite$"):
+        decode_to_directory(io.BytesIO(), tmp_path / "out")

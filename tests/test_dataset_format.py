@@ -362,7 +362,7 @@ def test_writer_existing_output(tmp_path: Path) -> None:
     root = tmp_path / "ds"
     write_ds(root)
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    with pytest.raises(RerfUsageError, match="exists; use --force"):
+    with pytest.raises(RerfUsageError, match=r"exists; use force=True"):
         DatasetWriter(root, make_meta())
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
     # a failed forced rewrite keeps the old dataset

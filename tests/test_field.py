@@ -188,7 +188,7 @@ def test_radiance_field_from_sequence_metadata_renders_a_camera() -> None:
 
 def test_resolve_device() -> None:
     assert resolve_device("cpu").type == "cpu"
-    with pytest.raises(RerfUsageError, match="--device"):
+    with pytest.raises(RerfUsageError, match="device"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(RerfUsageError, match="CUDA is not available"):

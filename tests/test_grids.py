@@ -631,7 +631,7 @@ def test_fortran_order_and_big_endian_frames_are_read(seq):
 def test_writer_refuses_existing_without_force(seq, rng):
     out, meta, _ = seq
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(RerfUsageError, match="exists; use --force to overwrite"):
+    with pytest.raises(RerfUsageError, match=r"exists; use force=True to overwrite"):
         SequenceWriter(out, meta)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["SEQ"]

@@ -108,11 +108,11 @@ class EncoderConfig:
 
     def validate(self) -> None:
         if not 1 <= self.quality <= 100:
-            raise RerfUsageError(f"--quality must be in 1..100, got {self.quality}")
+            raise RerfUsageError(f"must be in 1..100, got {self.quality}", param="quality")
         if self.density_quality is not None and not 1 <= self.density_quality <= 100:
-            raise RerfUsageError(f"--density-quality must be in 1..100, got {self.density_quality}")
+            raise RerfUsageError(f"must be in 1..100, got {self.density_quality}", param="density_quality")
         if not 1 <= self.gof <= 4096:
-            raise RerfUsageError(f"--gof must be in 1..4096, got {self.gof}")
+            raise RerfUsageError(f"must be in 1..4096, got {self.gof}", param="gof")
         if not all(0.0 < v <= 0.5 for v in (self.deadzone_ac, self.deadzone_dc, self.deadzone_residual)):
             raise RerfUsageError("dead-zone offsets must be in (0, 0.5]")
         if self.occupancy_threshold is not None and not math.isfinite(self.occupancy_threshold):
@@ -120,7 +120,7 @@ class EncoderConfig:
         if self.motion not in MOTION_MODES:
             raise RerfUsageError(f"motion must be one of {', '.join(MOTION_MODES)}, got {self.motion!r}")
         if self.target_kbpf is not None and not (math.isfinite(self.target_kbpf) and self.target_kbpf > 0):
-            raise RerfUsageError(f"--target-kbpf must be a positive number, got {self.target_kbpf}")
+            raise RerfUsageError(f"must be a positive number, got {self.target_kbpf}", param="target_kbpf")
         if self.coeff_mode not in COEFF_MODE_NAMES:
             raise RerfUsageError(f"coefficient mode must be one of {sorted(COEFF_MODE_NAMES)}, got {self.coeff_mode}")
         if not all(0.0 <= v <= 100.0 for v in (self.rdoq_lambda, self.rdoq_lambda_residual)):

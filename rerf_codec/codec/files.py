@@ -87,7 +87,7 @@ def _check_sha256(text: str | None) -> str | None:
         return None
     s = text.strip().lower()
     if not _SHA256_RE.match(s):
-        raise RerfUsageError(f"--verify expects a SHA-256 as 64 hex digits, got {text!r}")
+        raise RerfUsageError(f"expects a SHA-256 as 64 hex digits, got {text!r}", param="verify")
     return s
 
 
@@ -96,7 +96,7 @@ def _precheck_output_dir(out_dir: Path, force: bool) -> None:
     if out_dir.name in ("", ".", ".."):
         raise RerfUsageError(f"{out_dir}: not a usable output directory name")
     if (out_dir.exists() or out_dir.is_symlink()) and not force:
-        raise RerfUsageError(f"{out_dir} exists; use --force to overwrite")
+        raise RerfUsageError(f"{out_dir} exists", hint=("force", "to overwrite"))
     if not out_dir.parent.is_dir():
         raise RerfUsageError(f"output folder {out_dir.parent} does not exist")
 

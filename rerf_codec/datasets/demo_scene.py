@@ -127,7 +127,7 @@ def _rot_x(a: float) -> np.ndarray:
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise RerfUsageError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+        raise RerfUsageError(f"must be an integer in {lo}..{hi}, got {value!r}", param=name)
 
 
 def _phase(frame: int, num_frames: int) -> float:
@@ -264,17 +264,17 @@ def render_demo_dataset(
     from rerf_codec.datasets.mesh_render import render_frame, renderer_name
 
     t_start = time.perf_counter()
-    _check_int("--frames", frames, 1, 100_000)
-    _check_int("--cameras", cameras, 1, 999)
-    _check_int("--test-cameras", test_cameras, 1, 999)
-    _check_int("--size", size, 8, 4096)
-    _check_int("--resolution", resolution, 8, 512)
-    _check_int("--seed", seed, 0, 2**63 - 1)
+    _check_int("frames", frames, 1, 100_000)
+    _check_int("cameras", cameras, 1, 999)
+    _check_int("test_cameras", test_cameras, 1, 999)
+    _check_int("size", size, 8, 4096)
+    _check_int("resolution", resolution, 8, 512)
+    _check_int("seed", seed, 0, 2**63 - 1)
     _check_int("supersample", supersample, 1, 8)
     if cameras + test_cameras > 1000:
         raise RerfUsageError(f"at most 1000 cameras in all, got {cameras + test_cameras}")
     if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
-        raise RerfUsageError(f"--fps must be a number > 0, got {fps!r}")
+        raise RerfUsageError(f"must be a number > 0, got {fps!r}", param="fps")
     renderer = renderer_name()  # fails early, with the install hint, when Embree is missing
     cams = ring_cameras(SCENE_MIN, SCENE_MAX, cameras, test_cameras, size)
     background = (1.0, 1.0, 1.0)

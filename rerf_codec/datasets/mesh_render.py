@@ -408,7 +408,7 @@ def load_mesh_sequence(path: str | Path) -> dict[str, Any]:
 
 def _frame_range(frames: FrameRange | range | str | None, total: int, step: Any) -> range:
     if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-        raise RerfUsageError(f"--step must be an integer >= 1, got {step!r}")
+        raise RerfUsageError(f"must be an integer >= 1, got {step!r}", param="step")
     fr = parse_frame_range(frames)
     r = range(total) if fr is None else fr.resolve(range(total))
     return range(r.start, r.stop, step)
@@ -446,13 +446,13 @@ def render_mesh_sequence(
     / total seconds) and bytes on disk.
     """
     t_start = time.perf_counter()
-    for name, n, lo, hi in (("--cameras", cameras, 1, 999), ("--test-cameras", test_cameras, 1, 999)):
+    for name, n, lo, hi in (("cameras", cameras, 1, 999), ("test_cameras", test_cameras, 1, 999)):
         if not isinstance(n, int) or isinstance(n, bool) or not lo <= n <= hi:
-            raise RerfUsageError(f"{name} must be an integer in {lo}..{hi}, got {n!r}")
+            raise RerfUsageError(f"must be an integer in {lo}..{hi}, got {n!r}", param=name)
     if cameras + test_cameras > 1000:
         raise RerfUsageError(f"at most 1000 cameras in all, got {cameras + test_cameras}")
     if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096:
-        raise RerfUsageError(f"--size must be an integer in 8..4096, got {size!r}")
+        raise RerfUsageError(f"must be an integer in 8..4096, got {size!r}", param="size")
     if not isinstance(supersample, int) or isinstance(supersample, bool) or not 1 <= supersample <= 8:
         raise RerfUsageError(f"supersample must be an integer in 1..8, got {supersample!r}")
     renderer = renderer_name()  # fail early when Embree is missing

@@ -171,13 +171,13 @@ def render_rays(
 def resolve_device(device: str) -> torch.device:
     """``cpu`` or ``cuda[:N]``; a one-line usage error when CUDA is asked for but absent."""
     if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise RerfUsageError(f"--device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+        raise RerfUsageError(f"must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}", param="device")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RerfUsageError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__})")
+        raise RerfUsageError(f"{device}: CUDA is not available on this machine (torch {torch.__version__})", param="device")
     try:
         return torch.device(device)
     except RuntimeError as exc:
-        raise RerfUsageError(f"--device {device}: {exc}") from None
+        raise RerfUsageError(f"{device}: {exc}", param="device") from None
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,10 @@ class Checkpoint:
             old = state.get("identity", {})
             diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
             raise RerfUsageError(
-                f"--resume: the checkpoint at {root} was made with different settings ({', '.join(diff)}); "
-                "rerun with the same arguments, or use --force to start over"
+                f"the checkpoint at {root} was made with different settings ({', '.join(diff)}); "
+                "rerun with the same arguments",
+                param="resume",
+                hint=("force", "to start over"),
             )
         return Checkpoint(root, state)
 

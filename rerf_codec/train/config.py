@@ -89,7 +89,7 @@ class TrainConfig:
                     raise RerfUsageError(f"{f.name} must be a finite non-negative number, got {v!r}")
                 object.__setattr__(self, f.name, float(v))
         if not 8 <= self.resolution <= 512:
-            raise RerfUsageError(f"--resolution must be in 8..512, got {self.resolution}")
+            raise RerfUsageError(f"must be in 8..512, got {self.resolution}", param="resolution")
         if not 1 <= self.feature_channels <= 64:
             raise RerfUsageError(f"feature_channels must be in 1..64, got {self.feature_channels}")
         if self.batch_rays < 1 or self.batch_rays_residual < 1 or self.mlp_width < 1:

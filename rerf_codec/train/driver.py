@@ -85,7 +85,7 @@ def train_sequence(
     device = resolve_device(req.device)
     out = Path(req.out)
     if out.exists() and not req.force:
-        raise RerfUsageError(f"{out} exists; use --force to replace it")
+        raise RerfUsageError(f"{out} exists", hint=("force", "to replace it"))
     if not out.parent.is_dir():
         raise RerfUsageError(f"output folder {out.parent} does not exist")
     if not ds.meta.test_cameras or not ds.meta.train_cameras:
