@@ -1,0 +1,298 @@
+// Coefficient levels (FORMAT.md §9.4–9.6): side-info count tables, last-band symbols,
+// band/context classes, mantissas. Mirrors rerf_codec/codec/coefficients.py and entropy.py.
+
+import { RerfFormatError } from './errors.js';
+import { RangeDecoder, countsCdf } from './range-decoder.js';
+
+export const N_BANDS = 22;
+export const N_GROUPS = 2;
+export const DIRECT = 16;
+export const MAX_CLASS = 42;
+export const CONTEXT_CONTEXTS = 4;
+
+/** BAND_ORDER: the 512 frequencies sorted by band u+v+w, ties by flat index (§9.4). */
+export const BAND_ORDER = new Uint16Array(512);
+/** BAND_STARTS[b]..BAND_STARTS[b+1]: band b's run in BAND_ORDER. */
+export const BAND_STARTS = new Uint16Array(N_BANDS + 1);
+/** Band of each flat frequency f = 64u + 8v + w. */
+export const BAND_OF = new Uint8Array(512);
+{
+  let k = 0;
+  for (let b = 0; b < N_BANDS; b++) {
+    BAND_STARTS[b] = k;
+    for (let f = 0; f < 512; f++) {
+      const band = (f >> 6) + ((f >> 3) & 7) + (f & 7);
+      if (b === 0) BAND_OF[f] = band;
+      if (band === b) BAND_ORDER[k++] = f;
+    }
+  }
+  BAND_STARTS[N_BANDS] = 512;
+}
+
+/**
+ * A coding table (§9.4). `kind` 'unused' (1,0), 'repeat' (2,0), 'merge' (3,0) or 'table';
+ * a 'table' with lo === hi is trivial (cdf null).
+ * @typedef {{kind: 'unused' | 'repeat' | 'merge' | 'table', lo: number, hi: number, cdf: Uint32Array | null}} Table
+ */
+
+/** @type {Table} */ export const UNUSED = Object.freeze({ kind: 'unused', lo: 1, hi: 0, cdf: null });
+/** @type {Table} */ const REPEAT = Object.freeze({ kind: 'repeat', lo: 2, hi: 0, cdf: null });
+/** @type {Table} */ const MERGE = Object.freeze({ kind: 'merge', lo: 3, hi: 0, cdf: null });
+
+/**
+ * Parse `count` tables (entropy.read_tables). With `allowMarkers` (coefficient mode 1) the
+ * pairs (2,0) and (3,0) are the repeat and merge markers.
+ * @param {Uint8Array} data @param {number} count @param {boolean} allowMarkers @returns {Table[]}
+ */
+export function readTables(data, count, allowMarkers) {
+  /** @type {Table[]} */
+  const tables = [];
+  let pos = 0;
+  for (let i = 0; i < count; i++) {
+    if (pos + 2 > data.length) throw new RerfFormatError(`side info truncated in table ${i}`);
+    const lo = (data[pos] << 24) >> 24;
+    const hi = (data[pos + 1] << 24) >> 24;
+    pos += 2;
+    if (lo > hi) {
+      if (allowMarkers && lo === 2 && hi === 0) tables.push(REPEAT);
+      else if (allowMarkers && lo === 3 && hi === 0) tables.push(MERGE);
+      else if (lo === 1 && hi === 0) tables.push(UNUSED);
+      else throw new RerfFormatError(`side info table ${i}: bad range ${lo}..${hi}`);
+      continue;
+    }
+    if (lo < -MAX_CLASS || hi > MAX_CLASS) {
+      throw new RerfFormatError(`side info table ${i}: class range ${lo}..${hi} outside ±${MAX_CLASS}`);
+    }
+    if (lo === hi) {
+      tables.push({ kind: 'table', lo, hi, cdf: null });
+      continue;
+    }
+    const n = hi - lo + 1;
+    const counts = new Float64Array(n);
+    let sum = 0;
+    for (let k = 0; k < n; k++) {
+      let v = 0;
+      let shift = 0;
+      for (;;) {
+        if (pos >= data.length) throw new RerfFormatError('side info truncated inside a count');
+        const b = data[pos++];
+        v += (b & 0x7f) * 2 ** shift;
+        if (!(b & 0x80)) break;
+        shift += 7;
+        if (shift > 28) throw new RerfFormatError('side info count too long');
+      }
+      if (v > 2 ** 24) throw new RerfFormatError(`side info table ${i}: count ${v} too large`);
+      counts[k] = v;
+      sum += v;
+    }
+    if (sum === 0) throw new RerfFormatError(`side info table ${i}: all counts are zero`);
+    tables.push({ kind: 'table', lo, hi, cdf: countsCdf(counts) });
+  }
+  if (pos !== data.length) throw new RerfFormatError(`side info has ${data.length - pos} trailing bytes`);
+  return tables;
+}
+
+/** Number of tables in a frame's side info. @param {number} mode */
+export function nTables(mode) {
+  return N_GROUPS * (1 + N_BANDS * (mode === 0 ? 1 : CONTEXT_CONTEXTS));
+}
+
+/**
+ * Decode `n` classes with `table` into out[o], out[o + stride], ... (entropy.SymbolDecoder.decode).
+ * @param {RangeDecoder} dec @param {Table} table @param {number} n
+ * @param {Int32Array} out @param {number} o @param {number} stride
+ */
+export function decodeClasses(dec, table, n, out, o, stride) {
+  if (n === 0) return;
+  if (table.kind === 'unused') throw new RerfFormatError('symbols coded with an unused table');
+  const lo = table.lo;
+  const cdf = table.cdf;
+  if (cdf === null) {
+    for (let i = 0; i < n; i++) out[o + i * stride] = lo;
+    return;
+  }
+  for (let i = 0; i < n; i++) out[o + i * stride] = lo + dec.decode(cdf);
+}
+
+/** MSB-first bit reader over a mantissa section; reads zeros past the end (length is checked once). */
+export class MantissaReader {
+  /** @param {Uint8Array} data */
+  constructor(data) {
+    this.data = data;
+    this.bit = 0;
+  }
+
+  /** @param {number} n 1..30 @returns {number} */
+  read(n) {
+    let v = 0;
+    const d = this.data;
+    let bit = this.bit;
+    for (let i = 0; i < n; i++, bit++) {
+      const byte = bit >> 3;
+      v = v * 2 + (byte < d.length ? (d[byte] >> (7 - (bit & 7))) & 1 : 0);
+    }
+    this.bit = bit;
+    return v;
+  }
+
+  /** Check the section length against the bits used (§9.6). */
+  finish() {
+    const T = this.bit;
+    if (T === 0) {
+      if (this.data.length) {
+        throw new RerfFormatError(`mantissa section holds ${this.data.length} bytes, the classes need none`);
+      }
+    } else if (((T + 7) >> 3) !== this.data.length) {
+      throw new RerfFormatError(`mantissa section holds ${this.data.length} bytes, the classes need ${(T + 7) >> 3}`);
+    }
+  }
+}
+
+/** Class -> level, reading its mantissa when |k| >= 16 (§9.6). @param {number} k @param {MantissaReader} m */
+export function classToLevel(k, m) {
+  if (k > -DIRECT && k < DIRECT) return k;
+  const mag = k < 0 ? -k : k;
+  const v = 2 ** (mag - 12) + m.read(mag - 12);
+  return k < 0 ? -v : v;
+}
+
+/**
+ * Decoded levels of one frame.
+ * @typedef {object} Levels
+ * @property {Int32Array} levels (C_total, N, 512) levels; only bands <= last of each (c, b) are written
+ * @property {Int8Array} last (C_total, N) last non-zero band, -1 when all zero
+ * @property {Table[]} tables the tables in effect (markers resolved), for the next frame's repeats
+ */
+
+/**
+ * Decode a frame's coefficient levels (§9.4–9.6; coefficients.decode_levels_tables).
+ * @param {Uint8Array} tableBytes side info after the mode byte (decompressed)
+ * @param {Uint8Array} words coeff_words section
+ * @param {Uint8Array} mantissa mantissa section
+ * @param {number} numChannels C_total @param {number} N occupied blocks
+ * @param {number} mode coefficient mode @param {Table[] | null} prevTables null in an intra frame
+ * @param {{levels?: Int32Array}} [scratch] reusable level buffer
+ * @returns {Levels}
+ */
+export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
+  const count = nTables(mode);
+  const raw = readTables(tableBytes, count, mode === 1);
+  const K = mode === 0 ? 1 : CONTEXT_CONTEXTS;
+  const perGroup = count / N_GROUPS;
+  /** @type {Table[]} */
+  const eff = [];
+  for (let i = 0; i < raw.length; i++) {
+    let t = raw[i];
+    if (t.kind === 'merge') {
+      const j = i % perGroup;
+      if (j === 0 || (j - 1) % CONTEXT_CONTEXTS === 0) {
+        throw new RerfFormatError(`side info table ${i} shares the table before it, but is not a context 1..3 table`);
+      }
+      if (eff[i - 1].kind === 'unused') {
+        throw new RerfFormatError(`side info table ${i} shares the table before it, which is unused`);
+      }
+      t = eff[i - 1];
+    } else if (t.kind === 'repeat') {
+      if (prevTables === null) {
+        throw new RerfFormatError(`side info table ${i} repeats a table, but the frame is a keyframe`);
+      }
+      if (prevTables.length !== count || prevTables[i].kind === 'unused') {
+        throw new RerfFormatError(`side info table ${i} repeats a table the previous frame did not have`);
+      }
+      t = prevTables[i];
+    }
+    eff.push(t);
+  }
+  const dec = new RangeDecoder(words);
+  const total = numChannels * N * 512;
+  let levels = scratch.levels;
+  if (!levels || levels.length < total) levels = scratch.levels = new Int32Array(total);
+  const last = new Int8Array(numChannels * N);
+  const lastTmp = new Int32Array(Math.max(1, (numChannels - 1) * N));
+  let ti = 0;
+  // Classes are decoded into `levels` first (mantissas read afterwards, in the same order).
+  /** @type {Array<[number, Int32Array, number]>} */
+  const order = []; // (band, selected pair list, count) per decoded run: the mantissa order
+  for (let g = 0; g < N_GROUPS; g++) {
+    const c0 = g === 0 ? 0 : 1;
+    const cg = g === 0 ? 1 : numChannels - 1;
+    const pairs = cg * N;
+    const pairBase = c0 * N;
+    const lastTable = eff[ti++];
+    decodeClasses(dec, lastTable, pairs, lastTmp, 0, 1);
+    for (let p = 0; p < pairs; p++) {
+      const v = lastTmp[p];
+      if (v < -1 || v >= N_BANDS) throw new RerfFormatError('last-band symbol outside -1..21');
+    }
+    for (let p = 0; p < pairs; p++) last[pairBase + p] = lastTmp[p];
+    const nonzero = K > 1 ? new Int32Array(pairs) : null;
+    const nextNonzero = K > 1 ? new Int32Array(pairs) : null;
+    const sel = new Int32Array(pairs);
+    for (let b = 0; b < N_BANDS; b++) {
+      const s0 = BAND_STARTS[b];
+      const size = BAND_STARTS[b + 1] - s0;
+      const prevSize = b > 0 ? s0 - BAND_STARTS[b - 1] : 0;
+      for (let k = 0; k < K; k++) {
+        const table = eff[ti++];
+        let n = 0;
+        for (let p = 0; p < pairs; p++) {
+          if (lastTmp[p] < b) continue;
+          if (nonzero !== null) {
+            const nz = b === 0 ? 0 : nonzero[p];
+            const ctx = (nz > 0 ? 1 : 0) + (4 * nz > prevSize ? 1 : 0) + (2 * nz > prevSize ? 1 : 0);
+            if (ctx !== k) continue;
+          }
+          sel[n++] = p;
+        }
+        if (n === 0) {
+          if (table.kind !== 'unused') {
+            throw new RerfFormatError('side info declares a table for a band with no symbols');
+          }
+          continue;
+        }
+        if (table.kind === 'unused') throw new RerfFormatError('symbols coded with an unused table');
+        const list = sel.slice(0, n);
+        order.push([b, list, pairBase]);
+        for (let j = 0; j < size; j++) {
+          const f = BAND_ORDER[s0 + j];
+          if (table.cdf === null) {
+            const lo = table.lo;
+            for (let i = 0; i < n; i++) levels[(pairBase + list[i]) * 512 + f] = lo;
+          } else {
+            const cdf = table.cdf;
+            const lo = table.lo;
+            for (let i = 0; i < n; i++) levels[(pairBase + list[i]) * 512 + f] = lo + dec.decode(cdf);
+          }
+        }
+        if (nextNonzero !== null) {
+          for (let i = 0; i < n; i++) {
+            const base = (pairBase + list[i]) * 512;
+            let nz = 0;
+            for (let j = 0; j < size; j++) if (levels[base + BAND_ORDER[s0 + j]] !== 0) nz++;
+            nextNonzero[list[i]] = nz;
+          }
+        }
+      }
+      if (nonzero !== null && nextNonzero !== null) {
+        nonzero.set(nextNonzero);
+        nextNonzero.fill(0);
+      }
+    }
+  }
+  // Mantissas, in class decoding order.
+  const m = new MantissaReader(mantissa);
+  for (const [b, list, pairBase] of order) {
+    const s0 = BAND_STARTS[b];
+    const s1 = BAND_STARTS[b + 1];
+    for (let j = s0; j < s1; j++) {
+      const f = BAND_ORDER[j];
+      for (let i = 0; i < list.length; i++) {
+        const at = (pairBase + list[i]) * 512 + f;
+        const k = levels[at];
+        if (k >= DIRECT || k <= -DIRECT) levels[at] = classToLevel(k, m);
+      }
+    }
+  }
+  m.finish();
+  return { levels, last, tables: eff };
+}

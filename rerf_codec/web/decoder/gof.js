@@ -1,0 +1,249 @@
+// Decoding one GOF (FORMAT.md §9.8, §10.1, §10.5): frame records -> dense float32 grids.
+//
+// Frame records are dispatched on frame_type through FRAME_DECODERS, each one a pair
+// (parse: entropy decoding only, reconstruct: exact integer arithmetic), so a new frame
+// type or per-block mode (format 1.2) is one more entry, not a new branch in the loop.
+
+import { RerfFormatError } from './errors.js';
+import { FRAME_INTRA, FRAME_RESIDUAL, FRAME_TYPE_NAMES, decodeSideInfo } from './format.js';
+import { decodeLevels } from './coefficients.js';
+import { blockCoords, blockGridShape, decodeMaskInter, decodeMaskIntra } from './occupancy.js';
+import { decodeMotion, predictBlock, superblocks } from './motion.js';
+import { MAX_COEFF, MAX_SAMPLE, inverseDct } from './transform.js';
+
+/** @typedef {import('./format.js').SequenceHeader} SequenceHeader */
+/** @typedef {import('./format.js').GofChunk} GofChunk */
+/** @typedef {import('./format.js').FrameRecord} FrameRecord */
+/** @typedef {import('./coefficients.js').Table} Table */
+/** @typedef {import('./coefficients.js').Levels} Levels */
+
+export const MAX_QSTEP = 2 ** 30;
+
+/**
+ * A decoded frame: `density` (X, Y, Z) and `features` (C, X, Y, Z), float32, C order.
+ * @typedef {object} DecodedFrame
+ * @property {number} index frame number
+ * @property {string} frameType 'intra' | 'residual'
+ * @property {Float32Array} density
+ * @property {Float32Array} features
+ * @property {[number, number, number]} shape grid (X, Y, Z)
+ * @property {number} channels feature channels C
+ */
+
+/**
+ * What a residual frame needs from the previous frame of its GOF (§10.1).
+ * @typedef {object} GofState
+ * @property {Float32Array[]} planes previous frame, one (X, Y, Z) plane per channel
+ * @property {Uint8Array} mask previous block mask
+ * @property {Int32Array} coarse coarse motion field (NSB*3)
+ * @property {Table[]} tables coefficient tables in effect
+ */
+
+/**
+ * Per-GOF decoding context.
+ * @typedef {object} GofContext
+ * @property {SequenceHeader} header
+ * @property {GofChunk} gof
+ * @property {[number, number, number]} blockShape
+ * @property {Float64Array} qstep (C_total, 512)
+ * @property {{levels?: Int32Array}} scratch
+ */
+
+/**
+ * A frame-type decoder: parse the record (entropy decoding, all format checks), then
+ * reconstruct into `planes` given the state; returns the new state.
+ * @typedef {(ctx: GofContext, record: FrameRecord, state: GofState | null, planes: Float32Array[]) => GofState} FrameDecoder
+ */
+
+/** Quantiser steps of a GOF (§9.6). @param {SequenceHeader} header @param {import('./format.js').ChannelParams[]} channels */
+export function qstepTable(header, channels) {
+  const out = new Float64Array(channels.length * 512);
+  for (let c = 0; c < channels.length; c++) {
+    const g = c === 0 ? 0 : 1;
+    for (let f = 0; f < 512; f++) {
+      const s = Math.max(1, Math.floor((header.qmatrix[g * 512 + f] * channels[c].qscale + 8) / 16));
+      if (s > MAX_QSTEP) throw new RerfFormatError(`quantiser step ${s} exceeds the limit ${MAX_QSTEP}`);
+      out[c * 512 + f] = s;
+    }
+  }
+  return out;
+}
+
+const Y = new Float64Array(512);
+const V = new Float64Array(512);
+const PRED = new Float64Array(512);
+
+/**
+ * Dequantise (c, b)'s levels into Y (bands 0..last; the rest zero), checking |Y| <= 2^29.
+ * @param {Levels} lv @param {Float64Array} qstep @param {number} c @param {number} N @param {number} b
+ */
+function dequantize(lv, qstep, c, N, b) {
+  const last = lv.last[c * N + b];
+  Y.fill(0);
+  const base = (c * N + b) * 512;
+  const lev = lv.levels;
+  for (let f = 0; f < 512; f++) {
+    if ((f >> 6) + ((f >> 3) & 7) + (f & 7) > last) continue;
+    const y = lev[base + f] * qstep[c * 512 + f];
+    if (y > MAX_COEFF || y < -MAX_COEFF) {
+      throw new RerfFormatError('stream carries a coefficient outside the decodable range (corrupt data)');
+    }
+    Y[f] = y;
+  }
+  return last;
+}
+
+/**
+ * Write a block's 512 lattice values (scaled by 2^-e) into a plane, cropping at the grid edge.
+ * @param {Float32Array} plane @param {[number, number, number]} grid @param {number} bx @param {number} by
+ * @param {number} bz @param {Float64Array} vals @param {number} inv
+ */
+function writeBlock(plane, grid, bx, by, bz, vals, inv) {
+  const [X, Yd, Z] = grid;
+  const nx = Math.min(8, X - 8 * bx);
+  const ny = Math.min(8, Yd - 8 * by);
+  const nz = Math.min(8, Z - 8 * bz);
+  for (let x = 0; x < nx; x++) {
+    for (let y = 0; y < ny; y++) {
+      const o = ((8 * bx + x) * Yd + 8 * by + y) * Z + 8 * bz;
+      const i = x * 64 + y * 8;
+      for (let z = 0; z < nz; z++) plane[o + z] = vals[i + z] * inv;
+    }
+  }
+}
+
+/** @param {GofContext} ctx @param {Float32Array[]} planes */
+function fillPlanes(ctx, planes) {
+  const ch = ctx.gof.channels;
+  for (let c = 0; c < planes.length; c++) planes[c].fill(ch[c].fill * 2 ** -ch[c].exponent);
+}
+
+/** @param {Uint8Array} tables @param {Uint8Array} words @param {Uint8Array} mant @param {GofContext} ctx
+ *  @param {number} N @param {Table[] | null} prev */
+function levelsOf(tables, words, mant, ctx, N, prev) {
+  return decodeLevels(tables, words, mant, ctx.header.num_channels, N, ctx.header.coeff_mode, prev, ctx.scratch);
+}
+
+/** @type {FrameDecoder} */
+function decodeIntra(ctx, rec, _state, planes) {
+  if (rec.motion.length) throw new RerfFormatError('intra frame carries a motion section');
+  const mask = decodeMaskIntra(ctx.blockShape, rec.mask);
+  const coords = blockCoords(mask, ctx.blockShape);
+  const N = coords.length / 3;
+  const lv = levelsOf(decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx, N, null);
+  fillPlanes(ctx, planes);
+  const grid = ctx.header.grid_shape;
+  for (let c = 0; c < planes.length; c++) {
+    const inv = 2 ** -ctx.gof.channels[c].exponent;
+    for (let b = 0; b < N; b++) {
+      const last = dequantize(lv, ctx.qstep, c, N, b);
+      if (last < 0) V.fill(0);
+      else inverseDct(Y, last, V);
+      writeBlock(planes[c], grid, coords[3 * b], coords[3 * b + 1], coords[3 * b + 2], V, inv);
+    }
+  }
+  const { nsb } = superblocks(new Int32Array(0), ctx.blockShape);
+  return { planes, mask, coarse: new Int32Array(3 * nsb), tables: lv.tables };
+}
+
+/** @type {FrameDecoder} */
+function decodeResidual(ctx, rec, state, planes) {
+  if (state === null) throw new RerfFormatError('residual frame without a preceding keyframe in its GOF');
+  const mask = decodeMaskInter(state.mask, ctx.blockShape, rec.mask);
+  const coords = blockCoords(mask, ctx.blockShape);
+  const N = coords.length / 3;
+  const { sb } = superblocks(coords, ctx.blockShape);
+  const { mv, coarse } = decodeMotion(rec.motion, sb, state.coarse);
+  const lv = levelsOf(decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx, N, state.tables);
+  const grid = ctx.header.grid_shape;
+  // dequantisation checks come before any output is written (a rejected frame emits nothing)
+  for (let c = 0; c < planes.length; c++) for (let b = 0; b < N; b++) if (lv.last[c * N + b] >= 0) dequantize(lv, ctx.qstep, c, N, b);
+  fillPlanes(ctx, planes);
+  for (let c = 0; c < planes.length; c++) {
+    const e = ctx.gof.channels[c].exponent;
+    const scale = 2 ** e;
+    const inv = 2 ** -e;
+    const prev = state.planes[c];
+    for (let b = 0; b < N; b++) {
+      predictBlock(prev, scale, grid, coords[3 * b], coords[3 * b + 1], coords[3 * b + 2], mv[3 * b], mv[3 * b + 1],
+        mv[3 * b + 2], PRED);
+      const last = lv.last[c * N + b];
+      if (last >= 0) {
+        dequantize(lv, ctx.qstep, c, N, b);
+        inverseDct(Y, last, V);
+        for (let i = 0; i < 512; i++) PRED[i] += V[i];
+      }
+      for (let i = 0; i < 512; i++) {
+        const v = PRED[i];
+        if (v > MAX_SAMPLE) PRED[i] = MAX_SAMPLE;
+        else if (v < -MAX_SAMPLE) PRED[i] = -MAX_SAMPLE;
+      }
+      writeBlock(planes[c], grid, coords[3 * b], coords[3 * b + 1], coords[3 * b + 2], PRED, inv);
+    }
+  }
+  return { planes, mask, coarse, tables: lv.tables };
+}
+
+/** Frame decoders by frame_type (§6.3). @type {Record<number, FrameDecoder>} */
+export const FRAME_DECODERS = { [FRAME_INTRA]: decodeIntra, [FRAME_RESIDUAL]: decodeResidual };
+
+/**
+ * Allocates the output arrays of one frame. The default gives fresh arrays (the caller
+ * owns them); a pool may hand out reused ones.
+ * @typedef {(header: SequenceHeader) => {density: Float32Array, features: Float32Array}} FrameAllocator
+ */
+
+/** @type {FrameAllocator} */
+export function freshFrame(header) {
+  const [X, Yd, Z] = header.grid_shape;
+  const v = X * Yd * Z;
+  return { density: new Float32Array(v), features: new Float32Array(header.feature_channels * v) };
+}
+
+/**
+ * Decode every frame of one GOF in order (a GOF depends on nothing outside itself).
+ * The previous frame's arrays are read while the next frame decodes: a consumer that
+ * transfers or edits a frame must wait until it has asked for the next one.
+ * @param {GofChunk} gof @param {SequenceHeader} header
+ * @param {{alloc?: FrameAllocator, scratch?: {levels?: Int32Array}}} [opts]
+ * @returns {Generator<DecodedFrame>}
+ */
+export function* decodeGof(gof, header, opts = {}) {
+  const alloc = opts.alloc ?? freshFrame;
+  /** @type {GofContext} */
+  let ctx;
+  try {
+    ctx = {
+      header, gof, blockShape: blockGridShape(header.grid_shape), qstep: qstepTable(header, gof.channels),
+      scratch: opts.scratch ?? {},
+    };
+  } catch (e) {
+    if (e instanceof RerfFormatError) throw new RerfFormatError(`GOF at frame ${gof.first_frame}: ${e.message}`);
+    throw e;
+  }
+  /** @type {GofState | null} */
+  let state = null;
+  const [X, Yd, Z] = header.grid_shape;
+  const v = X * Yd * Z;
+  for (let i = 0; i < gof.frames.length; i++) {
+    const rec = gof.frames[i];
+    const idx = gof.first_frame + i;
+    const decoder = FRAME_DECODERS[rec.frame_type];
+    const out = alloc(header);
+    /** @type {Float32Array[]} */
+    const planes = [out.density];
+    for (let c = 0; c < header.feature_channels; c++) planes.push(out.features.subarray(c * v, (c + 1) * v));
+    try {
+      if (!decoder) throw new RerfFormatError(`unsupported frame type ${rec.frame_type}`);
+      if (state && state.planes[0].length !== v) throw new Error('the previous frame was detached before the next one was decoded');
+      state = decoder(ctx, rec, state, planes);
+    } catch (e) {
+      if (e instanceof RerfFormatError) throw new RerfFormatError(`frame ${idx}: ${e.message}`);
+      throw e;
+    }
+    yield {
+      index: idx, frameType: FRAME_TYPE_NAMES[rec.frame_type], density: out.density, features: out.features,
+      shape: [X, Yd, Z], channels: header.feature_channels,
+    };
+  }
+}
