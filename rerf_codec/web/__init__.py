@@ -1,0 +1,1 @@
+"""Web assets shipped with the package: the JavaScript decoder (``web/decoder/``)."""
