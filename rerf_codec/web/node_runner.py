@@ -80,6 +80,7 @@ class NodeDecoder:
         self._proc: subprocess.Popen[bytes] | None = None
         self._next_id = 0
         self._buf = b""
+        self._deadline = 0.0
 
     def __enter__(self) -> NodeDecoder:
         self._start()
@@ -120,20 +121,31 @@ class NodeDecoder:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """Decode a whole stream: ``{sha256, frames, deep}`` or ``{error: {type, message}, deep}``."""
+        self.submit(data)
+        return self.result()
+
+    def submit(self, data: bytes) -> None:
+        """Send a stream to decode; collect the answer with :meth:`result` (the caller may work
+        meanwhile: Node decodes in its own process)."""
         if self._proc is None:
             self._start()
         proc = self._proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        assert proc is not None and proc.stdin is not None
         self._next_id += 1
         req = json.dumps({"id": self._next_id, "data": base64.b64encode(data).decode()}) + "\n"
         proc.stdin.write(req.encode())
         proc.stdin.flush()
-        deadline = time.monotonic() + self.timeout
+        self._deadline = time.monotonic() + self.timeout
+
+    def result(self) -> dict[str, Any]:
+        """The answer to the last :meth:`submit`; TimeoutError when it took over ``timeout`` s."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
         fd = proc.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while b"\n" not in self._buf:
-                left = deadline - time.monotonic()
+                left = self._deadline - time.monotonic()
                 if left <= 0 or not sel.select(left):
                     self._kill()
                     raise TimeoutError(f"JS decoder took longer than {self.timeout} s")

@@ -31,49 +31,67 @@ const PU = scaled(17);
 
 const R1 = new Float64Array(512);
 const R2 = new Float64Array(512);
+const [w0, w1, w2, w3, w4, w5, w6, w7] = [0, 1, 2, 3, 4, 5, 6, 7].map((k) => PW.slice(k * 8, k * 8 + 8));
+const [v0, v1, v2, v3, v4, v5, v6, v7] = [0, 1, 2, 3, 4, 5, 6, 7].map((k) => PV.slice(k * 8, k * 8 + 8));
 
 /**
  * Inverse transform of one block: `Y` holds the dequantised coefficients Y[u][v][w] at
- * f = 64u + 8v + w, zero (or unread) outside bands 0..last; writes V[x][y][z] (clamped to
+ * f = 64u + 8v + w and must be zero outside bands 0..last; writes V[x][y][z] (clamped to
  * ±(2^24 - 1)) to `out` at 64x + 8y + z.
  * @param {Float64Array} Y @param {number} last 0..21 @param {Float64Array} out
  */
 export function inverseDct(Y, last, out) {
   const umax = last < 7 ? last : 7;
-  // pass 1 along w
+  // pass 1 along w: rows (u, v) with u + v > last are zero (Y is zero there)
   for (let u = 0; u <= umax; u++) {
-    const vmax = last - u < 7 ? last - u : 7;
-    for (let v = 0; v <= vmax; v++) {
-      const kmax = last - u - v < 7 ? last - u - v : 7;
+    for (let v = 0; v < 8; v++) {
       const row = u * 64 + v * 8;
+      if (u + v > last) {
+        R1.fill(0, row, row + 8);
+        continue;
+      }
+      const y0 = Y[row], y1 = Y[row + 1], y2 = Y[row + 2], y3 = Y[row + 3];
+      const y4 = Y[row + 4], y5 = Y[row + 5], y6 = Y[row + 6], y7 = Y[row + 7];
       for (let z = 0; z < 8; z++) {
-        let s = 0;
-        for (let k = 0; k <= kmax; k++) s += Y[row + k] * PW[k * 8 + z];
+        const s = y0 * w0[z] + y1 * w1[z] + y2 * w2[z] + y3 * w3[z] + y4 * w4[z] + y5 * w5[z] + y6 * w6[z] + y7 * w7[z];
         R1[row + z] = Math.floor(s + 0.5);
       }
     }
   }
-  // pass 2 along v
+  // pass 2 along v (rows u > umax of R2 are zero)
   for (let u = 0; u <= umax; u++) {
-    const vmax = last - u < 7 ? last - u : 7;
-    const base = u * 64;
-    for (let y = 0; y < 8; y++) {
-      for (let z = 0; z < 8; z++) {
-        let s = 0;
-        for (let k = 0; k <= vmax; k++) s += R1[base + k * 8 + z] * PV[k * 8 + y];
-        R2[base + y * 8 + z] = Math.floor(s + 0.5);
+    const b = u * 64;
+    for (let z = 0; z < 8; z++) {
+      const r0 = R1[b + z], r1 = R1[b + 8 + z], r2 = R1[b + 16 + z], r3 = R1[b + 24 + z];
+      const r4 = R1[b + 32 + z], r5 = R1[b + 40 + z], r6 = R1[b + 48 + z], r7 = R1[b + 56 + z];
+      for (let y = 0; y < 8; y++) {
+        const s = r0 * v0[y] + r1 * v1[y] + r2 * v2[y] + r3 * v3[y] + r4 * v4[y] + r5 * v5[y] + r6 * v6[y] + r7 * v7[y];
+        R2[b + y * 8 + z] = Math.floor(s + 0.5);
       }
     }
   }
   // pass 3 along u
-  for (let x = 0; x < 8; x++) {
-    for (let yz = 0; yz < 64; yz++) {
-      let s = 0;
-      for (let k = 0; k <= umax; k++) s += R2[k * 64 + yz] * PU[k * 8 + x];
-      let v = Math.floor(s + 0.5);
-      if (v > MAX_SAMPLE) v = MAX_SAMPLE;
-      else if (v < -MAX_SAMPLE) v = -MAX_SAMPLE;
-      out[x * 64 + yz] = v;
+  for (let yz = 0; yz < 64; yz++) {
+    let a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    for (let k = 0; k <= umax; k++) {
+      const r = R2[k * 64 + yz];
+      const p = k * 8;
+      a0 += r * PU[p]; a1 += r * PU[p + 1]; a2 += r * PU[p + 2]; a3 += r * PU[p + 3];
+      a4 += r * PU[p + 4]; a5 += r * PU[p + 5]; a6 += r * PU[p + 6]; a7 += r * PU[p + 7];
     }
+    out[yz] = clampRound(a0);
+    out[64 + yz] = clampRound(a1);
+    out[128 + yz] = clampRound(a2);
+    out[192 + yz] = clampRound(a3);
+    out[256 + yz] = clampRound(a4);
+    out[320 + yz] = clampRound(a5);
+    out[384 + yz] = clampRound(a6);
+    out[448 + yz] = clampRound(a7);
   }
+}
+
+/** @param {number} s */
+function clampRound(s) {
+  const v = Math.floor(s + 0.5);
+  return v > MAX_SAMPLE ? MAX_SAMPLE : v < -MAX_SAMPLE ? -MAX_SAMPLE : v;
 }

@@ -24,15 +24,21 @@ function fail(what, why) {
 
 /** Backward bitstream (FSE/Huffman): bits are read from the end towards the start. */
 class BackwardBits {
-  /** @param {Uint8Array} buf @param {number} start @param {number} end @param {string} what */
-  constructor(buf, start, end, what) {
+  /**
+   * @param {Uint8Array} buf @param {number} start @param {number} end @param {string} what
+   * @param {number} [floor] lowest byte that reads below `start` may reach (default `start`:
+   *   zeros below it); libzstd's fast 4-stream Huffman path reads the bytes before a stream
+   * @param {boolean} [fastInit] libzstd's fast-path initialisation: a zero last byte is data, not an error
+   */
+  constructor(buf, start, end, what, floor = start, fastInit = false) {
     if (end <= start) fail(what, 'empty bitstream');
     const last = buf[end - 1];
-    if (last === 0) fail(what, 'bitstream without end mark');
+    if (last === 0 && !fastInit) fail(what, 'bitstream without end mark');
     this.buf = buf;
     this.start = start;
-    /** Bits left to read (may go negative: zeros are read past the start). */
-    this.pos = (end - start) * 8 - (8 - (31 - Math.clz32(last)));
+    this.floor = floor;
+    /** Bits left to read (may go negative: reads continue below the start, down to `floor`). */
+    this.pos = (end - start) * 8 - (last === 0 ? 0 : 8 - (31 - Math.clz32(last)));
   }
 
   /** @param {number} n bits (0..32) @returns {number} */
@@ -43,13 +49,22 @@ class BackwardBits {
     return v;
   }
 
-  /** The next n bits without consuming them (zeros below the start). @param {number} n */
+  /** The next n bits without consuming them. @param {number} n */
   peek(n) {
     const lo = this.pos - n; // bit index of the lowest bit wanted
+    const buf = this.buf;
+    if (lo >= 0) {
+      // fast path: up to 4 bytes hold the bits
+      const b0 = this.start + (lo >> 3);
+      const sh = lo & 7;
+      const w = buf[b0] | ((buf[b0 + 1] ?? 0) << 8) | ((buf[b0 + 2] ?? 0) << 16);
+      if (sh + n <= 24) return (w >>> sh) & ((1 << n) - 1);
+    }
     let v = 0;
     for (let i = n - 1; i >= 0; i--) {
       const bit = lo + i;
-      v = v * 2 + (bit >= 0 ? (this.buf[this.start + (bit >> 3)] >> (bit & 7)) & 1 : 0);
+      const byte = this.start + Math.floor(bit / 8);
+      v = v * 2 + (byte >= this.floor ? (buf[byte] >> (bit & 7)) & 1 : 0);
     }
     return v;
   }
@@ -258,15 +273,19 @@ function readHuffman(buf, pos, end, what) {
  * Decode one Huffman stream of exactly `count` symbols into out[o..o+count).
  * @param {HufTable} t @param {Uint8Array} buf @param {number} start @param {number} end
  * @param {Uint8Array} out @param {number} o @param {number} count @param {string} what
+ * @param {number} [floor] >= 0: decode as libzstd's fast path (reads down to `floor`, no end check)
  */
-function huffStream(t, buf, start, end, out, o, count, what) {
-  const bits = new BackwardBits(buf, start, end, what);
+function huffStream(t, buf, start, end, out, o, count, what, floor = -1) {
+  const fast = floor >= 0;
+  const bits = new BackwardBits(buf, start, end, what, fast ? floor : start, fast);
   for (let i = 0; i < count; i++) {
     const v = bits.peek(t.log);
     out[o + i] = t.symbol[v];
     bits.pos -= t.nbBits[v];
   }
-  if (bits.pos !== 0) fail(what, 'Huffman stream not consumed exactly');
+  // libzstd checks exact consumption except on its fast 4-stream path (which it takes on
+  // 64-bit CPUs with BMI2); the differential fuzz found the difference.
+  if (!fast && bits.pos !== 0) fail(what, 'Huffman stream not consumed exactly');
 }
 
 // --- sequences ---------------------------------------------------------------------------
@@ -526,10 +545,13 @@ export function zstdDecompress(src, limit, what) {
           const seg = (litSize + 3) >> 2;
           let o = 0;
           const bounds = [q, q + s1, q + s1 + s2, q + s1 + s2 + s3, cend];
+          // libzstd's fast path (HUF_DecompressFastArgs_init): table log <= 11, every stream
+          // >= 8 bytes, and a non-empty last segment; its streams may read down to the jump table.
+          const fast = table.log <= 11 && s1 >= 8 && s2 >= 8 && s3 >= 8 && cend - bounds[3] >= 8 && 3 * seg < litSize;
           for (let k = 0; k < 4; k++) {
             const cnt = k < 3 ? seg : litSize - 3 * seg;
             if (cnt < 0) fail(what, 'bad literal split');
-            huffStream(table, src, bounds[k], bounds[k + 1], lit, o, cnt, what);
+            huffStream(table, src, bounds[k], bounds[k + 1], lit, o, cnt, what, fast ? q - 6 : -1);
             o += cnt;
           }
         }
