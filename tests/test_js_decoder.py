@@ -227,7 +227,7 @@ def _python_outcome(data: bytes) -> tuple[str, float]:
     return out, time.perf_counter() - t
 
 
-FUZZ_CASES = 2000
+FUZZ_CASES = int(os.environ.get("RERF_FUZZ_CASES", "2000"))
 
 
 def test_differential_fuzz(streams: dict[str, bytes]) -> None:
@@ -239,7 +239,7 @@ def test_differential_fuzz(streams: dict[str, bytes]) -> None:
     }
     bases = [encode_to_bytes(frames, cfg)[0] for frames, cfg in small.values()]
     bases.append(streams["tensors"])
-    rng = np.random.default_rng(20250601)
+    rng = np.random.default_rng(int(os.environ.get("RERF_FUZZ_SEED", "20250601")))
     counts = {"same_hash": 0, "both_reject": 0, "deep": 0}
     failures: list[str] = []
     slowest = 0.0

@@ -28,6 +28,9 @@ export const MAX_QSTEP = 2 ** 30;
  * @property {Float32Array} features
  * @property {[number, number, number]} shape grid (X, Y, Z)
  * @property {number} channels feature channels C
+ * @property {boolean} ref true when the next frame of the GOF predicts from this one: its
+ *   arrays are read again when that frame is decoded, so transfer or modify them only after
+ *   asking for the next frame
  */
 
 /**
@@ -244,6 +247,7 @@ export function* decodeGof(gof, header, opts = {}) {
     yield {
       index: idx, frameType: FRAME_TYPE_NAMES[rec.frame_type], density: out.density, features: out.features,
       shape: [X, Yd, Z], channels: header.feature_channels,
+      ref: i + 1 < gof.frames.length && gof.frames[i + 1].frame_type !== FRAME_INTRA,
     };
   }
 }
