@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+JSDEC  := rerf_codec/web/decoder
 # The CPU build of torch; on a CUDA machine: make install TORCH_SPEC=torch==2.13.0
 TORCH_SPEC ?= torch==2.13.0+cpu
 
@@ -17,7 +18,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install rerf with its dependencies (CPU torch)
+# The JS decoder has no runtime dependency; npm ci installs its lint tools (typescript), pinned by the lockfile.
+$(JSDEC)/node_modules/.package-lock.json: $(JSDEC)/package.json $(JSDEC)/package-lock.json
+	@if command -v npm >/dev/null; then cd $(JSDEC) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: skipping the JS decoder's lint tools (make lint needs them)"; fi
+
+install: $(VENV)/.installed $(JSDEC)/node_modules/.package-lock.json  ## create .venv and install rerf with its dependencies (CPU torch) and the JS decoder's lint tools
 
 test: install  ## run the test suite (skips the slow marks)
 	$(PY) -m pytest -q -m "not slow"
@@ -31,9 +37,10 @@ demo: install  ## the whole pipeline on the built-in scene: dataset, train, enco
 bench: install  ## measure the codec on the synthetic 128^3 x 13 benchmark (see BENCHMARKS.md)
 	$(PY) -m rerf_codec.bench.codec_bench --json-out bench-out/codec.json
 
-lint:  install ## ruff over everything, mypy --strict on the format-defining code (config: setup.cfg [mypy])
+lint:  install ## ruff over everything, mypy --strict on the format-defining code (config: setup.cfg [mypy]), tsc --checkJs on the JS decoder
 	$(VENV)/bin/ruff check rerf_codec cli tests bitstreams
 	$(VENV)/bin/mypy rerf_codec/bitstream.py rerf_codec/codec/
+	cd $(JSDEC) && npx --no-install tsc -p jsconfig.json
 
 clean:  ## remove the venv and build outputs
-	rm -rf $(VENV) build dist *.egg-info demo-out bench-out
+	rm -rf $(VENV) build dist *.egg-info demo-out bench-out $(JSDEC)/node_modules

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import encode_to_bytes
+
 from rerf_codec.bitstream import CHANNEL_PARAMS, CHUNK_HEAD, FILE_HEADER, GOF_HEAD, StreamReader
 from rerf_codec.codec.decoder import Decoder, decode_all
 from rerf_codec.codec.encoder import EncoderConfig
@@ -178,7 +178,7 @@ def _sections(payload: bytes, n_channels: int) -> list[tuple[int, int]]:
 def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
     """One random mutation, with the covering CRC recomputed so the decoders go past it."""
     buf = bytearray(data)
-    (_, _, _, flags, hsize, _) = FILE_HEADER.unpack_from(buf)
+    (_, _, _, _, hsize, _) = FILE_HEADER.unpack_from(buf)
     n_channels = struct.unpack_from("<H", buf, FILE_HEADER.size + 22)[0] + 1
     chunks = _chunks(data)
     gofs = [c for c in chunks if c[1] == 1]
@@ -250,7 +250,7 @@ def test_differential_fuzz(streams: dict[str, bytes]) -> None:
             js.submit(data)  # Node decodes while Python does
             try:
                 py, seconds = _python_outcome(data)
-            except Exception as exc:  # noqa: BLE001 - any other exception is the finding
+            except Exception as exc:
                 js.result()
                 failures.append(f"case {i}: python raised {type(exc).__name__}: {exc}")
                 continue
@@ -293,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         data = self.server.data
         m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
         if not self.server.ranges or not m or (not m.group(1) and not m.group(2)):

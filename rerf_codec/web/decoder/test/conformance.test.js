@@ -48,6 +48,7 @@ for (const name of cases) {
 test('a frame range decodes the same frames as the whole stream', async () => {
   const name = cases.includes('residual_motion') ? 'residual_motion' : cases[0];
   const bytes = new Uint8Array(fs.readFileSync(path.join(root, name, 'stream.rerf')));
+  /** @type {import('../gof.js').DecodedFrame[]} */
   const all = [];
   for await (const f of (await openStream(bytes)).frames()) all.push(f);
   const s = await openStream(bytes);
