@@ -114,6 +114,28 @@ export function decodeClasses(dec, table, n, out, o, stride) {
   for (let i = 0; i < n; i++) out[o + i * stride] = lo + dec.decode(cdf);
 }
 
+/** @type {WeakMap<Table, Uint8Array>} */
+const LUTS = new WeakMap();
+
+/**
+ * Symbol lookup of a count table: lut[q >> 12] = the symbol holding quantile (q >> 12) << 12,
+ * so the search for q's symbol starts at most a few steps below it.
+ * @param {Table} table @returns {Uint8Array}
+ */
+export function symbolLut(table) {
+  let lut = LUTS.get(table);
+  if (lut) return lut;
+  const cdf = /** @type {Uint32Array} */ (table.cdf);
+  lut = new Uint8Array(4096);
+  let s = 0;
+  for (let i = 0; i < 4096; i++) {
+    while (cdf[s + 1] <= i * 4096) s++;
+    lut[i] = s;
+  }
+  LUTS.set(table, lut);
+  return lut;
+}
+
 /** MSB-first bit reader over a mantissa section; reads zeros past the end (length is checked once). */
 export class MantissaReader {
   /** @param {Uint8Array} data */
@@ -159,7 +181,8 @@ export function classToLevel(k, m) {
 /**
  * Decoded levels of one frame.
  * @typedef {object} Levels
- * @property {Int32Array} levels (C_total, N, 512) levels; only bands <= last of each (c, b) are written
+ * @property {Int32Array} levels (C_total, N, 512) levels in band order: levels[(c*N + b)*512 + j] is the
+ *   level of frequency BAND_ORDER[j]; only bands <= last of each (c, b) are written
  * @property {Int8Array} last (C_total, N) last non-zero band, -1 when all zero
  * @property {Table[]} tables the tables in effect (markers resolved), for the next frame's repeats
  */
@@ -171,7 +194,7 @@ export function classToLevel(k, m) {
  * @param {Uint8Array} mantissa mantissa section
  * @param {number} numChannels C_total @param {number} N occupied blocks
  * @param {number} mode coefficient mode @param {Table[] | null} prevTables null in an intra frame
- * @param {{levels?: Int32Array}} [scratch] reusable level buffer
+ * @param {{levels?: Int32Array, tmp?: Int32Array}} [scratch] reusable buffers
  * @returns {Levels}
  */
 export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
@@ -204,20 +227,23 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
     eff.push(t);
   }
   const dec = new RangeDecoder(words);
+  const m = new MantissaReader(mantissa);
   const total = numChannels * N * 512;
   let levels = scratch.levels;
   if (!levels || levels.length < total) levels = scratch.levels = new Int32Array(total);
   const last = new Int8Array(numChannels * N);
-  const lastTmp = new Int32Array(Math.max(1, (numChannels - 1) * N));
+  const maxPairs = Math.max(1, (numChannels - 1) * N);
+  const lastTmp = new Int32Array(maxPairs);
+  const sel = new Int32Array(maxPairs);
+  const nonzero = new Int32Array(maxPairs);
+  const nextNonzero = new Int32Array(maxPairs);
+  let tmp = scratch.tmp;
+  if (!tmp || tmp.length < 48 * maxPairs) tmp = scratch.tmp = new Int32Array(48 * maxPairs);
   let ti = 0;
-  // Classes are decoded into `levels` first (mantissas read afterwards, in the same order).
-  /** @type {Array<[number, Int32Array, number]>} */
-  const order = []; // (band, selected pair list, count) per decoded run: the mantissa order
   for (let g = 0; g < N_GROUPS; g++) {
-    const c0 = g === 0 ? 0 : 1;
     const cg = g === 0 ? 1 : numChannels - 1;
     const pairs = cg * N;
-    const pairBase = c0 * N;
+    const pairBase = (g === 0 ? 0 : 1) * N;
     const lastTable = eff[ti++];
     decodeClasses(dec, lastTable, pairs, lastTmp, 0, 1);
     for (let p = 0; p < pairs; p++) {
@@ -225,20 +251,19 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
       if (v < -1 || v >= N_BANDS) throw new RerfFormatError('last-band symbol outside -1..21');
     }
     for (let p = 0; p < pairs; p++) last[pairBase + p] = lastTmp[p];
-    const nonzero = K > 1 ? new Int32Array(pairs) : null;
-    const nextNonzero = K > 1 ? new Int32Array(pairs) : null;
-    const sel = new Int32Array(pairs);
+    nonzero.fill(0, 0, pairs);
     for (let b = 0; b < N_BANDS; b++) {
       const s0 = BAND_STARTS[b];
       const size = BAND_STARTS[b + 1] - s0;
       const prevSize = b > 0 ? s0 - BAND_STARTS[b - 1] : 0;
+      if (K > 1) nextNonzero.fill(0, 0, pairs);
       for (let k = 0; k < K; k++) {
         const table = eff[ti++];
         let n = 0;
         for (let p = 0; p < pairs; p++) {
           if (lastTmp[p] < b) continue;
-          if (nonzero !== null) {
-            const nz = b === 0 ? 0 : nonzero[p];
+          if (K > 1) {
+            const nz = nonzero[p];
             const ctx = (nz > 0 ? 1 : 0) + (4 * nz > prevSize ? 1 : 0) + (2 * nz > prevSize ? 1 : 0);
             if (ctx !== k) continue;
           }
@@ -251,46 +276,34 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
           continue;
         }
         if (table.kind === 'unused') throw new RerfFormatError('symbols coded with an unused table');
-        const list = sel.slice(0, n);
-        order.push([b, list, pairBase]);
-        for (let j = 0; j < size; j++) {
-          const f = BAND_ORDER[s0 + j];
-          if (table.cdf === null) {
-            const lo = table.lo;
-            for (let i = 0; i < n; i++) levels[(pairBase + list[i]) * 512 + f] = lo;
-          } else {
-            const cdf = table.cdf;
-            const lo = table.lo;
-            for (let i = 0; i < n; i++) levels[(pairBase + list[i]) * 512 + f] = lo + dec.decode(cdf);
+        // classes in decoding order (frequency-major, pair fastest) into tmp, mantissas inline
+        const cnt = size * n;
+        const lo = table.lo;
+        const cdf = table.cdf;
+        if (cdf === null) {
+          if (lo >= DIRECT || lo <= -DIRECT) {
+            for (let i = 0; i < cnt; i++) tmp[i] = classToLevel(lo, m);
+          } else tmp.fill(lo, 0, cnt);
+        } else {
+          const lut = symbolLut(table);
+          for (let i = 0; i < cnt; i++) {
+            const kls = lo + dec.decodeLut(cdf, lut);
+            tmp[i] = kls < DIRECT && kls > -DIRECT ? kls : classToLevel(kls, m);
           }
         }
-        if (nextNonzero !== null) {
-          for (let i = 0; i < n; i++) {
-            const base = (pairBase + list[i]) * 512;
-            let nz = 0;
-            for (let j = 0; j < size; j++) if (levels[base + BAND_ORDER[s0 + j]] !== 0) nz++;
-            nextNonzero[list[i]] = nz;
+        // transpose into the band-sorted rows: levels[pair * 512 + j], j = position in BAND_ORDER
+        for (let i = 0; i < n; i++) {
+          const row = (pairBase + sel[i]) * 512 + s0;
+          let nz = 0;
+          for (let j = 0; j < size; j++) {
+            const v = tmp[j * n + i];
+            levels[row + j] = v;
+            if (v !== 0) nz++;
           }
+          if (K > 1) nextNonzero[sel[i]] = nz;
         }
       }
-      if (nonzero !== null && nextNonzero !== null) {
-        nonzero.set(nextNonzero);
-        nextNonzero.fill(0);
-      }
-    }
-  }
-  // Mantissas, in class decoding order.
-  const m = new MantissaReader(mantissa);
-  for (const [b, list, pairBase] of order) {
-    const s0 = BAND_STARTS[b];
-    const s1 = BAND_STARTS[b + 1];
-    for (let j = s0; j < s1; j++) {
-      const f = BAND_ORDER[j];
-      for (let i = 0; i < list.length; i++) {
-        const at = (pairBase + list[i]) * 512 + f;
-        const k = levels[at];
-        if (k >= DIRECT || k <= -DIRECT) levels[at] = classToLevel(k, m);
-      }
+      if (K > 1) nonzero.set(nextNonzero.subarray(0, pairs));
     }
   }
   m.finish();

@@ -6,7 +6,7 @@
 
 import { RerfFormatError } from './errors.js';
 import { FRAME_INTRA, FRAME_RESIDUAL, FRAME_TYPE_NAMES, decodeSideInfo } from './format.js';
-import { decodeLevels } from './coefficients.js';
+import { BAND_ORDER, BAND_STARTS, decodeLevels } from './coefficients.js';
 import { blockCoords, blockGridShape, decodeMaskInter, decodeMaskIntra } from './occupancy.js';
 import { decodeMotion, predictBlock, superblocks } from './motion.js';
 import { MAX_COEFF, MAX_SAMPLE, inverseDct } from './transform.js';
@@ -49,7 +49,7 @@ export const MAX_QSTEP = 2 ** 30;
  * @property {GofChunk} gof
  * @property {[number, number, number]} blockShape
  * @property {Float64Array} qstep (C_total, 512)
- * @property {{levels?: Int32Array}} scratch
+ * @property {{levels?: Int32Array, tmp?: Int32Array}} scratch
  */
 
 /**
@@ -85,9 +85,13 @@ function dequantize(lv, qstep, c, N, b) {
   Y.fill(0);
   const base = (c * N + b) * 512;
   const lev = lv.levels;
-  for (let f = 0; f < 512; f++) {
-    if ((f >> 6) + ((f >> 3) & 7) + (f & 7) > last) continue;
-    const y = lev[base + f] * qstep[c * 512 + f];
+  const qs = c * 512;
+  const stop = last < 0 ? 0 : BAND_STARTS[last + 1];
+  for (let j = 0; j < stop; j++) {
+    const l = lev[base + j];
+    if (l === 0) continue;
+    const f = BAND_ORDER[j];
+    const y = l * qstep[qs + f];
     if (y > MAX_COEFF || y < -MAX_COEFF) {
       throw new RerfFormatError('stream carries a coefficient outside the decodable range (corrupt data)');
     }
@@ -115,10 +119,51 @@ function writeBlock(plane, grid, bx, by, bz, vals, inv) {
   }
 }
 
-/** @param {GofContext} ctx @param {Float32Array[]} planes */
-function fillPlanes(ctx, planes) {
+/** What a reused output buffer holds outside the blocks last written: fill key and block mask. */
+/** @type {WeakMap<Float32Array, {key: string, mask: Uint8Array}>} */
+const FILLED = new WeakMap();
+
+/**
+ * Fill every voxel of unoccupied blocks with the channel's fill value. A reused buffer that
+ * already holds the same fills is only refilled where a block held data and is empty now.
+ * @param {GofContext} ctx @param {Float32Array[]} planes @param {Uint8Array} mask
+ */
+function fillPlanes(ctx, planes, mask) {
   const ch = ctx.gof.channels;
-  for (let c = 0; c < planes.length; c++) planes[c].fill(ch[c].fill * 2 ** -ch[c].exponent);
+  const key = ch.map((c) => `${c.fill},${c.exponent}`).join(';');
+  const prev = FILLED.get(planes[0]);
+  if (prev && prev.key === key && prev.mask.length === mask.length) {
+    const [, by, bz] = ctx.blockShape;
+    const grid = ctx.header.grid_shape;
+    for (let i = 0; i < mask.length; i++) {
+      if (!prev.mask[i] || mask[i]) continue;
+      const bx = Math.floor(i / (by * bz));
+      const byy = Math.floor(i / bz) % by;
+      for (let c = 0; c < planes.length; c++) {
+        fillBlock(planes[c], grid, bx, byy, i % bz, ch[c].fill * 2 ** -ch[c].exponent);
+      }
+    }
+  } else {
+    for (let c = 0; c < planes.length; c++) planes[c].fill(ch[c].fill * 2 ** -ch[c].exponent);
+  }
+  FILLED.set(planes[0], { key, mask });
+}
+
+/**
+ * @param {Float32Array} plane @param {[number, number, number]} grid @param {number} bx @param {number} by
+ * @param {number} bz @param {number} value
+ */
+function fillBlock(plane, grid, bx, by, bz, value) {
+  const [X, Yd, Z] = grid;
+  const nx = Math.min(8, X - 8 * bx);
+  const ny = Math.min(8, Yd - 8 * by);
+  const nz = Math.min(8, Z - 8 * bz);
+  for (let x = 0; x < nx; x++) {
+    for (let y = 0; y < ny; y++) {
+      const o = ((8 * bx + x) * Yd + 8 * by + y) * Z + 8 * bz;
+      plane.fill(value, o, o + nz);
+    }
+  }
 }
 
 /** @param {Uint8Array} tables @param {Uint8Array} words @param {Uint8Array} mant @param {GofContext} ctx
@@ -134,7 +179,7 @@ function decodeIntra(ctx, rec, _state, planes) {
   const coords = blockCoords(mask, ctx.blockShape);
   const N = coords.length / 3;
   const lv = levelsOf(decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx, N, null);
-  fillPlanes(ctx, planes);
+  fillPlanes(ctx, planes, mask);
   const grid = ctx.header.grid_shape;
   for (let c = 0; c < planes.length; c++) {
     const inv = 2 ** -ctx.gof.channels[c].exponent;
@@ -161,7 +206,7 @@ function decodeResidual(ctx, rec, state, planes) {
   const grid = ctx.header.grid_shape;
   // dequantisation checks come before any output is written (a rejected frame emits nothing)
   for (let c = 0; c < planes.length; c++) for (let b = 0; b < N; b++) if (lv.last[c * N + b] >= 0) dequantize(lv, ctx.qstep, c, N, b);
-  fillPlanes(ctx, planes);
+  fillPlanes(ctx, planes, mask);
   for (let c = 0; c < planes.length; c++) {
     const e = ctx.gof.channels[c].exponent;
     const scale = 2 ** e;
@@ -204,11 +249,32 @@ export function freshFrame(header) {
 }
 
 /**
+ * An allocator that rotates two output buffers (like the Python decoder's BufferPool): no
+ * allocation and no page faults per frame. A yielded frame stays valid until the frame after
+ * the next one is decoded.
+ * @returns {FrameAllocator}
+ */
+export function framePool() {
+  /** @type {{density: Float32Array, features: Float32Array}[]} */
+  const slots = [];
+  let k = 0;
+  return (header) => {
+    k = 1 - k;
+    const [X, Yd, Z] = header.grid_shape;
+    const v = X * Yd * Z;
+    if (!slots[k] || slots[k].density.length !== v || slots[k].features.length !== header.feature_channels * v) {
+      slots[k] = freshFrame(header);
+    }
+    return slots[k];
+  };
+}
+
+/**
  * Decode every frame of one GOF in order (a GOF depends on nothing outside itself).
  * The previous frame's arrays are read while the next frame decodes: a consumer that
  * transfers or edits a frame must wait until it has asked for the next one.
  * @param {GofChunk} gof @param {SequenceHeader} header
- * @param {{alloc?: FrameAllocator, scratch?: {levels?: Int32Array}}} [opts]
+ * @param {{alloc?: FrameAllocator, scratch?: {levels?: Int32Array, tmp?: Int32Array}}} [opts]
  * @returns {Generator<DecodedFrame>}
  */
 export function* decodeGof(gof, header, opts = {}) {

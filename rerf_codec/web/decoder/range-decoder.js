@@ -86,7 +86,8 @@ export class RangeDecoder {
     }
     const c = (this.dHi * TWO32 + this.dLo) / scale;
     const q = Math.floor(c);
-    if (Math.floor(c - 1.5e-8) === q && Math.floor(c + 1.5e-8) === q) return q;
+    const fr = c - q; // exact; the true quotient is within 2^-28 of c
+    if (fr > 1.5e-8 && fr < 0.9999999) return q;
     const d = (BigInt(this.dHi) << 32n) | BigInt(this.dLo);
     return Number(d / BigInt(scale));
   }
@@ -158,6 +159,19 @@ export class RangeDecoder {
     }
     this.update(scale, cdf[lo], cdf[lo + 1] - cdf[lo]);
     return lo;
+  }
+
+  /**
+   * `decode` with a lookup table from quantile >> 12 to the first candidate symbol.
+   * @param {Uint32Array} cdf @param {Uint8Array} lut @returns {number}
+   */
+  decodeLut(cdf, lut) {
+    const scale = this.rHi * 256 + Math.floor(this.rLo / TWO24);
+    const q = this.quantile(scale);
+    let s = lut[q >>> 12];
+    while (cdf[s + 1] <= q) s++;
+    this.update(scale, cdf[s], cdf[s + 1] - cdf[s]);
+    return s;
   }
 
   /** One symbol of bits(p1) given its threshold `bitsThreshold(p1)`. @param {number} th @returns {number} */

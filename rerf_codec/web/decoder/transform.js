@@ -34,32 +34,37 @@ const R2 = new Float64Array(512);
 const [w0, w1, w2, w3, w4, w5, w6, w7] = [0, 1, 2, 3, 4, 5, 6, 7].map((k) => PW.slice(k * 8, k * 8 + 8));
 const [v0, v1, v2, v3, v4, v5, v6, v7] = [0, 1, 2, 3, 4, 5, 6, 7].map((k) => PV.slice(k * 8, k * 8 + 8));
 
+const ACTIVE = new Int32Array(8);
+
 /**
  * Inverse transform of one block: `Y` holds the dequantised coefficients Y[u][v][w] at
  * f = 64u + 8v + w and must be zero outside bands 0..last; writes V[x][y][z] (clamped to
- * ±(2^24 - 1)) to `out` at 64x + 8y + z.
+ * ±(2^24 - 1)) to `out` at 64x + 8y + z. Rows that are all zero stay zero through a pass
+ * (rs(0) = 0), so they are skipped: the result is the full transform's.
  * @param {Float64Array} Y @param {number} last 0..21 @param {Float64Array} out
  */
 export function inverseDct(Y, last, out) {
   const umax = last < 7 ? last : 7;
-  // pass 1 along w: rows (u, v) with u + v > last are zero (Y is zero there)
+  let nActive = 0;
+  // pass 1 along w, then pass 2 along v, one u-slab at a time
   for (let u = 0; u <= umax; u++) {
+    let slab = false;
     for (let v = 0; v < 8; v++) {
       const row = u * 64 + v * 8;
-      if (u + v > last) {
+      const y0 = Y[row], y1 = Y[row + 1], y2 = Y[row + 2], y3 = Y[row + 3];
+      const y4 = Y[row + 4], y5 = Y[row + 5], y6 = Y[row + 6], y7 = Y[row + 7];
+      if (u + v > last || (y0 === 0 && y1 === 0 && y2 === 0 && y3 === 0 && y4 === 0 && y5 === 0 && y6 === 0 && y7 === 0)) {
         R1.fill(0, row, row + 8);
         continue;
       }
-      const y0 = Y[row], y1 = Y[row + 1], y2 = Y[row + 2], y3 = Y[row + 3];
-      const y4 = Y[row + 4], y5 = Y[row + 5], y6 = Y[row + 6], y7 = Y[row + 7];
+      slab = true;
       for (let z = 0; z < 8; z++) {
         const s = y0 * w0[z] + y1 * w1[z] + y2 * w2[z] + y3 * w3[z] + y4 * w4[z] + y5 * w5[z] + y6 * w6[z] + y7 * w7[z];
         R1[row + z] = Math.floor(s + 0.5);
       }
     }
-  }
-  // pass 2 along v (rows u > umax of R2 are zero)
-  for (let u = 0; u <= umax; u++) {
+    if (!slab) continue; // R2[u] is zero
+    ACTIVE[nActive++] = u;
     const b = u * 64;
     for (let z = 0; z < 8; z++) {
       const r0 = R1[b + z], r1 = R1[b + 8 + z], r2 = R1[b + 16 + z], r3 = R1[b + 24 + z];
@@ -70,10 +75,15 @@ export function inverseDct(Y, last, out) {
       }
     }
   }
-  // pass 3 along u
+  if (nActive === 0) {
+    out.fill(0);
+    return;
+  }
+  // pass 3 along u over the non-zero slabs
   for (let yz = 0; yz < 64; yz++) {
     let a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-    for (let k = 0; k <= umax; k++) {
+    for (let j = 0; j < nActive; j++) {
+      const k = ACTIVE[j];
       const r = R2[k * 64 + yz];
       const p = k * 8;
       a0 += r * PU[p]; a1 += r * PU[p + 1]; a2 += r * PU[p + 2]; a3 += r * PU[p + 3];

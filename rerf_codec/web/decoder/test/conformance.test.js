@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openStream } from '../stream.js';
 import { RerfFormatError } from '../errors.js';
+import { framePool } from '../gof.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = process.env.RERF_CONFORMANCE ?? path.resolve(here, '../../../../bitstreams/conformance');
@@ -38,6 +39,10 @@ for (const name of cases) {
     const r = await s.sha256();
     assert.equal(r.sha256, want);
     assert.ok(s.gofs !== null, 'the index is known once the stream has been read');
+  });
+  test(`${name}: reused output buffers (framePool) give the same hash`, async () => {
+    const r = await (await openStream(bytes)).sha256({ alloc: framePool() });
+    assert.equal(r.sha256, want);
   });
   test(`${name}: truncated stream is a format error`, async () => {
     await assert.rejects(async () => (await openStream(bytes.subarray(0, bytes.length - 5), { mode: 'stream' })).sha256(),
