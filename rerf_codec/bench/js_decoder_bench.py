@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from rerf_codec.bench.codec_bench import machine_info
-from rerf_codec.bench.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.codec.decoder import Decoder
 from rerf_codec.codec.encoder import EncoderConfig, encode_frames
 from rerf_codec.grids import GridFrame, SequenceMeta
+from rerf_codec.synthetic import SyntheticSpec, synthetic_frames, synthetic_meta
 from rerf_codec.web.node_runner import js_hash_files, require_node
 from rerf_codec.web.verify import python_hash_file
 
