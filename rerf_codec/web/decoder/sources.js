@@ -161,7 +161,9 @@ export class HttpSource {
     let attempt = 0;
     for (;;) {
       if (signal?.aborted) throw new RerfAbortError();
-      const timeout = AbortSignal.timeout(this.timeoutMs);
+      const timeoutCtl = new AbortController();
+      const timer = setTimeout(() => timeoutCtl.abort(), this.timeoutMs);
+      const timeout = timeoutCtl.signal;
       const sig = signal ? AbortSignal.any([signal, timeout]) : timeout;
       try {
         this.stats.requests++;
@@ -190,6 +192,8 @@ export class HttpSource {
         if (!err.retryable || attempt >= this.retries) throw err;
         await sleep(Math.min(this.backoffMs * 2 ** attempt, this.backoffMs * 8), signal);
         attempt++;
+      } finally {
+        clearTimeout(timer);
       }
     }
   }
