@@ -140,7 +140,19 @@ def run(out: Path, runs: int) -> dict[str, Any]:
         res["streams"][name] = entry
     res["memory"] = node("memory", str(paths["residual"]))
     res["http"] = {name: http_first_frame(paths[name]) for name in ("intra", "residual")}
+    res["http"]["demo"] = http_first_frame(demo_stream(out))
     return res
+
+
+def demo_stream(out: Path) -> Path:
+    """The stream of ``rerf demo --codec-only`` (64³ × 12 synthetic frames), made once."""
+    from rerf_codec.demo import run_codec_demo
+
+    path = out / "demo" / "demo.rerf"
+    if not path.exists():
+        _log("running rerf demo --codec-only for the demo stream ...")
+        run_codec_demo(out / "demo", force=True)
+    return path
 
 
 def format_table(res: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import { RerfFormatError } from './errors.js';
 import { FRAME_INTRA, FRAME_RESIDUAL, FRAME_TYPE_NAMES, decodeSideInfo } from './format.js';
 import { BAND_ORDER, BAND_STARTS, decodeLevels } from './coefficients.js';
 import { blockCoords, blockGridShape, decodeMaskInter, decodeMaskIntra } from './occupancy.js';
-import { decodeMotion, predictBlock, superblocks } from './motion.js';
+import { decodeMotion, predictChannel, prepareBlock, superblocks } from './motion.js';
 import { MAX_COEFF, MAX_SAMPLE, inverseDct } from './transform.js';
 
 /** @typedef {import('./format.js').SequenceHeader} SequenceHeader */
@@ -204,29 +204,33 @@ function decodeResidual(ctx, rec, state, planes) {
   const { mv, coarse } = decodeMotion(rec.motion, sb, state.coarse);
   const lv = levelsOf(decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx, N, state.tables);
   const grid = ctx.header.grid_shape;
-  // dequantisation checks come before any output is written (a rejected frame emits nothing)
-  for (let c = 0; c < planes.length; c++) for (let b = 0; b < N; b++) if (lv.last[c * N + b] >= 0) dequantize(lv, ctx.qstep, c, N, b);
   fillPlanes(ctx, planes, mask);
-  for (let c = 0; c < planes.length; c++) {
-    const e = ctx.gof.channels[c].exponent;
-    const scale = 2 ** e;
-    const inv = 2 ** -e;
-    const prev = state.planes[c];
-    for (let b = 0; b < N; b++) {
-      predictBlock(prev, scale, grid, coords[3 * b], coords[3 * b + 1], coords[3 * b + 2], mv[3 * b], mv[3 * b + 1],
-        mv[3 * b + 2], PRED);
+  const nc = planes.length;
+  const scales = ctx.gof.channels.map((ch) => 2 ** ch.exponent);
+  const invs = ctx.gof.channels.map((ch) => 2 ** -ch.exponent);
+  for (let b = 0; b < N; b++) {
+    const bx = coords[3 * b];
+    const by = coords[3 * b + 1];
+    const bz = coords[3 * b + 2];
+    prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
+    for (let c = 0; c < nc; c++) {
+      predictChannel(state.planes[c], scales[c], PRED);
       const last = lv.last[c * N + b];
       if (last >= 0) {
         dequantize(lv, ctx.qstep, c, N, b);
         inverseDct(Y, last, V);
-        for (let i = 0; i < 512; i++) PRED[i] += V[i];
+        for (let i = 0; i < 512; i++) {
+          const v = PRED[i] + V[i];
+          PRED[i] = v > MAX_SAMPLE ? MAX_SAMPLE : v < -MAX_SAMPLE ? -MAX_SAMPLE : v;
+        }
+      } else {
+        for (let i = 0; i < 512; i++) {
+          const v = PRED[i];
+          if (v > MAX_SAMPLE) PRED[i] = MAX_SAMPLE;
+          else if (v < -MAX_SAMPLE) PRED[i] = -MAX_SAMPLE;
+        }
       }
-      for (let i = 0; i < 512; i++) {
-        const v = PRED[i];
-        if (v > MAX_SAMPLE) PRED[i] = MAX_SAMPLE;
-        else if (v < -MAX_SAMPLE) PRED[i] = -MAX_SAMPLE;
-      }
-      writeBlock(planes[c], grid, coords[3 * b], coords[3 * b + 1], coords[3 * b + 2], PRED, inv);
+      writeBlock(planes[c], grid, bx, by, bz, PRED, invs[c]);
     }
   }
   return { planes, mask, coarse, tables: lv.tables };

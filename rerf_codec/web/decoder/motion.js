@@ -98,26 +98,25 @@ const IX = new Int32Array(11);
 const IY = new Int32Array(11);
 const IZ = new Int32Array(11);
 
+let FX = 0;
+let FY = 0;
+let FZ = 0;
+
 /**
- * Predict one block of one channel (§10.4) into `out` (512 lattice integers, 64x + 8y + z).
- * @param {Float32Array} plane previous frame's channel (X, Y, Z) values
- * @param {number} scale 2^e_c (value -> lattice, exact)
+ * Set up the prediction of one block (§10.4): clamped sample coordinates and phases, shared
+ * by every channel; then call {@link predictChannel} per channel.
  * @param {[number, number, number]} grid (X, Y, Z)
  * @param {number} bx @param {number} by @param {number} bz block coordinates
  * @param {number} mx @param {number} my @param {number} mz vector in eighth voxels
- * @param {Float64Array} out
  */
-export function predictBlock(plane, scale, grid, bx, by, bz, mx, my, mz, out) {
+export function prepareBlock(grid, bx, by, bz, mx, my, mz) {
   const [X, Y, Z] = grid;
-  const ix = mx >> 3;
-  const iy = my >> 3;
-  const iz = mz >> 3;
-  const fx = mx & 7;
-  const fy = my & 7;
-  const fz = mz & 7;
-  const x0 = 8 * bx + ix - 1;
-  const y0 = 8 * by + iy - 1;
-  const z0 = 8 * bz + iz - 1;
+  const x0 = 8 * bx + (mx >> 3) - 1;
+  const y0 = 8 * by + (my >> 3) - 1;
+  const z0 = 8 * bz + (mz >> 3) - 1;
+  FX = mx & 7;
+  FY = my & 7;
+  FZ = mz & 7;
   for (let t = 0; t < 11; t++) {
     const cx = x0 + t;
     const cy = y0 + t;
@@ -126,7 +125,18 @@ export function predictBlock(plane, scale, grid, bx, by, bz, mx, my, mz, out) {
     IY[t] = (cy < 0 ? 0 : cy >= Y ? Y - 1 : cy) * Z;
     IZ[t] = cz < 0 ? 0 : cz >= Z ? Z - 1 : cz;
   }
-  if (fx === 0 && fy === 0 && fz === 0) {
+}
+
+/**
+ * Predict the block set up by {@link prepareBlock} for one channel into `out` (512 lattice
+ * integers at 64x + 8y + z). An axis with phase 0 has taps (0, 64, 0, 0): its pass is a
+ * multiplication by 64, still exact, so the single final rounding is unchanged.
+ * @param {Float32Array} plane previous frame's channel (X, Y, Z) values
+ * @param {number} scale 2^e_c (value -> lattice, exact)
+ * @param {Float64Array} out
+ */
+export function predictChannel(plane, scale, out) {
+  if (FX === 0 && FY === 0 && FZ === 0) {
     // integer vector: acc = 64^3 * P exactly, so the prediction is the sample itself
     for (let x = 0; x < 8; x++) {
       for (let y = 0; y < 8; y++) {
@@ -137,9 +147,6 @@ export function predictBlock(plane, scale, grid, bx, by, bz, mx, my, mz, out) {
     }
     return;
   }
-  const tx = FILTER_TAPS[fx];
-  const ty = FILTER_TAPS[fy];
-  const tz = FILTER_TAPS[fz];
   for (let a = 0; a < 11; a++) {
     for (let b = 0; b < 11; b++) {
       const row = IX[a] + IY[b];
@@ -147,39 +154,60 @@ export function predictBlock(plane, scale, grid, bx, by, bz, mx, my, mz, out) {
       for (let c = 0; c < 11; c++) REGION[o + c] = plane[row + IZ[c]] * scale;
     }
   }
-  const z0t = tz[0];
-  const z1t = tz[1];
-  const z2t = tz[2];
-  const z3t = tz[3];
-  for (let ab = 0; ab < 121; ab++) {
-    const i = ab * 11;
-    const o = ab * 8;
-    for (let z = 0; z < 8; z++) {
-      PASS_Z[o + z] = z0t * REGION[i + z] + z1t * REGION[i + z + 1] + z2t * REGION[i + z + 2] + z3t * REGION[i + z + 3];
+  if (FZ === 0) {
+    for (let ab = 0; ab < 121; ab++) {
+      const i = ab * 11 + 1;
+      const o = ab * 8;
+      for (let z = 0; z < 8; z++) PASS_Z[o + z] = 64 * REGION[i + z];
     }
-  }
-  const y0t = ty[0];
-  const y1t = ty[1];
-  const y2t = ty[2];
-  const y3t = ty[3];
-  for (let a = 0; a < 11; a++) {
-    for (let y = 0; y < 8; y++) {
-      const i = (a * 11 + y) * 8;
-      const o = (a * 8 + y) * 8;
+  } else {
+    const [t0, t1, t2, t3] = FILTER_TAPS[FZ];
+    for (let ab = 0; ab < 121; ab++) {
+      const i = ab * 11;
+      const o = ab * 8;
       for (let z = 0; z < 8; z++) {
-        PASS_Y[o + z] = y0t * PASS_Z[i + z] + y1t * PASS_Z[i + 8 + z] + y2t * PASS_Z[i + 16 + z] + y3t * PASS_Z[i + 24 + z];
+        PASS_Z[o + z] = t0 * REGION[i + z] + t1 * REGION[i + z + 1] + t2 * REGION[i + z + 2] + t3 * REGION[i + z + 3];
       }
     }
   }
-  const x0t = tx[0];
-  const x1t = tx[1];
-  const x2t = tx[2];
-  const x3t = tx[3];
-  for (let x = 0; x < 8; x++) {
-    for (let yz = 0; yz < 64; yz++) {
-      const i = x * 64 + yz;
-      const acc = x0t * PASS_Y[i] + x1t * PASS_Y[i + 64] + x2t * PASS_Y[i + 128] + x3t * PASS_Y[i + 192];
+  if (FY === 0) {
+    for (let a = 0; a < 11; a++) {
+      for (let y = 0; y < 8; y++) {
+        const i = (a * 11 + y + 1) * 8;
+        const o = (a * 8 + y) * 8;
+        for (let z = 0; z < 8; z++) PASS_Y[o + z] = 64 * PASS_Z[i + z];
+      }
+    }
+  } else {
+    const [t0, t1, t2, t3] = FILTER_TAPS[FY];
+    for (let a = 0; a < 11; a++) {
+      for (let y = 0; y < 8; y++) {
+        const i = (a * 11 + y) * 8;
+        const o = (a * 8 + y) * 8;
+        for (let z = 0; z < 8; z++) {
+          PASS_Y[o + z] = t0 * PASS_Z[i + z] + t1 * PASS_Z[i + 8 + z] + t2 * PASS_Z[i + 16 + z] + t3 * PASS_Z[i + 24 + z];
+        }
+      }
+    }
+  }
+  if (FX === 0) {
+    for (let i = 0; i < 512; i++) out[i] = Math.floor((64 * PASS_Y[i + 64] + 131072) * 3.814697265625e-6);
+  } else {
+    const [t0, t1, t2, t3] = FILTER_TAPS[FX];
+    for (let i = 0; i < 512; i++) {
+      const acc = t0 * PASS_Y[i] + t1 * PASS_Y[i + 64] + t2 * PASS_Y[i + 128] + t3 * PASS_Y[i + 192];
       out[i] = Math.floor((acc + 131072) * 3.814697265625e-6); // (acc + 2^17) * 2^-18
     }
   }
+}
+
+/**
+ * Predict one block of one channel (§10.4) into `out` (512 lattice integers, 64x + 8y + z).
+ * @param {Float32Array} plane @param {number} scale @param {[number, number, number]} grid
+ * @param {number} bx @param {number} by @param {number} bz @param {number} mx @param {number} my
+ * @param {number} mz @param {Float64Array} out
+ */
+export function predictBlock(plane, scale, grid, bx, by, bz, mx, my, mz, out) {
+  prepareBlock(grid, bx, by, bz, mx, my, mz);
+  predictChannel(plane, scale, out);
 }
