@@ -208,13 +208,15 @@ function decodeResidual(ctx, rec, state, planes) {
   const nc = planes.length;
   const scales = ctx.gof.channels.map((ch) => 2 ** ch.exponent);
   const invs = ctx.gof.channels.map((ch) => 2 ** -ch.exponent);
-  for (let b = 0; b < N; b++) {
-    const bx = coords[3 * b];
-    const by = coords[3 * b + 1];
-    const bz = coords[3 * b + 2];
-    prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
-    for (let c = 0; c < nc; c++) {
-      predictChannel(state.planes[c], scales[c], PRED);
+  // channel-major: consecutive blocks of one plane share cached neighbourhoods
+  for (let c = 0; c < nc; c++) {
+    const prev = state.planes[c];
+    for (let b = 0; b < N; b++) {
+      const bx = coords[3 * b];
+      const by = coords[3 * b + 1];
+      const bz = coords[3 * b + 2];
+      prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
+      predictChannel(prev, scales[c], PRED);
       const last = lv.last[c * N + b];
       if (last >= 0) {
         dequantize(lv, ctx.qstep, c, N, b);
