@@ -34,4 +34,4 @@ def verify(streams: tuple[str, ...], decoder: str, as_json: bool) -> int:
                     click.echo(f"  {name:<7} sha256 {r['sha256']}  {r['frames']} frames  {r['frames_per_s']:.2f} frames/s")
             click.echo(f"  {s['verdict']}")
         click.echo(f"{len(report['streams'])} stream(s): {report['verdict']}")
-    return report["exit_code"]
+    return int(report["exit_code"])
