@@ -33,6 +33,7 @@ from cli.common import (
 from cli.dataset import dataset
 from cli.render import eval_, render
 from cli.train import train
+from cli.web import export_web, play
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, MOTION_MODES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
@@ -444,7 +445,7 @@ def _print_demo(s: dict[str, Any]) -> None:
 
 
 # Commands defined in their own modules (they import cli.common, never this module).
-for _command in (bench_rate_distortion, dataset, render, eval_, train):
+for _command in (bench_rate_distortion, dataset, render, eval_, train, play, export_web):
     cli.add_command(_command)
 
 
