@@ -1,0 +1,88 @@
+"""The WebGL2 renderer against the Python renderer, grids injected (no decoder involved)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from player_fixtures import BACKGROUND, MLP, SHIFT, blob_frame, decoder_arrays, eval_cameras, sequence_meta
+from rerf_codec.field import RadianceField
+from tests.browser import browser, foreground_psnr, new_page, png_rgb, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAM = next(iter(sorted((ROOT / "bitstreams" / "conformance").glob("*/*.rerf"))))
+
+INJECT = """async ([info, frame, cams]) => {
+  const { Renderer } = await import('./render/renderer.js');
+  const { prepareFrame } = await import('./render/bricks.js');
+  const f32 = (b64) => new Float32Array(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)).buffer);
+  info.mlp.layers = info.mlp.layers.map((l) => ({ ...l, weight: f32(l.weight), bias: f32(l.bias) }));
+  const canvas = document.createElement('canvas');
+  canvas.style.cssText = 'position:fixed;left:0;top:0;z-index:99';
+  canvas.id = 'test-canvas';
+  document.body.appendChild(canvas);
+  const r = new Renderer(canvas);
+  r.setStream(info);
+  const prep = prepareFrame(f32(frame.density), f32(frame.features), {
+    shape: info.shape, channels: info.channels, densityShift: info.densityShift, stepRatio: info.render.stepRatio });
+  r.setFrame(prep);
+  const out = [];
+  for (const cam of cams) {
+    r.render(cam);
+    out.push(canvas.toDataURL('image/png'));
+  }
+  return { images: out, work: r.render(cams[0], { count: true }), bricks: prep.numBricks };
+}"""
+
+
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, np.float32).tobytes()).decode()
+
+
+def stream_info(shading: str = "per_sample") -> dict[str, Any]:
+    arrays = decoder_arrays()
+    layers = []
+    for i in range(MLP.depth):
+        w, b = arrays[f"mlp.net.{2 * i}.weight"], arrays[f"mlp.net.{2 * i}.bias"]
+        layers.append({"weight": _b64(w), "bias": _b64(b), "out": w.shape[0], "in": w.shape[1]})
+    meta = sequence_meta()
+    return {
+        "shape": list(meta.grid_shape), "channels": meta.feature_channels, "xyzMin": list(meta.xyz_min),
+        "xyzMax": list(meta.xyz_max), "densityShift": SHIFT,
+        "render": {"background": list(BACKGROUND), "stepRatio": 0.5, "shading": shading},
+        "mlp": {"viewbasePe": MLP.viewbase_pe, "width": MLP.width, "depth": MLP.depth, "layers": layers},
+    }  # fmt: skip
+
+
+def js_camera(cam: Any) -> dict[str, Any]:
+    return {"w": cam.w, "h": cam.h, "fx": cam.fl_x, "fy": cam.fl_y, "cx": cam.cx, "cy": cam.cy,
+            "c2w": [float(v) for v in np.asarray(cam.c2w).reshape(-1)]}  # fmt: skip
+
+
+def test_webgl_matches_python_renderer() -> None:
+    cams = eval_cameras(size=48)[:2]
+    field = RadianceField.for_sequence(sequence_meta(), decoder_arrays())
+    fr = blob_frame(2)
+    field.set_grids(fr.density, fr.features)
+    refs = [field.render_camera(c).astype(np.float64) for c in cams]
+    other = blob_frame(3)
+    field.set_grids(other.density, other.features)
+    neighbour = field.render_camera(cams[0]).astype(np.float64)
+    frame = {"density": _b64(fr.density), "features": _b64(fr.features)}
+    with browser() as b, serve(STREAM) as server:
+        page = new_page(b, server.url + "index.html")
+        out = page.evaluate(INJECT, [stream_info(), frame, [js_camera(c) for c in cams]])
+        assert not [e for e in page.errors if "player.json" not in e and "stream" not in e], page.errors
+    imgs = [png_rgb(base64.b64decode(u.split(",", 1)[1])) for u in out["images"]]
+    scores = [foreground_psnr(i, r, BACKGROUND) for i, r in zip(imgs, refs, strict=True)]
+    wrong = foreground_psnr(imgs[0], neighbour, BACKGROUND)
+    print(json.dumps({"psnr": scores, "neighbour": wrong, "work": out["work"], "bricks": out["bricks"]}))
+    assert min(scores) >= 35, scores
+    assert wrong < min(scores) - 6, (wrong, scores)
+    w = out["work"]
+    assert w["marched"] >= w["kept"] >= w["shaded"] > 0
