@@ -170,6 +170,7 @@ void main() {
   vec3 rgb = vec3(0.0);
   vec4 facc[NT];
   for (int j = 0; j < NT; j++) facc[j] = vec4(0.0);
+  float wsum = 0.0;
   float marched = 0.0, kept = 0.0, shaded = 0.0, fetches = 0.0;
   vec3 io = (o - uLo) / uSpacing;
   vec3 idir = d / uSpacing;
@@ -218,6 +219,7 @@ void main() {
 ${Array.from({ length: NT - 1 }, (_, j) => `      tex[${j + 1}] = texture(uAtlas[${j + 1}], tc);\n`).join("")}      fetches += ${NT - 1}.0;
 #if DEFERRED
       for (int j = 0; j < NT; j++) facc[j] += w * tex[j];
+      wsum += w;
 #else
       fillInput(a, tex);
       rgb += w * mlp(a);
@@ -227,12 +229,11 @@ ${Array.from({ length: NT - 1 }, (_, j) => `      tex[${j + 1}] = texture(uAtlas
     if (T < ${T_STOP.toExponential()}) break;
   }
 #if DEFERRED
-  // Deferred shading: the MLP once per pixel on the weight-composited features, scaled by
-  // the ray's opacity (a ray that hits nothing shows the background only).
-  float acc = 1.0 - T;
-  if (acc > 0.0) {
+  // Deferred shading (field/render.py): F = Σ w·f and W = Σ w over the shaded samples,
+  // F not normalised; rgb = W·MLP(F, PE(d)) + T·bg, the MLP only when W > threshold.
+  if (wsum > ${WEIGHT_THRESHOLD.toExponential()}) {
     fillInput(a, facc);
-    rgb = acc * mlp(a);
+    rgb = wsum * mlp(a);
     shaded += 1.0;
   }
 #endif
