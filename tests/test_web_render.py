@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from player_fixtures import MLP, eval_cameras
-from rerf_codec.field import RadianceField, RenderSettings
 from web_fixtures import BACKGROUND, SHIFT, decoder_arrays, sequence_meta
 from web_fixtures import soft_frame as blob_frame
+
+from rerf_codec.field import RadianceField, RenderSettings
 from tests.browser import browser, foreground_psnr, new_page, png_rgb, serve
 
 ROOT = Path(__file__).resolve().parents[1]

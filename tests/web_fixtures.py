@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from player_fixtures import MLP, SHAPE
+
 from rerf_codec.codec.encoder import EncoderConfig, encode_sequence
 from rerf_codec.field import RenderSettings, seeded_mlp
 from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter
