@@ -408,6 +408,7 @@ def _print_pipeline_demo(s: dict[str, Any]) -> None:
     )
     for k, v in rows:
         click.echo(f"  {k:<13} {v}")
+    click.echo(f"watch it in the browser: {s['play_command']}")
 
 
 def _demo_residual(s: dict[str, Any]) -> str:
@@ -442,6 +443,7 @@ def _print_demo(s: dict[str, Any]) -> None:
     click.echo(f"rerf demo --codec-only → {s['out_dir']}/ (sequence/, demo.rerf, decoded/)")
     for k, v in rows:
         click.echo(f"  {k:<13} {v}")
+    click.echo(f"watch it in the browser: {s['play_command']}")
 
 
 # Commands defined in their own modules (they import cli.common, never this module).
