@@ -43,8 +43,8 @@ Neither imports torch at module import (the codec-only path never needs it).
 from __future__ import annotations
 
 import json
-import shlex
 import math
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,9 @@ def test_app_files_and_types(served: tuple[PlayServer, bytes]) -> None:
     assert json.loads(body) == {"cameras": [{"name": "cam000"}]}
     status, h, _ = request(server, "/stream.rerf", "POST")
     assert status == 405
+    deadline = time.monotonic() + 5  # the handler records after the client has its answer
+    while not any(r.status == 405 for r in server.records) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert [r.status for r in server.take_records()][-1] == 405
 
 
