@@ -34,6 +34,7 @@ from cli.dataset import dataset
 from cli.render import eval_, render
 from cli.train import train
 from cli.verify import verify
+from cli.web import export_web, play
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, MOTION_MODES
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
@@ -406,6 +407,7 @@ def _print_pipeline_demo(s: dict[str, Any]) -> None:
     )
     for k, v in rows:
         click.echo(f"  {k:<13} {v}")
+    click.echo(f"watch it in the browser: {s['play_command']}")
 
 
 def _demo_residual(s: dict[str, Any]) -> str:
@@ -440,10 +442,11 @@ def _print_demo(s: dict[str, Any]) -> None:
     click.echo(f"rerf demo --codec-only → {s['out_dir']}/ (sequence/, demo.rerf, decoded/)")
     for k, v in rows:
         click.echo(f"  {k:<13} {v}")
+    click.echo(f"watch it in the browser: {s['play_command']}")
 
 
 # Commands defined in their own modules (they import cli.common, never this module).
-for _command in (bench_rate_distortion, dataset, render, eval_, train, verify):
+for _command in (bench_rate_distortion, dataset, render, eval_, train, verify, play, export_web):
     cli.add_command(_command)
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -173,6 +174,7 @@ def run_codec_demo(
         "out_dir": str(out),
         "sequence": str(seq_dir),
         "rerf": str(rerf_path),
+        "play_command": f"rerf play {shlex.quote(str(rerf_path))}",  # the browser player
         "decoded": str(decoded_dir),
         "quick": quick,
         "frames": n,
@@ -323,6 +325,7 @@ def run_demo(
         "dataset": str(data_dir),
         "sequence": str(seq_dir),
         "rerf": str(rerf_path),
+        "play_command": f"rerf play {shlex.quote(str(rerf_path))} --dataset {shlex.quote(str(data_dir))}",
         "decoded": str(decoded_dir),
         "eval": str(out / "eval.json"),
         "turntable": str(video),
