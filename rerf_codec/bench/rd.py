@@ -53,6 +53,8 @@ import numpy as np
 from rerf_codec.atomic import AtomicDirectory
 from rerf_codec.bench.bdrate import bd_rate
 from rerf_codec.bench.report import to_json
+from rerf_codec.bench.video_baselines import BASELINE_NAMES as VIDEO_BASELINES
+from rerf_codec.bench.video_baselines import DEFAULT_BASELINES as DEFAULT_VIDEO_BASELINES
 from rerf_codec.codec.decoder import Decoder
 from rerf_codec.codec.encoder import DEFAULT_GOF, DEFAULT_QUALITY, EncoderConfig, encode_frames
 from rerf_codec.codec.occupancy import default_threshold, occupancy_mask
@@ -69,8 +71,11 @@ __all__ = [
     "DEFAULT_QUALITIES",
     "DEFAULT_REFERENCE_QUALITIES",
     "RDSettings",
+    "VIDEO_BASELINES",
     "format_markdown",
     "format_summary",
+    "parse_baselines",
+    "parse_video_sweeps",
     "run_rate_distortion",
 ]
 
@@ -104,16 +109,39 @@ class RDSettings:
     """Frames rendered for rendered metrics (evenly spaced), with a dataset."""
     default_quality: int = DEFAULT_QUALITY
 
+    video_sweeps: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Per video codec (``x265``, ``svt-av1``, ``vvenc``, ``x264``) the settings to sweep, replacing
+    its default sweep (:mod:`rerf_codec.bench.ffmpeg_codecs`)."""
+
+    def video_sweep(self, codec: str) -> tuple[str, ...]:
+        from rerf_codec.bench.ffmpeg_codecs import VIDEO_CODECS
+
+        return dict(self.video_sweeps).get(codec, VIDEO_CODECS[codec].default_sweep)
+
     def validate(self) -> None:
+        from rerf_codec.bench.ffmpeg_codecs import VIDEO_CODECS
+
         for name, qs in (("--qualities", self.qualities), ("--reference-qualities", self.reference_qualities)):
             if not qs:
                 raise RerfUsageError(f"{name} must list at least one quality")
             bad = [q for q in qs if not 1 <= q <= 100]
             if bad:
                 raise RerfUsageError(f"{name}: qualities must be in 1..100, got {bad[0]}")
-        unknown = [b for b in self.baselines if b not in BASELINES]
+        unknown = [b for b in self.baselines if b not in BASELINES and b not in VIDEO_BASELINES]
         if unknown:
-            raise RerfUsageError(f"--baselines: unknown baseline {unknown[0]!r} (choose from {', '.join(BASELINES)})")
+            raise RerfUsageError(f"--baselines: unknown baseline {unknown[0]!r} (choose from "
+                                 f"{', '.join(BASELINES + VIDEO_BASELINES)}, or 'video' for "
+                                 f"{','.join(DEFAULT_VIDEO_BASELINES)})")
+        for codec, sweep in self.video_sweeps:
+            if codec not in VIDEO_CODECS:
+                raise RerfUsageError(f"--video-sweep: unknown video codec {codec!r} (choose from {', '.join(VIDEO_CODECS)})")
+            if not sweep:
+                raise RerfUsageError(f"--video-sweep {codec}: list at least one setting")
+            for token in sweep:
+                try:
+                    VIDEO_CODECS[codec].check_setting(token)
+                except RerfError as exc:
+                    raise RerfUsageError(f"--video-sweep: {exc}") from None
         if not 1 <= self.gof <= 4096:
             raise RerfUsageError(f"--gof must be in 1..4096, got {self.gof}")
         if not 1 <= self.zstd_level <= 22:
@@ -479,6 +507,85 @@ def _run_raw(seq: _Sequence, renderer: _Renderer | None) -> _Point:
     return point
 
 
+def _missing_video_encoders(settings: RDSettings, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Video baselines whose encoder the bundled ffmpeg lacks: one line each, skipped by name."""
+    from rerf_codec.bench.ffmpeg_codecs import missing_encoder
+    from rerf_codec.bench.video_baselines import parse_baseline
+
+    out: list[dict[str, Any]] = []
+    for name in settings.baselines:
+        if name not in VIDEO_BASELINES:
+            continue
+        reason = missing_encoder(parse_baseline(name)[0])
+        if reason is not None:
+            say(f"{name}: skipped: {reason}")
+            out.append({"name": name, "setting": None, "reason": reason})
+    return out
+
+
+def _run_video(seq: _Sequence, prefix: str, codec: str, setting: str, gof: int,
+               renderer: _Renderer | None) -> _Point | str:
+    """One video baseline at one setting: two real files (video + layout), decoded back from them alone.
+
+    Returns the one-line reason instead when ffmpeg fails on this setting (e.g. an access unit
+    larger than ffmpeg's libvvenc wrapper allocates at QP 0).
+    """
+    from rerf_codec.bench.ffmpeg_codecs import packet_sizes
+    from rerf_codec.bench.video_baselines import decode_sequence, encode_sequence, parse_baseline
+
+    vc, packing = parse_baseline(codec)
+    try:
+        rep = encode_sequence(seq.frames, seq.threshold, codec, setting, gof, prefix, fps=seq.meta.fps)
+        packets = packet_sizes(vc, rep.video_path)
+    except RerfError as exc:
+        return str(exc)
+    size = os.path.getsize(rep.video_path) + os.path.getsize(rep.layout_path)
+    if size != rep.file_bytes:
+        raise RerfError(f"{codec}: reported {rep.file_bytes} bytes, the files have {size}")
+    payload = sum(b for _k, b in packets)
+    cats = {"mask": 0, "motion": 0, "coefficients": payload, "side_info": rep.layout_body_bytes,
+            "header": rep.layout_header_bytes, "container": rep.video_bytes - payload}
+    n = seq.meta.num_frames
+    quality = None if not setting.lstrip("-").isdigit() else int(setting)
+    lay = rep.layout
+    point = _Point(codec, quality, size, n, seq.frame_bytes * n, cats,
+                   [("intra" if key else "residual", b) for key, b in packets], rep.encode_seconds, 0.0,
+                   extra={"setting": setting if quality is None else f"{vc.rate_control} {setting}",
+                          "video_codec": vc.encoder, "pix_fmt": vc.pix_fmt, "bit_depth": vc.bit_depth,
+                          "packing": packing, "picture": [lay.width, lay.height],
+                          "video_bytes": rep.video_bytes, "layout_bytes": rep.layout_bytes,
+                          "slots_max": int(max(g.mask.sum() for g in lay.gofs))})
+    dec_s = 0.0
+
+    def frames() -> Iterator[tuple[int, GridFrame]]:
+        nonlocal dec_s
+        timed = _timed_decode(decode_sequence(rep.video_path, rep.layout_path))
+        for idx, (fr, s) in zip(seq.meta.frame_indices, timed, strict=True):
+            dec_s += s
+            yield idx, fr
+
+    try:
+        _measure_decoded(seq, point, frames(), renderer)
+    except RerfError as exc:
+        return str(exc)
+    finally:
+        for p in (rep.video_path, rep.layout_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+    point.decode_seconds = dec_s
+    return point
+
+
+def _video_description(name: str) -> str:
+    from rerf_codec.bench.video_baselines import parse_baseline
+
+    vc, packing = parse_baseline(name)
+    how = ("occupied 8³ blocks as 16×32 tiles in a per-GOF mapping table (VideoRF-style)" if packing == "blocks"
+           else "every z-slice tiled, empty space set to a fill value (TeTriRF-style)")
+    return (f"{vc.description}; packing: {how}; per-GOF per-channel {vc.bit_depth}-bit linear quantiser, "
+            "GOP = GOF; bytes = video bitstream + layout file (mapping table, ranges, header)")
+
+
 DESCRIPTIONS = {
     "rerf": "rerf with its default settings (GOF {gof}, motion search), swept over --quality",
     "rerf-intra": "rerf intra-only (--gof 1)",
@@ -510,8 +617,30 @@ class _RDOutput(AtomicDirectory):
                 raise RerfUsageError(f"rate-distortion output incomplete: {name} missing")
 
 
-def _settings_plan(settings: RDSettings) -> list[tuple[str, int | None]]:
-    plan: list[tuple[str, int | None]] = [("rerf", q) for q in settings.qualities]
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """``--baselines`` text → names; ``video`` stands for the default video baselines."""
+    out: list[str] = []
+    for b in (t.strip() for t in text.split(",")):
+        for name in (DEFAULT_VIDEO_BASELINES if b == "video" else (b,) if b else ()):
+            if name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def parse_video_sweeps(items: Sequence[str]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``--video-sweep CODEC=S1,S2,...`` values → ((codec, settings), ...) (checked by RDSettings.validate)."""
+    out = []
+    for item in items:
+        codec, eq, rest = item.partition("=")
+        if not eq:
+            raise RerfUsageError(f"--video-sweep must be CODEC=SETTING,SETTING,... (e.g. x265=lossless,8,24), got {item!r}")
+        out.append((codec.strip(), tuple(t.strip() for t in rest.split(",") if t.strip())))
+    return tuple(out)
+
+
+def _settings_plan(settings: RDSettings) -> list[tuple[str, int | str | None]]:
+    """(codec, quality) per run; a video baseline's quality is its sweep token (text)."""
+    plan: list[tuple[str, int | str | None]] = [("rerf", q) for q in settings.qualities]
     for b in BASELINES:
         if b not in settings.baselines:
             continue
@@ -521,6 +650,9 @@ def _settings_plan(settings: RDSettings) -> list[tuple[str, int | None]]:
             plan += [(b, q) for q in settings.reference_qualities]
         else:
             plan.append((b, None))
+    for b in VIDEO_BASELINES:
+        if b in settings.baselines:
+            plan += [(b, token) for token in settings.video_sweep(b.rpartition("-")[0])]
     return plan
 
 
@@ -546,14 +678,24 @@ def run_rate_distortion(
     with _RDOutput(out_dir, force=force) as out:
         seq = _Sequence(seq_dir)
         renderer = _Renderer(seq, dataset, settings.render_frames) if dataset is not None else None
+        skipped = _missing_video_encoders(settings, say)
         x, y, z = seq.meta.grid_shape
         say(f"sequence {seq_dir}: {seq.meta.num_frames} frames of {x}×{y}×{z}, density + "
             f"{seq.meta.feature_channels} features ({seq.frame_bytes * seq.meta.num_frames / 1e6:,.1f} MB raw)")
-        plan = _settings_plan(settings)
+        plan = [(c, q) for c, q in _settings_plan(settings) if c not in {s["name"] for s in skipped}]
         points: list[_Point] = []
         with tempfile.TemporaryDirectory(prefix="rerf-rd-") as scratch:
             for i, (codec, q) in enumerate(plan, 1):
                 path = os.path.join(scratch, f"{codec}-{q}.bin")
+                if isinstance(q, str):
+                    vp = _run_video(seq, os.path.join(scratch, f"{codec}-{q}"), codec, q, settings.gof, renderer)
+                    if isinstance(vp, str):  # this setting failed in ffmpeg: said, recorded, the run goes on
+                        say(f"[{i}/{len(plan)}] {codec} {q}: skipped: {vp}")
+                        skipped.append({"name": codec, "setting": q, "reason": vp})
+                        continue
+                    points.append(vp)
+                    say(_progress_line(i, len(plan), vp.to_json()))
+                    continue
                 if codec in ("rerf", "rerf-intra", "rerf-nomotion"):
                     assert q is not None
                     p = _run_rerf(seq, path, codec, q, settings.gof, renderer)
@@ -569,6 +711,7 @@ def run_rate_distortion(
                 points.append(p)
                 say(_progress_line(i, len(plan), p.to_json()))
         result = _assemble(seq, settings, points, renderer, dataset, command, time.perf_counter() - t_start, load0)
+        result["skipped"] = skipped
         _write_outputs(out.tmp_dir, result)
     return result
 
@@ -587,7 +730,7 @@ def _fmt_db(v: float | None) -> str:
 
 
 def _progress_line(i: int, n: int, p: dict[str, Any]) -> str:
-    q = "" if p["quality"] is None else f" q{p['quality']}"
+    q = f" {p['setting']}" if p.get("setting") else ("" if p["quality"] is None else f" q{p['quality']}")
     r = "" if p["rendered_psnr_db"] is None else f", rendered {_fmt_db(p['rendered_psnr_db'])}"
     exact = "" if p["bit_exact"] in (None, True) else "  ** decoder output differs from the encoder's reconstruction **"
     return (f"[{i}/{n}] {p['codec']}{q}: {p['bytes_per_frame']:,.0f} B/frame, grid {_fmt_db(p['grid_psnr_db'])}, "
@@ -604,7 +747,7 @@ def _assemble(
 
     pts = [p.to_json() for p in points]
     codecs = []
-    for name in CODECS:
+    for name in CODECS + VIDEO_BASELINES:
         mine = [p for p in pts if p["codec"] == name]
         if not mine:
             continue
@@ -613,14 +756,15 @@ def _assemble(
                 "rendered_psnr_vs_uncompressed_db", "encode_fps", "decode_fps")
         codecs.append({
             "name": name,
-            "description": DESCRIPTIONS[name].format(gof=settings.gof, zstd=settings.zstd_level),
+            "description": (DESCRIPTIONS[name].format(gof=settings.gof, zstd=settings.zstd_level)
+                            if name in DESCRIPTIONS else _video_description(name)),
             "results": {c: [p.get(c) for p in mine] for c in cols},
         })
     bd: dict[str, Any] = {"anchor": ANCHOR, "method": "Bjøntegaard delta rate, PCHIP over the overlapping PSNR range, %"}
     anchor = [p for p in pts if p["codec"] == ANCHOR]
     for metric in METRICS:
         row: dict[str, float | None] = {}
-        for name in CURVE_CODECS:
+        for name in CURVE_CODECS + VIDEO_BASELINES:
             mine = [p for p in pts if p["codec"] == name]
             if not mine or not anchor or name == ANCHOR:
                 continue
@@ -659,6 +803,7 @@ def _assemble(
         },
         "codecs": codecs,
         "bd_rate": bd,
+        "bd_rate_vs_video": _bd_vs_video(pts),
         "default_quality_point": default,
         "uncompressed_rendered": renderer.uncompressed_quality() if renderer else None,
         "all_bit_exact": all(p["bit_exact"] is not False for p in pts),
@@ -666,11 +811,38 @@ def _assemble(
     }
 
 
+def _bd_vs_video(pts: list[dict[str, Any]]) -> dict[str, Any]:
+    """BD-rate of rerf against each video baseline, and against the strongest one, per metric.
+
+    The strongest baseline of a metric is the one rerf gains least against (highest BD-rate
+    of rerf; baselines whose curve does not overlap rerf's in that metric are left out).
+    """
+    out: dict[str, Any] = {"method": "BD-rate of rerf with each video baseline as the anchor, %; negative = rerf "
+                                     "needs fewer bytes at equal PSNR"}
+    rerf = [p for p in pts if p["codec"] == "rerf"]
+    names = [n for n in VIDEO_BASELINES if any(p["codec"] == n for p in pts)]
+    if not rerf or not names:
+        return out
+    for metric in METRICS:
+        row: dict[str, float | None] = {}
+        for name in names:
+            mine = [p for p in pts if p["codec"] == name]
+            row[name] = bd_rate([p["bytes_per_frame"] for p in mine], [p[metric] for p in mine],
+                                [p["bytes_per_frame"] for p in rerf], [p[metric] for p in rerf])
+        known = {k: v for k, v in row.items() if v is not None}
+        if not known and all(p.get(metric) is None for p in rerf):
+            continue
+        strongest = max(known, key=lambda k: known[k]) if known else None
+        out[metric] = {"rerf_vs": row, "strongest": strongest,
+                       "rerf_vs_strongest": known[strongest] if strongest else None}
+    return out
+
+
 # --------------------------------------------------------------------------- outputs
 
 
 CSV_COLUMNS = (
-    "codec", "quality", "file_bytes", "frames", "bytes_per_frame", "ratio_vs_raw_float32", "keyframe_bytes_mean",
+    "codec", "quality", "setting", "file_bytes", "frames", "bytes_per_frame", "ratio_vs_raw_float32", "keyframe_bytes_mean",
     "residual_frame_bytes_mean", "mask_bytes", "motion_bytes", "coefficient_bytes", "side_info_bytes",
     "header_bytes", "container_bytes", "grid_psnr_db", "grid_psnr_db_min", "feature_psnr_db", "feature_psnr_db_min", "density_psnr_db",
     "density_psnr_db_min", "rendered_psnr_db", "rendered_ssim", "rendered_psnr_vs_uncompressed_db",
@@ -710,7 +882,7 @@ def format_markdown(result: dict[str, Any]) -> str:
 
     for p in result["points"]:
         lines.append(
-            f"| {p['codec']} | {'-' if p['quality'] is None else p['quality']} | {p['bytes_per_frame']:,.0f} | "
+            f"| {p['codec']} | {_quality_label(p)} | {p['bytes_per_frame']:,.0f} | "
             f"{p['ratio_vs_raw_float32']:,.1f} | {num(p['keyframe_bytes_mean'])} | "
             f"{num(p['residual_frame_bytes_mean'])} | {_fmt_db(p['grid_psnr_db'])} | {_fmt_db(p['feature_psnr_db'])} | "
             f"{_fmt_db(p['density_psnr_db'])} | {_fmt_db(p['rendered_psnr_db'])} | {num(p['encode_fps'], '.2f')} | "
@@ -719,13 +891,32 @@ def format_markdown(result: dict[str, Any]) -> str:
     lines += ["", f"BD-rate against `{ANCHOR}` (negative = fewer bytes at equal PSNR):", "",
               "| codec | " + " | ".join(m for m in METRICS if m in result["bd_rate"]) + " |",
               "|---|" + "---|" * sum(m in result["bd_rate"] for m in METRICS)]
-    for name in CURVE_CODECS:
+    for name in CURVE_CODECS + VIDEO_BASELINES:
         if name == ANCHOR:
             continue
         vals = [result["bd_rate"][m].get(name) for m in METRICS if m in result["bd_rate"]]
-        if vals:
+        if any(v is not None for v in vals):
             lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:+.1f} %" for v in vals) + " |")
+    vid = result.get("bd_rate_vs_video") or {}
+    vm = [m for m in METRICS if m in vid]
+    if vm:
+        lines += ["", "BD-rate of rerf against each video baseline (that baseline the anchor; negative = rerf needs "
+                  "fewer bytes):", "", "| anchor | " + " | ".join(vm) + " |", "|---|" + "---|" * len(vm)]
+        for name in vid[vm[0]]["rerf_vs"]:
+            vals = [vid[m]["rerf_vs"].get(name) for m in vm]
+            lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:+.1f} %" for v in vals) + " |")
+        lines.append("| **strongest** | " + " | ".join(
+            "-" if vid[m]["strongest"] is None else f"{vid[m]['rerf_vs_strongest']:+.1f} % ({vid[m]['strongest']})"
+            for m in vm) + " |")
+    for sk in result.get("skipped") or []:
+        lines.append(f"\nSkipped: {sk['name']}{'' if sk.get('setting') is None else ' ' + sk['setting']}: {sk['reason']}")
     return "\n".join(lines) + "\n"
+
+
+def _quality_label(p: dict[str, Any]) -> str:
+    if p.get("setting"):
+        return str(p["setting"])
+    return "-" if p["quality"] is None else str(p["quality"])
 
 
 def format_summary(result: dict[str, Any]) -> str:
@@ -736,6 +927,16 @@ def format_summary(result: dict[str, Any]) -> str:
         if m in bd:
             parts = [f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in bd[m].items()]
             lines.append(f"BD-rate vs {ANCHOR} ({m}): " + ", ".join(parts))
+    vid = result.get("bd_rate_vs_video") or {}
+    for m in METRICS:
+        if m in vid and vid[m]["strongest"] is not None:
+            parts = [f"{k} {'n/a' if v is None else f'{v:+.1f}%'}" for k, v in vid[m]["rerf_vs"].items()]
+            lines.append(f"BD-rate of rerf vs the strongest video baseline ({m}): {vid[m]['rerf_vs_strongest']:+.1f}% "
+                         f"vs {vid[m]['strongest']} (rerf vs {ANCHOR}: "
+                         + (f"{bd[m]['rerf']:+.1f}%" if m in bd and bd[m].get("rerf") is not None else "n/a")
+                         + "); each: " + ", ".join(parts))
+    for sk in result.get("skipped") or []:
+        lines.append(f"skipped {sk['name']}{'' if sk.get('setting') is None else ' ' + sk['setting']}: {sk['reason']}")
     d = result["default_quality_point"]
     if d:
         lines.append(
@@ -764,16 +965,21 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.2 * len(metrics), 4.8), squeeze=False)
     styles = {"rerf": "o-", "rerf-intra": "s--", "rerf-nomotion": "^--", "rerf-reference": "D-",
               "float16-zstd": "*", "raw-float32": "x"}
+    video_marks = {"x265": "v", "svt-av1": "P", "vvenc": "X", "x264": "h"}
+    for name in VIDEO_BASELINES:
+        codec, _, packing = name.rpartition("-")
+        styles[name] = video_marks[codec] + ("-." if packing == "blocks" else ":")
+    curve_codecs = CURVE_CODECS + VIDEO_BASELINES
     for ax, metric in zip(axes[0], metrics, strict=True):
         curve_vals = [p[metric] for p in result["points"]
-                      if p["codec"] in CURVE_CODECS and p.get(metric) is not None and math.isfinite(p[metric])]
+                      if p["codec"] in curve_codecs and p.get(metric) is not None and math.isfinite(p[metric])]
         top = max(curve_vals) + 2.0 if curve_vals else None
-        for name in CODECS:
+        for name in CODECS + VIDEO_BASELINES:
             pts = [p for p in result["points"] if p["codec"] == name and p.get(metric) is not None]
             if not pts:
                 continue
-            if name in CURVE_CODECS:
-                finite = [p for p in pts if math.isfinite(p[metric])]
+            if name in curve_codecs:
+                finite = sorted((p for p in pts if math.isfinite(p[metric])), key=lambda p: p["bytes_per_frame"])
                 ax.plot([p["bytes_per_frame"] for p in finite], [p[metric] for p in finite], styles[name],
                         label=name, markersize=6)
                 continue
