@@ -30,6 +30,7 @@ Predictive profile; vvenc has none, QP 0 is its finest) to coarse CRF/QP values.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -213,9 +214,10 @@ def _to_raw(codec: VideoCodec, picture: np.ndarray) -> bytes:
 def _run_checked(cmd: list[str], what: str, feed: Iterable[bytes] | None = None,
                  reader: tuple[int, list[bytes]] | None = None) -> None:
     """Run ffmpeg; stdin from ``feed``, stdout collected in chunks of ``reader[0]`` bytes."""
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE if reader is not None else subprocess.DEVNULL, stderr=err)
+    with tempfile.TemporaryFile() as err, subprocess.Popen(
+        cmd, stdin=subprocess.PIPE if feed is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if reader is not None else subprocess.DEVNULL, stderr=err,
+    ) as proc:
         try:
             if feed is not None:
                 assert proc.stdin is not None
@@ -223,8 +225,9 @@ def _run_checked(cmd: list[str], what: str, feed: Iterable[bytes] | None = None,
                     for chunk in feed:
                         proc.stdin.write(chunk)
                     proc.stdin.close()
-                except BrokenPipeError:
-                    pass
+                except BrokenPipeError:  # ffmpeg stopped reading: its exit status and message say why
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.close()
             if reader is not None:
                 assert proc.stdout is not None
                 size, sink = reader

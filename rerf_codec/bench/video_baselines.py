@@ -299,7 +299,7 @@ def pack_frame(layout: Layout, index: int, frame: GridFrame) -> np.ndarray:
     pic = np.full((layout.height, layout.width), mid, dtype=np.uint16)
     vox = _voxel_mask(g.mask, layout.grid_shape)
     blocks = np.argwhere(g.mask)
-    mh, mw, across = layout.mosaic_h, layout.mosaic_w, layout.cells_across
+    mh, across = layout.mosaic_h, layout.cells_across
     for k in range(layout.channels):
         v = _channel(frame, k)
         lo, hi, fill = float(g.lo[k]), float(g.hi[k]), float(g.fill[k])
@@ -326,7 +326,7 @@ def unpack_frame(layout: Layout, index: int, picture: np.ndarray) -> GridFrame:
     x, y, z = layout.grid_shape
     vox = _voxel_mask(g.mask, layout.grid_shape)
     blocks = np.argwhere(g.mask)
-    mh, mw, across = layout.mosaic_h, layout.mosaic_w, layout.cells_across
+    across = layout.cells_across
     out = np.empty((layout.channels, x, y, z), dtype=np.float32)
     for k in range(layout.channels):
         lo, hi, fill = float(g.lo[k]), float(g.hi[k]), float(g.fill[k])
