@@ -973,7 +973,11 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     for ax, metric in zip(axes[0], metrics, strict=True):
         curve_vals = [p[metric] for p in result["points"]
                       if p["codec"] in curve_codecs and p.get(metric) is not None and math.isfinite(p[metric])]
-        top = max(curve_vals) + 2.0 if curve_vals else None
+        # the axis spans rerf's family (+6 dB): the video codecs' lossless points (~70-90 dB, the
+        # quantiser alone) would squash every curve; they are in results.md
+        own = [p[metric] for p in result["points"]
+               if p["codec"] in CURVE_CODECS and p.get(metric) is not None and math.isfinite(p[metric])]
+        top = (max(own) + 6.0 if own else max(curve_vals) + 2.0) if curve_vals else None
         for name in CODECS + VIDEO_BASELINES:
             pts = [p for p in result["points"] if p["codec"] == name and p.get(metric) is not None]
             if not pts:
