@@ -299,3 +299,30 @@ def test_cli_video_shorthand_and_json(seq_dir, tmp_path):
     assert "--video-sweep x265=20" in doc["command"]
     assert rd.parse_baselines("video,x264-blocks") == vb.DEFAULT_BASELINES
     assert rd.parse_baselines("rerf-intra,video")[0] == "rerf-intra"
+
+
+def test_rendered_metrics_of_video_baselines(seq_dir, tmp_path, monkeypatch):
+    """With --dataset, a video baseline's decoded grids are rendered like rerf's (renderer hooks faked)."""
+    import shutil
+
+    import rerf_codec.datasets.format as fmt
+    import rerf_codec.field as field_pkg
+    from tests.test_rd_bench import _FakeData, _FakeField
+
+    seq = tmp_path / "with-mlp"
+    shutil.copytree(seq_dir, seq)
+    meta = json.loads((seq / "sequence.json").read_text())
+    meta["decoder"] = "decoder.npz"
+    (seq / "sequence.json").write_text(json.dumps(meta))
+    np.savez(seq / "decoder.npz", w=np.ones(3, dtype=np.float32))
+    monkeypatch.setattr(field_pkg, "RadianceField", _FakeField, raising=False)
+    monkeypatch.setattr(fmt, "open_dataset", lambda path: _FakeData())
+    settings = rd.RDSettings(qualities=(60, 90), baselines=("x265-blocks",), render_frames=2,
+                             video_sweeps=(("x265", ("lossless", "10", "30")),))
+    res = rd.run_rate_distortion(seq, tmp_path / "out", settings, dataset="fake")
+    video = [p for p in res["points"] if p["codec"] == "x265-blocks"]
+    assert len(video) == 3
+    for p in video:
+        assert p["rendered"]["images"] == 4 and p["rendered_psnr_db"] is not None
+    assert video[0]["rendered_psnr_vs_uncompressed_db"] > video[2]["rendered_psnr_vs_uncompressed_db"]
+    assert "rendered_psnr_db" in res["bd_rate_vs_video"]
