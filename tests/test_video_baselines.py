@@ -326,3 +326,8 @@ def test_rendered_metrics_of_video_baselines(seq_dir, tmp_path, monkeypatch):
         assert p["rendered"]["images"] == 4 and p["rendered_psnr_db"] is not None
     assert video[0]["rendered_psnr_vs_uncompressed_db"] > video[2]["rendered_psnr_vs_uncompressed_db"]
     assert "rendered_psnr_db" in res["bd_rate_vs_video"]
+
+
+def test_dominated_settings_leave_the_bd_curve():
+    pts = [{"bytes_per_frame": b, "m": q} for b, q in ((10, 30.0), (20, 35.0), (500, 48.0), (400, 74.0), (30, None))]
+    assert [p["bytes_per_frame"] for p in rd._pareto(pts, "m")] == [10, 20, 400]
