@@ -23,7 +23,8 @@ from rerf_codec.bench import ffmpeg_codecs as fc  # noqa: E402
 from rerf_codec.bench import rd  # noqa: E402
 from rerf_codec.bench import video_baselines as vb  # noqa: E402
 from rerf_codec.errors import RerfError  # noqa: E402
-from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter  # noqa: E402
+from rerf_codec.grids import GridFrame, SequenceMeta  # noqa: E402
+from rerf_codec.gridseq import SequenceWriter  # noqa: E402
 
 THRESHOLD = -1.0
 SHAPE = (20, 17, 24)  # not multiples of 8: edge blocks are partial
