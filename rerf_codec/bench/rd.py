@@ -22,8 +22,13 @@ and decoded back; the figures per setting are:
 Codecs (all on the same grids in the same run): ``rerf`` (the defaults at each quality,
 ``--gof``), ``rerf-intra`` (``--gof 1``), ``rerf-nomotion`` (``--motion zero``),
 ``rerf-reference`` (:mod:`rerf_codec.reference`, swept over its own IJG qualities),
-``float16-zstd`` (float16 + zstd level 19) and ``raw-float32``.
-BD-rate (:mod:`rerf_codec.bench.bdrate`) of every curve against ``rerf-reference``.
+``float16-zstd`` (float16 + zstd level 19) and ``raw-float32``; and the 2D-video baselines
+``CODEC-PACKING`` (:mod:`rerf_codec.bench.video_baselines`: the grids packed into pictures and
+coded by x265 / SVT-AV1 / vvenc / x264 of the bundled ffmpeg, each over its sweep; bytes = video
+bitstream + layout file). A video baseline whose encoder is missing is skipped with one line, as
+is one setting ffmpeg fails on (``skipped`` in results.json).
+BD-rate (:mod:`rerf_codec.bench.bdrate`) of every curve against ``rerf-reference``, and of rerf
+against each video baseline and the strongest of them (``bd_rate_vs_video``).
 
 Outputs (a directory, written atomically): ``results.json`` (CompressAI-style: one
 ``{"name", "description", "results": {...}}`` entry per codec, plus the settings, the
