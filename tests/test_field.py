@@ -240,3 +240,74 @@ def test_distortion_prefers_a_thin_surface_and_has_correct_gradients() -> None:
                            weight_threshold=0, distortion=True).distortion  # fmt: skip
 
     assert torch.autograd.gradcheck(f, (dens,), eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+# --------------------------------------------------------------------------- deferred shading (issue 12)
+
+
+def test_deferred_shading_gradients_match_finite_differences() -> None:
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), (6, 5, 7))
+    g = torch.Generator().manual_seed(2)
+    dens = (torch.randn(1, 1, 6, 5, 7, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    feat = torch.randn(1, 4, 6, 5, 7, generator=g, dtype=torch.float64).requires_grad_()
+    mlp = seeded_mlp(MLPConfig(feature_channels=4, width=8, viewbase_pe=2), 0).double()
+    o, d = _rays(5)
+    bg = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+
+    def f(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return render_rays(a, b, mlp, geo, -1.0, o, d, bg, weight_threshold=0, shading="deferred").rgb
+
+    assert torch.autograd.gradcheck(f, (dens, feat), eps=1e-6, atol=1e-5, fast_mode=True)
+    # through the MLP weights too (the MLP is trained end to end with deferred shading)
+    w = mlp.net[0].weight
+    out = f(dens.detach(), feat.detach()).sum()
+    (grad,) = torch.autograd.grad(out, w)
+    base = w.detach().clone()
+    for idx in [(0, 0), (5, 3)]:
+        vals = []
+        for sign in (1, -1):
+            with torch.no_grad():
+                w.copy_(base)
+                w[idx] += sign * 1e-6
+            vals.append(float(f(dens.detach(), feat.detach()).sum().detach()))
+        assert (vals[0] - vals[1]) / 2e-6 == pytest.approx(float(grad[idx]), rel=1e-4, abs=1e-7)
+    with torch.no_grad():
+        w.copy_(base)
+
+
+def test_deferred_shading_formula_and_work() -> None:
+    """rgb = W·MLP(F/W, PE(d)) + T·bg, one MLP call per ray that is not background (vs one per sample)."""
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), (16, 16, 16))
+    g = torch.Generator().manual_seed(3)
+    idx = torch.stack(torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij"), 0)
+    r = ((idx - 7.5) ** 2).sum(0).sqrt()
+    dens = (2.0 * (6 - r)).clamp(-10, 3)[None, None].double()  # a soft ball: several samples per ray
+    feat = torch.randn(1, 4, 16, 16, 16, generator=g, dtype=torch.float64)
+    mlp = seeded_mlp(MLPConfig(feature_channels=4, width=8, viewbase_pe=2), 0).double()
+    o, d = _rays(64)
+    bg = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    per = render_rays(dens, feat, mlp, geo, 0.0, o, d, bg)
+    dfr = render_rays(dens, feat, mlp, geo, 0.0, o, d, bg, shading="deferred")
+    assert torch.allclose(per.acc, dfr.acc)
+    lit = int((per.acc > 1e-3).sum())
+    assert dfr.shaded <= lit + 8 and per.shaded >= 5 * dfr.shaded, (per.shaded, dfr.shaded)
+    # a constant feature field makes both modes the same picture
+    const = torch.zeros_like(feat) + torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)[None, :, None, None, None]
+    a = render_rays(dens, const, mlp, geo, 0.0, o, d, bg).rgb
+    b = render_rays(dens, const, mlp, geo, 0.0, o, d, bg, shading="deferred").rgb
+    assert torch.allclose(a, b, atol=1e-9)
+
+
+def test_render_settings_record_the_shading_mode() -> None:
+    s = RenderSettings((1.0, 1.0, 1.0), 0.5, "deferred")
+    assert s.to_json()["shading"] == "deferred" and RenderSettings.from_json(s.to_json()) == s
+    assert RenderSettings.from_json({"background": [1, 1, 1], "step_ratio": 0.5}).shading == "per_sample"
+    with pytest.raises(RerfFormatError, match="render.shading"):
+        RenderSettings.from_json({"background": [1, 1, 1], "step_ratio": 0.5, "shading": "fancy"})
+    with pytest.raises(RerfUsageError):
+        RenderSettings((1.0, 1.0, 1.0), 0.5, "fancy")
+    meta = SequenceMeta(num_frames=1, fps=30.0, grid_shape=(8, 8, 8), feature_channels=4, xyz_min=(-1, -1, -1),
+                        xyz_max=(1, 1, 1), density_shift=0.0,
+                        extra={"mlp": MLPConfig(4, 2, 8).to_json(), "render": s.to_json()})  # fmt: skip
+    field = RadianceField.for_sequence(meta, seeded_mlp(MLPConfig(4, 2, 8), 0).to_arrays())
+    assert field.settings.shading == "deferred"

@@ -106,6 +106,86 @@ def test_motion_estimation_recovers_a_known_translation() -> None:
     assert err_motion < 0.4 * err_zero
 
 
+RADII = np.array([10.0, 5.0, 6.0])  # an elongated body: a turn changes its silhouette, not only its texture
+
+
+def _shell(idx: np.ndarray, centre: np.ndarray, angle: float) -> np.ndarray:
+    """Normalised ellipsoid radius of voxel positions ``idx`` (3, ...) for the body at ``centre`` turned by ``angle``."""
+    rel = idx - centre.reshape(3, *[1] * (idx.ndim - 1))
+    c, s = np.cos(angle), np.sin(angle)
+    local = np.stack([c * rel[0] - s * rel[2], rel[1], s * rel[0] + c * rel[2]])  # R(-angle) · rel
+    return np.sqrt(sum((local[k] / RADII[k]) ** 2 for k in range(3))), local
+
+
+def _turned_blob(shape: tuple[int, int, int], centre: np.ndarray, angle: float, channels: int) -> GridFrame:
+    """An ellipsoid whose features are a texture fixed to it, turned by ``angle`` about the y axis."""
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), 0)
+    r, local = _shell(idx, centre, angle)
+    density = (30.0 * (1 - r)).clip(-12, 12).astype(np.float32)
+    feats = np.stack([np.sin(0.9 * local[c_ % 3] + 0.5 * local[(c_ + 1) % 3] + c_) for c_ in range(channels)])
+    return GridFrame(density=density, features=feats.astype(np.float32))
+
+
+def _block_truth(shape: tuple[int, int, int], occupied: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per 8³ block: mean backward displacement ``source - p`` over its occupied voxels, and which blocks have any."""
+    nb = [-(-n // 8) for n in shape]
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), 0)
+    disp = source - idx
+    truth = np.zeros((3, *nb))
+    has = np.zeros(nb, bool)
+    for b in np.ndindex(*nb):
+        sl = tuple(slice(8 * k, 8 * k + 8) for k in b)
+        occ = occupied[sl]
+        if occ.sum() >= 16:
+            has[b] = True
+            truth[(slice(None), *b)] = disp[(slice(None), *sl)][:, occ].mean(1)
+    return truth, has
+
+
+@pytest.mark.parametrize("kind", ["translation", "rotation"])
+def test_motion_step_recovers_large_translation_and_rotation(kind: str) -> None:
+    """4.4 voxels of translation: within 0.5 voxel on ≥ 90 % of occupied blocks; that and a 15° turn of an
+    elongated body: the warped frame renders with at most half the error of no motion."""
+    shape = (32, 32, 32)
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
+    mlp = _vivid_mlp(4)
+    field = RadianceField(mlp, geo, 0.0, RenderSettings((1.0, 1.0, 1.0)))
+    centre = np.array([13.5, 15.5, 16.5])
+    idx = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), 0)
+    if kind == "translation":
+        shift = np.array([4.0, 1.0, -1.5])  # 4.4 voxels
+        f0, f1 = _turned_blob(shape, centre, 0.0, 4), _turned_blob(shape, centre + shift, 0.0, 4)
+        source = idx - shift[:, None, None, None]
+    else:
+        angle = np.deg2rad(15.0)
+        f0, f1 = _turned_blob(shape, centre, 0.0, 4), _turned_blob(shape, centre, angle, 4)
+        rel = idx - centre[:, None, None, None]
+        c, s = np.cos(angle), np.sin(angle)
+        source = np.stack([c * rel[0] - s * rel[2], rel[1], s * rel[0] + c * rel[2]]) + centre[:, None, None, None]
+    # What a camera sees of a block is the body's surface: the truth is its mean motion there.
+    r1 = _shell(idx, centre + shift, 0.0)[0] if kind == "translation" else _shell(idx, centre, angle)[0]
+    truth, has = _block_truth(shape, np.abs(r1 - 1) < 0.2, source)
+    cams = _cameras(8, 32)
+    images = _render(field, f1, cams)
+    rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
+    hull = torch.from_numpy(visual_hull(geo, cams, images))
+    config = TrainConfig(iters_motion=80, batch_rays_residual=1024, shading="per_sample")
+    motion = estimate_motion(f0, np.zeros((3, 4, 4, 4), np.float32), rays, hull, mlp, geo, 0.0, torch.ones(3), config,
+                             torch.Generator().manual_seed(0))  # fmt: skip
+    err = np.linalg.norm(motion - truth, axis=0)[has]
+    if kind == "translation":
+        assert (err <= 0.5).mean() >= 0.9, (kind, np.round(err, 2))
+    # A turn: block translation cannot follow it inside a block, and the photometric optimum is not
+    # the blocks' mean surface motion (measured: rendered error 0.0011 vs 0.0035 for that "truth"),
+    # so only the rendered criterion is asserted (BENCHMARKS: the per-block criterion is missed).
+
+    def rendered_error(m: np.ndarray) -> float:
+        pred = _render(field, warp_previous(f0, m), cams)
+        return float(np.mean([np.mean((a - b) ** 2) for a, b in zip(pred, images, strict=True)]))
+
+    assert rendered_error(motion) <= 0.5 * rendered_error(np.zeros_like(motion))
+
+
 def test_torch_warp_matches_the_format_definition() -> None:
     g = np.random.default_rng(0)
     frame = GridFrame(density=g.normal(size=(10, 9, 17)).astype(np.float32),
@@ -297,3 +377,44 @@ def test_refresh_decision_follows_the_colour_fit_reference() -> None:
     fresh = train_residual_frame(*args, reference_fit=1e-12)
     assert fresh.refreshed and isinstance(fresh.frame, GridFrame)
     assert np.array_equal(fresh.frame.density, fresh.full.density)
+
+
+# --------------------------------------------------------------------------- issue 12: sparsity, no refresh
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo scene at its 30-frame pace (2–5 voxels/frame at 48³), 8 + 1 cameras of 40 px."""
+    out = tmp_path_factory.mktemp("moving") / "demo"
+    render_demo_dataset(out, frames=30, cameras=8, test_cameras=1, size=40)
+    return out
+
+
+SMALL = {"iters_key": 150, "iters_motion": 80, "iters_residual": 120, "lr_residual": 0.08, "batch_rays": 1024, "batch_rays_residual": 512,
+         "growth": (0.3,), "mlp_width": 32, "iters_refresh": 30}  # fmt: skip
+
+
+def test_residual_sparsity_does_not_depend_on_resolution(moving: Path, tmp_path: Path) -> None:
+    """Same scene at 24³ and 48³, same L1 setting: ≥ 85 % exact zeros at both, within 5 points; the residual
+    frame is not refreshed (default thresholds) and within 1 dB of its keyframe."""
+    zeros = {}
+    for res in (24, 48):
+        out = tmp_path / f"r{res}"
+        summary = train_sequence(TrainRequest(moving, out, frames=range(0, 2)),
+                                 TrainConfig(**{**SMALL, "resolution": res}))  # fmt: skip
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert summary["refreshed_frames"] == [] and log[1]["kind"] == "residual"
+        assert log[1]["test_psnr"] >= log[0]["test_psnr"] - 1.0, (res, log[0]["test_psnr"], log[1]["test_psnr"])
+        zeros[res] = log[1]["residual_zero_fraction"]
+        assert zeros[res] >= 0.85, zeros
+        assert "keyframes" not in json.loads((out / "sequence.json").read_text())
+    assert abs(zeros[24] - zeros[48]) <= 0.05, zeros
+
+
+def test_a_refreshed_frame_is_listed_as_a_keyframe(demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "always"
+    summary = train_sequence(TrainRequest(demo, out, frames=range(0, 3)),
+                             TrainConfig(**{**TINY, "resolution": 16, "refresh_factor": 0.0}))  # fmt: skip
+    assert summary["refreshed_frames"] == [1, 2]
+    assert read_meta(out).keyframes == (1, 2)
+    assert json.loads((out / "sequence.json").read_text())["keyframes"] == [1, 2]

@@ -20,6 +20,7 @@ _HOMES = {
     "encode_directions": "mlp",
     "seeded_mlp": "mlp",
     "ALPHA_THRESHOLD": "render",
+    "SHADING_MODES": "render",
     "STEP_RATIO": "render",
     "WEIGHT_THRESHOLD": "render",
     "RadianceField": "render",

@@ -110,7 +110,7 @@ def train_sequence(
         ckpt = Checkpoint.create(ckdir, identity)
 
     mlp_config = MLPConfig(config.feature_channels, config.viewbase_pe, config.mlp_width, 3)
-    settings = RenderSettings(meta_ds.background, STEP_RATIO)
+    settings = RenderSettings(meta_ds.background, STEP_RATIO, config.shading)
     background = torch.tensor(meta_ds.background, dtype=torch.float32, device=device)
     shift = config.density_shift
     done = ckpt.done
@@ -148,7 +148,8 @@ def train_sequence(
             stored: Any = full
             motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
             record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
-            ckpt.state["reference_silhouette"] = fit_errors(full, rays, mlp, geometry, shift, background)[1]
+            ckpt.state["reference_silhouette"] = fit_errors(full, rays, mlp, geometry, shift, background,
+                                                          shading=config.shading)[1]
             record["silhouette_error"] = round(ckpt.state["reference_silhouette"], 6)
         else:
             assert mlp is not None and prev_motion is not None
@@ -186,6 +187,7 @@ def train_sequence(
         num_frames=len(frames), fps=meta_ds.fps, grid_shape=geometry.shape, feature_channels=config.feature_channels,
         xyz_min=geometry.xyz_min, xyz_max=geometry.xyz_max, density_shift=shift, motion_block=BLOCK,
         first_frame=frames.start,
+        keyframes=tuple(r["frame"] for r in log if r["kind"] == "refresh"),
         extra={"mlp": mlp_config.to_json(), "render": settings.to_json(),
                "trainer": {"seed": config.seed, "config": config.to_json()}},
     )  # fmt: skip

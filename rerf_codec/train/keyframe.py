@@ -138,6 +138,7 @@ def train_keyframe(
             out = render_rays(
                 density, features, mlp, geo, shift, rays.origins[pick], rays.dirs[pick], background,
                 occupancy=occupancy, density_unit=geometry.voxel_size, distortion=config.distortion > 0,
+                shading=config.shading,
             )  # fmt: skip
             mse = F.mse_loss(out.rgb, rays.rgb[pick])
             loss = mse + config.entropy * opacity_entropy(out.acc)
