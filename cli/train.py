@@ -62,15 +62,19 @@ class _TrainProgress:
 @click.option("--iters-residual", type=click.IntRange(1, 1_000_000), default=None,
               help="Residual-grid iterations per frame (motion uses its own count, --iters-motion).")
 @click.option("--iters-motion", type=click.IntRange(0, 1_000_000), default=None, help="Motion iterations per frame.")
-@click.option("--l1", type=click.FloatRange(0, 1e3), default=None, help="L1 weight on the residual grids.")
+@click.option("--l1", type=click.FloatRange(0, 1e3), default=None,
+              help="L1 weight on the residual grids (per voxel, divided by the resolution squared).")
+@click.option("--shading", type=click.Choice(["per_sample", "deferred"]), default=None,
+              help="per_sample (ReRF: the MLP on every sample; default) or deferred (features composited, "
+                   "the MLP once per pixel); recorded in sequence.json render.shading.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing output / discard an old checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the train.json summary on stdout (no progress).")
 def train(
     data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
-    iters_residual: int | None, iters_motion: int | None, l1: float | None, seed: int, resume: bool, force: bool,
-    as_json: bool,
+    iters_residual: int | None, iters_motion: int | None, l1: float | None, shading: str | None, seed: int, resume: bool,
+    force: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Fit DATA (a multi-view dataset) into the grid sequence SEQ.
 
@@ -85,7 +89,7 @@ def train(
 
     overrides: dict[str, Any] = {"resolution": resolution, "seed": seed}
     for key, value in (("iters_key", iters_key), ("iters_residual", iters_residual), ("iters_motion", iters_motion),
-                       ("l1", l1)):  # fmt: skip
+                       ("l1", l1), ("shading", shading)):  # fmt: skip
         if value is not None:
             overrides[key] = value
     config = TrainConfig(**overrides)

@@ -203,7 +203,7 @@ def render_rays(
         rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, lit, w_ray[lit, None] * colour)
         shaded = int(lit.shape[0])
     else:
-        raise RerfUsageError(f"shading must be one of {', '.join(SHADING_MODES)}, got {shading!r}")
+        raise RerfUsageError(f"must be one of {', '.join(SHADING_MODES)}, got {shading!r}", param="shading")
     rgb = rgb + t_final[:, None] * background.to(dt)
     return RenderOutput(rgb=rgb, acc=1 - t_final, samples=int(ray_id.shape[0]), shaded=shaded, distortion=dist)
 

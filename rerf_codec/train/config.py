@@ -94,7 +94,7 @@ class TrainConfig:
                 from rerf_codec.field.render import SHADING_MODES  # torch: only when a config is built
 
                 if v not in SHADING_MODES:
-                    raise RerfUsageError(f"--shading must be one of {', '.join(SHADING_MODES)}, got {v!r}")
+                    raise RerfUsageError(f"must be one of {', '.join(SHADING_MODES)}, got {v!r}", param="shading")
             elif f.name == "growth":
                 g = tuple(float(x) for x in v)
                 if any(not 0 < x < 1 for x in g) or list(g) != sorted(g):
