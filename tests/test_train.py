@@ -385,13 +385,13 @@ def test_refresh_decision_follows_the_colour_fit_reference() -> None:
 
 @pytest.fixture(scope="module")
 def moving(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo scene at its 30-frame pace (2–5 voxels/frame at 48³), 8 + 1 cameras of 40 px."""
+    """The demo scene at its 30-frame pace (2–5 voxels/frame at 48³), 8 + 1 cameras of 32 px."""
     out = tmp_path_factory.mktemp("moving") / "demo"
-    render_demo_dataset(out, frames=30, cameras=8, test_cameras=1, size=40)
+    render_demo_dataset(out, frames=30, cameras=8, test_cameras=1, size=32)
     return out
 
 
-SMALL = {"iters_key": 150, "iters_motion": 80, "iters_residual": 120, "lr_residual": 0.08, "batch_rays": 1024, "batch_rays_residual": 512,
+SMALL = {"iters_key": 120, "iters_motion": 80, "iters_residual": 120, "lr_residual": 0.08, "batch_rays": 1024, "batch_rays_residual": 512,
          "growth": (0.3,), "mlp_width": 32, "iters_refresh": 30}  # fmt: skip
 
 
