@@ -196,7 +196,8 @@ def test_resolve_device() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_cpu_and_cuda_agree() -> None:
+@pytest.mark.parametrize("shading", ["per_sample", "deferred"])
+def test_cpu_and_cuda_agree(shading: str) -> None:
     geo = GridGeometry((-1, -1, -1), (1, 1, 1), (16, 16, 16))
     g = torch.Generator().manual_seed(0)
     dens = torch.randn(1, 1, 16, 16, 16, generator=g) * 3
@@ -204,10 +205,10 @@ def test_cpu_and_cuda_agree() -> None:
     mlp = seeded_mlp(MLPConfig(), 0)
     o, d = _rays(512, torch.float32)
     bg = torch.ones(3)
-    cpu = render_rays(dens, feats, mlp, geo, 0.0, o, d, bg, weight_threshold=0).rgb
+    cpu = render_rays(dens, feats, mlp, geo, 0.0, o, d, bg, weight_threshold=0, shading=shading).rgb
     dev = torch.device("cuda")
     gpu = render_rays(dens.to(dev), feats.to(dev), mlp.to(dev), geo, 0.0, o.to(dev), d.to(dev), bg.to(dev),
-                      weight_threshold=0).rgb.cpu()  # fmt: skip
+                      weight_threshold=0, shading=shading).rgb.cpu()  # fmt: skip
     assert torch.allclose(cpu, gpu, atol=1e-4)
 
 
@@ -288,6 +289,9 @@ def test_deferred_shading_formula_and_work() -> None:
     bg = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
     per = render_rays(dens, feat, mlp, geo, 0.0, o, d, bg)
     dfr = render_rays(dens, feat, mlp, geo, 0.0, o, d, bg, shading="deferred")
+    miss = render_rays(dens, feat, mlp, geo, 0.0, torch.tensor([[5.0, 5.0, 5.0]], dtype=torch.float64),
+                       torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64), bg, weight_threshold=0, shading="deferred")
+    assert torch.equal(miss.rgb, bg[None])
     assert torch.allclose(per.acc, dfr.acc)
     lit = int((per.acc > 1e-3).sum())
     assert dfr.shaded <= lit + 8 and per.shaded >= 5 * dfr.shaded, (per.shaded, dfr.shaded)

@@ -26,7 +26,7 @@ composited along the ray first and the MLP runs **once per ray**::
     W      = Σ_{i∈S} w_i
     F      = Σ_{i∈S} w_i · f_i                         (composited features, C channels)
     T      = exp(-Σ_i τ_i)                             (all samples, as in per_sample)
-    rgb    = W · MLP(F / W, PE(d)) + T · bg            if W > weight_threshold
+    rgb    = W · MLP(F / W, PE(d)) + T · bg            if W > weight_threshold (W > 0 when it is 0)
     rgb    = T · bg                                    otherwise (the MLP is not run)
 
 with the same ``τ_i``, ``w_i = exp(-Σ_{j<i} τ_j)·(1 - exp(-τ_i))``, sample positions,
@@ -197,7 +197,7 @@ def render_rays(
         w_s = weights[shade]
         w_ray = torch.zeros(r, dtype=dt, device=dev).index_add(0, sid, w_s)
         f_ray = torch.zeros(r, feats.shape[1], dtype=dt, device=dev).index_add(0, sid, w_s[:, None] * feats)
-        lit = (w_ray.detach() > weight_threshold).nonzero()[:, 0] if weight_threshold > 0 else torch.arange(r, device=dev)
+        lit = (w_ray.detach() > max(weight_threshold, 0.0)).nonzero()[:, 0]  # W = 0: nothing to shade (and F/W undefined)
         # the MLP sees the weighted *mean* feature (measured: 0.4 dB better than the raw sum on the demo keyframe)
         colour = mlp(f_ray[lit] / w_ray[lit, None], encode_directions(dirs[lit], mlp.config.viewbase_pe))
         rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, lit, w_ray[lit, None] * colour)
