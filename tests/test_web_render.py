@@ -110,7 +110,7 @@ def _deferred_oracle(frame: Any, cam: Any) -> np.ndarray:
             big_w = w[s].sum()
             rgb = torch.exp(-t.sum()).float() * field.background
             if big_w > WEIGHT_THRESHOLD:
-                f = (w[s, None] * sample_grid(field.features, unit[sel][s])).sum(0, keepdim=True)
+                f = (w[s, None] * sample_grid(field.features, unit[sel][s])).sum(0, keepdim=True) / big_w
                 rgb = rgb + big_w * field.mlp(f, encode_directions(d[i : i + 1], MLP.viewbase_pe))[0]
             out[i] = rgb.clamp(0, 1).numpy()
     return out.reshape(cam.h, cam.w, 3)

@@ -229,9 +229,10 @@ ${Array.from({ length: NT - 1 }, (_, j) => `      tex[${j + 1}] = texture(uAtlas
     if (T < ${T_STOP.toExponential()}) break;
   }
 #if DEFERRED
-  // Deferred shading (field/render.py): F = Σ w·f and W = Σ w over the shaded samples,
-  // F not normalised; rgb = W·MLP(F, PE(d)) + T·bg, the MLP only when W > threshold.
+  // Deferred shading (field/render.py): F = Σ w·f and W = Σ w over the shaded samples;
+  // rgb = W·MLP(F / W, PE(d)) + T·bg, the MLP only when W > threshold.
   if (wsum > ${WEIGHT_THRESHOLD.toExponential()}) {
+    for (int j = 0; j < NT; j++) facc[j] /= wsum;
     fillInput(a, facc);
     rgb = wsum * mlp(a);
     shaded += 1.0;
