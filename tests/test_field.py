@@ -306,7 +306,7 @@ def test_render_settings_record_the_shading_mode() -> None:
     s = RenderSettings((1.0, 1.0, 1.0), 0.5, "deferred")
     assert s.to_json()["shading"] == "deferred" and RenderSettings.from_json(s.to_json()) == s
     assert RenderSettings.from_json({"background": [1, 1, 1], "step_ratio": 0.5}).shading == "per_sample"
-    with pytest.raises(RerfFormatError, match="render.shading"):
+    with pytest.raises(RerfFormatError, match=r"render\.shading"):
         RenderSettings.from_json({"background": [1, 1, 1], "step_ratio": 0.5, "shading": "fancy"})
     with pytest.raises(RerfUsageError):
         RenderSettings((1.0, 1.0, 1.0), 0.5, "fancy")

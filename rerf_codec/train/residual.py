@@ -319,9 +319,9 @@ def fit_residual(
             if progress is not None:
                 progress(i + 1, n_iters, {"stage": 1.0, "mse": mse_value})
         window = 25
-        if config.residual_plateau > 0 and i + 1 >= 2 * window and (i + 1) % 5 == 0:
-            if history[-1] > (1 - config.residual_plateau) * history[-1 - window]:
-                break  # less than residual_plateau gained over the last `window` iterations
+        plateau = config.residual_plateau > 0 and i + 1 >= 2 * window and (i + 1) % 5 == 0
+        if plateau and history[-1] > (1 - config.residual_plateau) * history[-1 - window]:
+            break  # less than residual_plateau gained over the last `window` iterations
     with torch.no_grad():
         res_d = torch.zeros_like(flat_d).index_copy_(0, active, rd).view_as(wd)
         res_f = torch.zeros_like(flat_f).index_copy_(1, active, rf).view_as(wf)
