@@ -87,12 +87,14 @@ def test_demo_table_format(tmp_path, monkeypatch):
         "lpips": "not available offline", "encode_fps": 12.0, "encode_seconds": 0.3, "decode_fps": 27.0,
         "decode_seconds": 0.14, "render_fps": 18.0, "device": "cpu", "player_fps": 10.0, "realtime_factor": 0.34,
         "sha256_match": True, "decoder_sha256": "ab" * 32, "seconds": 38.0,
+        "play_command": "rerf play demo-out/demo.rerf --dataset demo-out/dataset",
     }  # fmt: skip
     monkeypatch.setattr(demo, "run_demo", lambda *a, **k: s)
     res = run("demo", "-o", tmp_path / "x")
     assert res.exit_code == 0, res.stderr
     for word in ("kB/frame", "38.9× vs raw", "PSNR vs GT", "20.40 dB stream", "coding loss", "0.02 dB",
-                 "render", "real-time factor", "sha256 match  yes", "lpips not available offline"):  # fmt: skip
+                 "render", "real-time factor", "sha256 match  yes", "lpips not available offline",
+                 "watch it in the browser: rerf play demo-out/demo.rerf"):  # fmt: skip
         assert word in res.stdout, word
     s["sha256_match"] = False
     res = run("demo", "-o", tmp_path / "x")

@@ -86,7 +86,7 @@ def test_qualities_follow_the_target(encoded):
 @pytest.mark.parametrize("k", [0.0, -1.0, math.nan, math.inf, -math.inf])
 def test_invalid_target_is_a_usage_error(frames, k):
     config = EncoderConfig(gof=4, target_kbpf=k)
-    with pytest.raises(RerfUsageError, match="target-kbpf"):
+    with pytest.raises(RerfUsageError, match="target_kbpf"):
         config.validate()
     meta = make_meta(SPEC.shape, SPEC.feature_channels, 2)
     with pytest.raises(RerfUsageError):

@@ -13,7 +13,7 @@ from player_fixtures import MLP, eval_cameras
 from web_fixtures import BACKGROUND, SHIFT, decoder_arrays, sequence_meta
 from web_fixtures import soft_frame as blob_frame
 
-from rerf_codec.field import RadianceField, RenderSettings
+from rerf_codec.field import RadianceField
 from tests.browser import browser, foreground_psnr, new_page, png_rgb, serve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,52 +68,9 @@ def js_camera(cam: Any) -> dict[str, Any]:
 
 def python_render(frame: Any, cam: Any, shading: str) -> np.ndarray:
     """The Python renderer's picture (``render.shading`` as the stream would say)."""
-    meta = sequence_meta(1)
-    if "shading" in RenderSettings.__dataclass_fields__:
-        meta.extra["render"] = {**meta.extra["render"], "shading": shading}
-        field = RadianceField.for_sequence(meta, decoder_arrays())
-        field.set_grids(frame.density, frame.features)
-        return field.render_camera(cam).astype(np.float64)
-    return _deferred_oracle(frame, cam) if shading == "deferred" else _per_sample(frame, cam)
-
-
-def _per_sample(frame: Any, cam: Any) -> np.ndarray:
-    field = RadianceField.for_sequence(sequence_meta(1), decoder_arrays())
+    field = RadianceField.for_sequence(sequence_meta(1, shading), decoder_arrays())
     field.set_grids(frame.density, frame.features)
     return field.render_camera(cam).astype(np.float64)
-
-
-def _deferred_oracle(frame: Any, cam: Any) -> np.ndarray:
-    """Deferred shading as the trainer branch defines it (field/render.py docstring), until it is merged."""
-    import torch
-
-    from rerf_codec.field.mlp import encode_directions
-    from rerf_codec.field.render import WEIGHT_THRESHOLD, march_rays, occupied, sample_grid
-
-    field = RadianceField.for_sequence(sequence_meta(1), decoder_arrays())
-    field.set_grids(frame.density, frame.features)
-    o, d = (torch.from_numpy(a.reshape(-1, 3)) for a in cam.rays())
-    g, sr = field.geometry, field.settings.step_ratio
-    ray_id, _, pts, _, _ = march_rays(o, d, g, sr * g.voxel_size)
-    keep = occupied(field.occupancy, g, pts)
-    ray_id, unit = ray_id[keep], g.to_unit(pts[keep])
-    tau = torch.nn.functional.softplus(sample_grid(field.density, unit)[:, 0] + SHIFT) * sr
-    r = o.shape[0]
-    out = np.zeros((r, 3))
-    with torch.no_grad():
-        for i in range(r):
-            sel = ray_id == i
-            t = tau[sel].double()
-            trans = torch.exp(-(torch.cumsum(t, 0) - t))
-            w = (trans * (1 - torch.exp(-t))).float()
-            s = w > WEIGHT_THRESHOLD
-            big_w = w[s].sum()
-            rgb = torch.exp(-t.sum()).float() * field.background
-            if big_w > WEIGHT_THRESHOLD:
-                f = (w[s, None] * sample_grid(field.features, unit[sel][s])).sum(0, keepdim=True) / big_w
-                rgb = rgb + big_w * field.mlp(f, encode_directions(d[i : i + 1], MLP.viewbase_pe))[0]
-            out[i] = rgb.clamp(0, 1).numpy()
-    return out.reshape(cam.h, cam.w, 3)
 
 
 @pytest.mark.parametrize("shading", ["per_sample", "deferred"])
