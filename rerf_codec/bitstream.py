@@ -32,7 +32,7 @@ from rerf_codec.errors import RerfFormatError
 MAGIC = b"RERF"
 FOOTER_MAGIC = b"RIDX"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1
+VERSION_MINOR = 2
 
 # Hand-assigned ids (FORMAT.md "Enumerations"). Never renumber; only append.
 CHUNK_GOF = 1
@@ -40,6 +40,23 @@ CHUNK_INDEX = 2
 FRAME_INTRA = 1
 FRAME_RESIDUAL = 2
 FRAME_TYPE_NAMES = {FRAME_INTRA: "intra", FRAME_RESIDUAL: "residual"}
+FRAME_FLAG_BLOCK_MODES = 1  # frame flags bit 0 (1.2): a residual frame with a modes section (inter/skip/intra blocks)
+FRAME_FLAGS_KNOWN = FRAME_FLAG_BLOCK_MODES
+BLOCK_MODE_INTER = 0  # motion-compensated prediction + coded residual (1.2)
+BLOCK_MODE_SKIP = 1  # prediction with the superblock's coarse vector, nothing else coded (1.2)
+BLOCK_MODE_INTRA = 2  # coded as in a keyframe, prediction 0 (1.2)
+BLOCK_MODE_NAMES = {BLOCK_MODE_INTER: "inter", BLOCK_MODE_SKIP: "skip", BLOCK_MODE_INTRA: "intra"}
+# Why a GOF starts (1.2, frame header byte 2 of a GOF's first record; 0 = not recorded, as 1.0/1.1 writers).
+GOF_REASON_UNKNOWN = 0
+GOF_REASON_FIRST = 1  # the stream's first frame
+GOF_REASON_MAX_LENGTH = 2  # the previous GOF reached the maximum length
+GOF_REASON_COST = 3  # coding the frame whole cost less than coding it as a residual frame (a cut)
+GOF_REASON_LISTED = 4  # the grid sequence lists the frame in "keyframes"
+GOF_REASON_LATTICE = 5  # the frame's values do not fit the previous GOF's lattice
+GOF_REASON_NAMES = {
+    GOF_REASON_UNKNOWN: "unknown", GOF_REASON_FIRST: "first", GOF_REASON_MAX_LENGTH: "max-length",
+    GOF_REASON_COST: "cost", GOF_REASON_LISTED: "listed", GOF_REASON_LATTICE: "lattice",
+}
 CODER_RANGE = 1  # constriction queue.RangeEncoder/RangeDecoder, Categorical(perfect=False), u32 words LE
 TRANSFORM_DCT8_INT = 1  # 8³ DCT-II, integer inverse B=14 G=3 (transform.py)
 COEFF_MODE_BANDS = 0  # one table per (group, band) (format 1.0)
@@ -73,8 +90,9 @@ FOOTER = struct.Struct("<Q4s")  # index_offset, b"RIDX"
 SEQ_CORE = struct.Struct("<IId3HH3d3ddBBBBdH")
 GOF_HEAD = struct.Struct("<IHBB")  # first_frame, num_frames, quality_density, quality_features
 CHANNEL_PARAMS = struct.Struct("<bxxxiI")  # exponent, pad, fill, qscale  (12 bytes)
-FRAME_HEAD = struct.Struct("<BBH")  # frame_type, flags, reserved
-SECTION_NAMES = ("mask", "motion", "side_info", "coeff_words", "mantissa")
+FRAME_HEAD = struct.Struct("<BBBB")  # frame_type, flags, gof_reason, reserved
+SECTION_NAMES = ("mask", "motion", "side_info", "coeff_words", "mantissa", "modes")
+"""The sections of a frame record in order; ``modes`` is present only with FRAME_FLAG_BLOCK_MODES."""
 INDEX_ENTRY = struct.Struct("<QIH2x")
 
 
@@ -128,14 +146,24 @@ class FrameRecord:
     side_info: bytes
     coeff_words: bytes
     mantissa: bytes
+    modes: bytes = b""
+    """Block modes section (1.2); written exactly when ``flags`` has FRAME_FLAG_BLOCK_MODES."""
+    flags: int = 0
+    gof_reason: int = GOF_REASON_UNKNOWN
+    """Why the GOF starts here (first record of a GOF only; 0 elsewhere)."""
+
+    @property
+    def num_sections(self) -> int:
+        return len(SECTION_NAMES) if self.flags & FRAME_FLAG_BLOCK_MODES else len(SECTION_NAMES) - 1
 
     def section_sizes(self) -> dict[str, int]:
-        """Bytes per accounting category; they add up to the record's size on disk."""
+        """Bytes per accounting category; they add up to the record's size on disk. The
+        modes section counts as motion (prediction information)."""
         return {
             "mask": len(self.mask),
-            "motion": len(self.motion),
+            "motion": len(self.motion) + len(self.modes),
             "coefficients": len(self.coeff_words) + len(self.mantissa),
-            "side_info": len(self.side_info) + FRAME_HEAD.size + 4 * len(SECTION_NAMES),
+            "side_info": len(self.side_info) + FRAME_HEAD.size + 4 * self.num_sections,
         }
 
 
@@ -475,8 +503,10 @@ def encode_gof_payload(gof: GofChunk) -> bytes:
     for ch in gof.channels:
         out += CHANNEL_PARAMS.pack(ch.exponent, ch.fill, ch.qscale)
     for fr in gof.frames:
-        out += FRAME_HEAD.pack(fr.frame_type, 0, 0)
-        for name in SECTION_NAMES:
+        if fr.modes and not fr.flags & FRAME_FLAG_BLOCK_MODES:
+            raise ValueError("a modes section needs the block_modes frame flag")
+        out += FRAME_HEAD.pack(fr.frame_type, fr.flags, fr.gof_reason, 0)
+        for name in SECTION_NAMES[: fr.num_sections]:
             data = getattr(fr, name)
             out += struct.pack("<I", len(data)) + data
     return bytes(out)
@@ -508,15 +538,22 @@ def decode_gof_payload(payload: bytes, header: SequenceHeader) -> GofChunk:
         channels.append(ChannelParams(e, fill, qscale))
     frames = []
     for i in range(n):
-        ftype, flags, reserved = b.unpack(FRAME_HEAD, f"frame {first + i} header")
+        ftype, flags, reason, reserved = b.unpack(FRAME_HEAD, f"frame {first + i} header")
         if ftype not in FRAME_TYPE_NAMES:
             raise RerfFormatError(f"frame {first + i}: unknown frame type {ftype}")
         if i == 0 and ftype != FRAME_INTRA:
             raise RerfFormatError(f"frame {first}: a GOF must start with an intra frame")
-        if flags or reserved:
+        if reserved or flags & ~FRAME_FLAGS_KNOWN:
             raise RerfFormatError(f"frame {first + i}: reserved header bits set")
-        sections = [b.take(b.u32(f"frame {first + i} {name} size"), f"frame {first + i} {name}") for name in SECTION_NAMES]
-        frames.append(FrameRecord(ftype, *sections))
+        if flags & FRAME_FLAG_BLOCK_MODES and ftype != FRAME_RESIDUAL:
+            raise RerfFormatError(f"frame {first + i}: the block_modes flag is set on a frame that is not residual")
+        if reason not in GOF_REASON_NAMES or (reason and i):
+            raise RerfFormatError(f"frame {first + i}: invalid GOF reason {reason}")
+        count = len(SECTION_NAMES) if flags & FRAME_FLAG_BLOCK_MODES else len(SECTION_NAMES) - 1
+        sections = [
+            b.take(b.u32(f"frame {first + i} {name} size"), f"frame {first + i} {name}") for name in SECTION_NAMES[:count]
+        ]
+        frames.append(FrameRecord(ftype, *sections, flags=flags, gof_reason=reason))
     b.done()
     return GofChunk(first, qd, qf, tuple(channels), tuple(frames))
 

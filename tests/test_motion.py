@@ -348,9 +348,10 @@ def decoded_motion(data: bytes) -> dict[int, tuple[tuple[np.ndarray, ...], np.nd
                 mask, levels, tables = parse_intra(rec, header)
                 state = initial_state(header, reconstruct_intra(header, gof.channels, mask, levels), mask, tables)
                 continue
-            mask, mv, levels, coarse, tables = parse_residual(rec, header, state)
-            frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev)
-            state = GofState(frame, mask, coarse, tables)
+            sym = parse_residual(rec, header, state)
+            mask, mv = sym.mask, sym.mv
+            frame = reconstruct_residual(header, gof.channels, mask, mv, sym.levels, state.prev, modes=sym.modes)
+            state = sym.next_state(frame, state)
             out[gof.first_frame + i] = (block_coords(mask), mv)
     return out
 

@@ -96,9 +96,10 @@ def replay_stream(data: bytes) -> tuple[object, list[Replayed]]:
             else:
                 assert rec.frame_type == FRAME_RESIDUAL and state is not None
                 prev = state.prev
-                mask, mv, levels, coarse, tables = parse_residual(rec, header, state)
-                frame = reconstruct_residual(header, gof.channels, mask, mv, levels, prev)
-                state = GofState(frame, mask, coarse, tables)
+                sym = parse_residual(rec, header, state)
+                mask, mv = sym.mask, sym.mv
+                frame = reconstruct_residual(header, gof.channels, mask, mv, sym.levels, prev, modes=sym.modes)
+                state = sym.next_state(frame, state)
                 out.append(Replayed(gof.first_frame + i, FRAME_RESIDUAL, gof, mask, mv, prev, frame))
     return header, out
 

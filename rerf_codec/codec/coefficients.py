@@ -123,6 +123,7 @@ def encode_levels(
     enc: SymbolEncoder | None = None,
     mode: int = MODE_BANDS,
     prev_tables: tuple[Table, ...] | None = None,
+    finish: bool = True,
 ) -> CodedLevels:
     """Code ``(C_total, N, 512)`` int64 levels (all channels of one frame).
 
@@ -226,7 +227,8 @@ def encode_levels(
     nbits_cat = np.concatenate(nbits_all)
     ideal += float(nbits_cat.sum())
     mant_bytes = pack_mantissas(nbits_cat, np.concatenate(mant_all))
-    return CodedLevels(write_tables(written), enc.finish(), mant_bytes, ideal, tuple(effective))
+    words = enc.finish() if finish else b""  # not finished: the caller codes another set into ``enc``
+    return CodedLevels(write_tables(written), words, mant_bytes, ideal, tuple(effective))
 
 
 def decode_levels(
@@ -255,10 +257,54 @@ def decode_levels_tables(
 
     ``prev_tables`` is None for a keyframe: a repeat marker there is an error.
     """
+    return decode_level_sets(side_info, words, mantissa, num_channels, [num_blocks], mode, [prev_tables])[0]
+
+
+def decode_level_sets(
+    side_info: bytes,
+    words: bytes,
+    mantissa: bytes,
+    num_channels: int,
+    set_blocks: list[int],
+    mode: int,
+    prev_tables: list[tuple[Table, ...] | None],
+) -> list[tuple[np.ndarray, tuple[Table, ...]]]:
+    """Decode one or more *level sets* sharing a frame's three coefficient sections
+    (FORMAT.md §10.6: a frame with block modes codes its inter blocks, then its intra blocks).
+
+    The side info holds each set's tables one after the other, one range decoder reads
+    the sets' classes in order, and the mantissa section is each set's mantissa bits,
+    each padded to whole bytes, one after the other. Returns per set ``(levels, tables in
+    effect)``.
+    """
     if mode not in MODES:
         raise RerfFormatError(f"unknown coefficient coding mode {mode}")
     count = n_tables(mode)
-    raw = read_tables(side_info, count, allow_repeat=mode == MODE_CONTEXT)
+    raw = read_tables(side_info, count * len(set_blocks), allow_repeat=mode == MODE_CONTEXT)
+    dec = SymbolDecoder(words)
+    decoded = []
+    for k, (n, prev) in enumerate(zip(set_blocks, prev_tables, strict=True)):
+        effective = _resolve_tables(raw[k * count : (k + 1) * count], prev)
+        decoded.append((_decode_classes(dec, effective, num_channels, n, mode), effective))
+    out = []
+    pos = 0
+    for n, (placed, effective) in zip(set_blocks, decoded, strict=True):
+        classes = np.concatenate([p[3] for p in placed]) if placed else np.zeros(0, dtype=np.int32)
+        nbits = mantissa_bits(classes)
+        size = (int(nbits.sum()) + 7) // 8
+        last_set = len(out) == len(set_blocks) - 1
+        part = mantissa[pos:] if last_set else mantissa[pos : pos + size]
+        if not last_set and len(part) < size:
+            raise RerfFormatError(f"mantissa section holds {len(mantissa)} bytes, the classes need more")
+        pos += size
+        flat = classes_to_levels(classes, unpack_mantissas(nbits, part))
+        out.append((_place(placed, flat, num_channels, n), effective))
+    return out
+
+
+def _resolve_tables(raw: list[Table], prev_tables: tuple[Table, ...] | None) -> tuple[Table, ...]:
+    """Replace repeat and merge markers of one set's tables by the tables they stand for."""
+    count = len(raw)
     effective: list[Table] = []
     per_group = count // N_GROUPS
     for i, t in enumerate(raw):
@@ -275,8 +321,14 @@ def decode_levels_tables(
                 raise RerfFormatError(f"side info table {i} repeats a table the previous frame did not have")
             t = prev_tables[i]
         effective.append(t)
+    return tuple(effective)
+
+
+def _decode_classes(
+    dec: SymbolDecoder, effective: tuple[Table, ...], num_channels: int, num_blocks: int, mode: int
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Classes of one level set, as ``(group, band, rows, classes)`` runs in decoding order."""
     tables = iter(effective)
-    dec = SymbolDecoder(words)
     groups = channel_groups(num_channels)
     k_ctx = n_contexts(mode)
     placed: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (group, band, rows, classes)
@@ -305,9 +357,14 @@ def decode_levels_tables(
                 placed.append((gi, b, rows, cls))
                 if k_ctx > 1:
                     nonzero[rows] = (cls.reshape(size, rows.size) != 0).sum(axis=0)
-    classes = np.concatenate([p[3] for p in placed]) if placed else np.zeros(0, dtype=np.int32)
-    mant = unpack_mantissas(mantissa_bits(classes), mantissa)
-    flat = classes_to_levels(classes, mant)
+    return placed
+
+
+def _place(
+    placed: list[tuple[int, int, np.ndarray, np.ndarray]], flat: np.ndarray, num_channels: int, num_blocks: int
+) -> np.ndarray:
+    """Scatter decoded levels (in decoding order) into ``(num_channels, num_blocks, 512)``."""
+    groups = channel_groups(num_channels)
     out = np.zeros((num_channels, num_blocks, 512), dtype=np.int32)  # |level| <= 2**31 - 1
     pos = 0
     for gi, b, rows, cls in placed:
@@ -317,4 +374,4 @@ def decode_levels_tables(
         view = out[g].reshape(-1, 512)
         view[np.ix_(rows, BAND_ORDER[s0:s1])] = flat[pos : pos + n].reshape(s1 - s0, rows.size).T
         pos += n
-    return out, tuple(effective)
+    return out

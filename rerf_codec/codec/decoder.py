@@ -74,9 +74,11 @@ def decode_gof(gof: GofChunk, header: SequenceHeader, buffers: BufferPool | None
                 elif record.frame_type == FRAME_RESIDUAL:
                     if state is None:
                         raise RerfFormatError("residual frame without a preceding keyframe in its GOF")
-                    mask, mv, levels, coarse, tables = parse_residual(record, header, state)
-                    frame = reconstruct_residual(header, gof.channels, mask, mv, levels, state.prev, out)
-                    state = GofState(out.padded() if out else frame, mask, coarse, tables)
+                    sym = parse_residual(record, header, state)
+                    frame = reconstruct_residual(
+                        header, gof.channels, sym.mask, sym.mv, sym.levels, state.prev, out, modes=sym.modes
+                    )
+                    state = sym.next_state(out.padded() if out else frame, state)
                 else:  # pragma: no cover - the parser rejects unknown types
                     raise RerfFormatError(f"unsupported frame type {record.frame_type}")
         except RerfFormatError as exc:

@@ -29,7 +29,15 @@ from rerf_codec.bitstream import (
     COEFF_MODE_NAMES,
     FOOTER,
     FRAME_TYPE_NAMES,
+    GOF_HEAD,
+    GOF_REASON_COST,
+    GOF_REASON_FIRST,
+    GOF_REASON_LATTICE,
+    GOF_REASON_LISTED,
+    GOF_REASON_MAX_LENGTH,
+    GOF_REASON_NAMES,
     INDEX_ENTRY,
+    CHANNEL_PARAMS,
     TRANSFORM_DCT8_INT,
     ChannelParams,
     FrameRecord,
@@ -66,7 +74,14 @@ class EncoderConfig:
     density_quality: int | None = None
     """1..100 for the density grid; None = ``quality``."""
     gof: int = DEFAULT_GOF
-    """Frames per group of frames (the first of each is a keyframe)."""
+    """Maximum frames per group of frames (the first of each is a keyframe)."""
+    gof_fixed: bool = False
+    """True: every GOF has ``gof`` frames (unless the lattice or a listed keyframe ends it
+    early), as before format 1.2. False: a frame that costs more as a residual frame than as
+    a keyframe of a new GOF (a cut) starts one."""
+    block_modes: bool = True
+    """Residual frames choose inter / skip / intra per block by rate–distortion cost (format
+    1.2 block modes); False: every block is inter (1.1 residual frames)."""
     density_step_ratio: float = 0.5
     """Density base step relative to the feature one at equal quality (geometry is more sensitive)."""
     qmatrix_slope_density: float = 0.0
@@ -144,6 +159,10 @@ class FrameReport:
     occupied_blocks: int
     ideal_coefficient_bits: float
     seconds: float
+    gof_start: str | None = None
+    """Why a GOF starts at this frame (``bitstream.GOF_REASON_NAMES``); None inside a GOF."""
+    block_modes: dict[str, int] | None = None
+    """Blocks per mode of a residual frame with block modes."""
 
     @property
     def total_bytes(self) -> int:
@@ -347,18 +366,33 @@ def encode_frames(
     gof: _GofEncoder | None = None
     batch: list[InputFrame3] = []
     batch_lattice: tuple[ChannelParams, ...] = ()  # of batch[0], computed once per batch
+    listed = frozenset(meta.keyframes)
+    batch_reason = GOF_REASON_FIRST
     for item in _checked_frames(frames, meta):
         if rate is None:  # streaming: one frame in memory at a time
-            if gof is None or gof.full or not gof.fits(item[1]):
+            reason = _gof_start_reason(gof, item[0], item[1], listed)
+            if reason is None and gof is not None and not gof.add(*item, adaptive=not config.gof_fixed):
+                reason = GOF_REASON_COST
+            if reason is not None:
                 if gof is not None:
                     write(gof)
-                gof = _GofEncoder(ctx, config, item[1], digest.h, progress)
-            gof.add(*item)
+                gof = _GofEncoder(ctx, config, item[1], digest.h, progress, reason)
+                gof.add(*item)
             continue
-        # Rate control holds one GOF of input frames and encodes it at trial qualities.
-        if batch and (len(batch) == config.gof or not _frame_fits(batch_lattice, item[1])):
-            write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q)))
+        # Rate control holds one GOF of input frames and encodes it at trial qualities
+        # (GOFs end at the maximum length, the lattice rule and listed keyframes only).
+        reason = None
+        if batch:
+            if item[0] in listed:
+                reason = GOF_REASON_LISTED
+            elif len(batch) == config.gof:
+                reason = GOF_REASON_MAX_LENGTH
+            elif not _frame_fits(batch_lattice, item[1]):
+                reason = GOF_REASON_LATTICE
+        if reason is not None:
+            write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q), batch_reason))
             batch = []
+            batch_reason = reason
         if not batch:
             batch_lattice = _gof_lattice(ctx, config, item[1])
         batch.append(item)
@@ -366,7 +400,7 @@ def encode_frames(
         write(gof)
     if batch:
         assert rate is not None
-        write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q)))
+        write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q), batch_reason))
     tail = writer.finish()
     container += tail
     seconds = time.perf_counter() - t0
@@ -435,6 +469,19 @@ def _peak(values: np.ndarray) -> float:
     return max(float(values.max(initial=0.0)), -float(values.min(initial=0.0)))
 
 
+def _gof_start_reason(gof: _GofEncoder | None, idx: int, frame: GridFrame, listed: frozenset[int]) -> int | None:
+    """Why ``frame`` must start a new GOF before any coding is tried (None: it may join ``gof``)."""
+    if gof is None:
+        return GOF_REASON_FIRST
+    if idx in listed:
+        return GOF_REASON_LISTED
+    if gof.full:
+        return GOF_REASON_MAX_LENGTH
+    if not gof.fits(frame):
+        return GOF_REASON_LATTICE
+    return None
+
+
 def _frame_fits(channels: tuple[ChannelParams, ...], frame: GridFrame) -> bool:
     planes = [frame.density] + [frame.features[c] for c in range(frame.features.shape[0])]
     return all(_peak(v) * 2.0**ch.exponent < LATTICE_LIMIT for v, ch in zip(planes, channels, strict=True))
@@ -450,7 +497,9 @@ class _GofEncoder:
         first: GridFrame,
         sha: hashlib._Hash,
         progress: ProgressFn | None,
+        reason: int = GOF_REASON_FIRST,
     ) -> None:
+        self.reason = reason
         self.ctx = ctx
         self.config = config
         self.sha = sha
@@ -473,18 +522,23 @@ class _GofEncoder:
     def fits(self, frame: GridFrame) -> bool:
         return _frame_fits(self.channels, frame)
 
-    def add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None) -> None:
+    def add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None, adaptive: bool = False) -> bool:
+        """Code the next frame of the GOF. With ``adaptive``, a residual frame that would cost
+        more than the same frame as the keyframe of a new GOF is not added: returns False
+        (the caller starts a new GOF with it)."""
         with single_blas_thread():
-            self._add(idx, frame, trainer_motion)
+            return self._add(idx, frame, trainer_motion, adaptive)
 
-    def _add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None) -> None:
+    def _add(self, idx: int, frame: GridFrame, trainer_motion: np.ndarray | None, adaptive: bool) -> bool:
         ctx, header = self.ctx, self.ctx.header
         tf = time.perf_counter()
         if self.first_idx is None:
             self.first_idx = idx
+        modes = None
         if self.state is None:
             out = ctx.buffers.slot(needs_reference=False)
             record, recon, st = encode_intra(frame, header, self.channels, ctx.deadzone, out, self.first_mask)
+            record = replace(record, gof_reason=self.reason)
             self.state = initial_state(header, out.padded(), self.first_mask, st.tables)
             stats = {"occupied_blocks": st.occupied_blocks, "ideal_coefficient_bits": st.ideal_coefficient_bits}
             self.prev_mv[:] = 0
@@ -493,21 +547,42 @@ class _GofEncoder:
             chooser = _MotionChooser(
                 self.config, ctx.search, self.state, header, trainer_motion, self.prev_mv, self.weights
             )
-            record, recon, self.state, stats = encode_residual(
-                frame, header, self.channels, ctx.deadzone_residual, self.state, chooser, out
+            record, recon, state, stats = encode_residual(
+                frame, header, self.channels, ctx.deadzone_residual, self.state, chooser, out,
+                intra_deadzone=ctx.deadzone if self.config.block_modes else None,
             )
+            if adaptive and self._cut_pays(record, frame):
+                return False
+            self.state = state
             self.prev_mv[:] = 0
             if chooser.blocks is not None:
                 self.prev_mv[chooser.blocks] = chooser.chosen
+            if "inter_blocks" in stats:
+                modes = {k: int(stats[f"{k}_blocks"]) for k in ("inter", "skip", "intra")}
         update_frame_hash(self.sha, recon)
         rep = FrameReport(
             idx, FRAME_TYPE_NAMES[record.frame_type], record.section_sizes(), int(stats["occupied_blocks"]),
             float(stats["ideal_coefficient_bits"]), time.perf_counter() - tf,
+            GOF_REASON_NAMES[self.reason] if not self.records else None, modes,
         )
         self.records.append(record)
         self.reports.append(rep)
         if self.progress:
             self.progress(rep)
+        return True
+
+    def _cut_pays(self, record: FrameRecord, frame: GridFrame) -> bool:
+        """Would ``frame`` cost fewer bytes as the keyframe of a new GOF (its own lattice and
+        quantiser, plus the GOF's container bytes) than as this residual ``record``? Tried only
+        when the residual frame costs at least half of this GOF's keyframe."""
+        cost = sum(record.section_sizes().values())
+        if cost < 0.5 * sum(self.records[0].section_sizes().values()):
+            return False
+        header = self.ctx.header
+        mask = occupancy_mask(frame.density, header.occupancy_threshold)
+        channels = gof_parameters(frame, header, self.config, mask)
+        key, _, _ = encode_intra(frame, header, channels, self.ctx.deadzone, None, mask)
+        return sum(key.section_sizes().values()) + gof_container_bytes(header) < cost
 
     def finish(self) -> GofChunk:
         assert self.first_idx is not None
@@ -515,6 +590,12 @@ class _GofEncoder:
             self.first_idx, self.config.effective_density_quality, self.config.quality, self.channels,
             tuple(self.records),
         )
+
+
+def gof_container_bytes(header: SequenceHeader) -> int:
+    """Bytes a GOF costs besides its frame records: chunk framing, GOF header, channel
+    parameters and its index entry."""
+    return CHUNK_HEAD.size + 4 + GOF_HEAD.size + CHANNEL_PARAMS.size * header.num_channels + INDEX_ENTRY.size
 
 
 class _RateControl:
@@ -549,6 +630,7 @@ class _RateControl:
         digest: _Digest,
         progress: ProgressFn | None,
         gofs_written: int,
+        reason: int = GOF_REASON_FIRST,
     ) -> _GofEncoder:
         n = len(batch)
         share = self.target * n
@@ -563,7 +645,7 @@ class _RateControl:
             if q not in tried:
                 cfg = _with_quality(self.config, q)
                 h = digest.h.copy()
-                gof = _GofEncoder(ctx, cfg, batch[0][1], h, None)
+                gof = _GofEncoder(ctx, cfg, batch[0][1], h, None, reason)
                 for item in batch:
                     gof.add(*item)
                 size = len(encode_gof_payload(gof.finish())) + CHUNK_HEAD.size + 4  # + chunk framing

@@ -189,9 +189,21 @@ def coarse_vectors(mv: np.ndarray, sb: np.ndarray, n_sb: int) -> tuple[np.ndarra
 
 
 def encode_motion(
-    mv: np.ndarray, sb: np.ndarray, n_sb: int, prev_coarse: np.ndarray
+    mv: np.ndarray,
+    sb: np.ndarray,
+    n_sb: int,
+    prev_coarse: np.ndarray,
+    fine: np.ndarray | None = None,
+    coarse_field: np.ndarray | None = None,
 ) -> tuple[bytes, np.ndarray, float]:
     """Code block vectors. ``prev_coarse`` is the ``(n_sb, 3)`` temporal predictor.
+
+    ``fine`` (block modes, format 1.2): which of the blocks code a fine difference (inter
+    blocks); the others (skip blocks) only take part in choosing their superblock's coarse
+    vector, which becomes their vector. Default: every block.
+
+    ``coarse_field``: the coarse vectors to use for the used superblocks (the encoder chose
+    them beforehand); default: the median of each superblock's vectors.
 
     Returns the motion section bytes, the updated coarse field (for the next frame) and
     the ideal bits (model entropy + raw bits).
@@ -199,11 +211,19 @@ def encode_motion(
     mv = np.asarray(mv, dtype=np.int64)
     if mv.size and int(np.abs(mv).max()) > MAX_MV:
         raise ValueError("motion vector outside the format's range")
-    used, coarse = coarse_vectors(mv, sb, n_sb) if mv.size else (np.zeros(0, np.int64), np.zeros((0, 3), np.int64))
+    if coarse_field is not None:
+        used = np.unique(sb)
+        coarse = np.asarray(coarse_field, dtype=np.int64)[used]
+    elif mv.size:
+        used, coarse = coarse_vectors(mv, sb, n_sb)
+    else:
+        used, coarse = np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
     coarse_diff = coarse - prev_coarse[used]
     coarse_field = prev_coarse.copy()
     coarse_field[used] = coarse
     fine_diff = mv - coarse_field[sb] if mv.size else np.zeros((0, 3), np.int64)
+    if fine is not None:
+        fine_diff = fine_diff[fine]
     enc = SymbolEncoder()
     tables = []
     nbits_all = []
@@ -227,9 +247,10 @@ def encode_motion(
 
 
 def decode_motion(
-    section: bytes, sb: np.ndarray, n_sb: int, prev_coarse: np.ndarray
+    section: bytes, sb: np.ndarray, n_sb: int, prev_coarse: np.ndarray, fine: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror of :func:`encode_motion` -> (block vectors ``(N, 3)``, updated coarse field)."""
+    """Mirror of :func:`encode_motion` -> (block vectors ``(N, 3)``, updated coarse field).
+    Blocks outside ``fine`` get their superblock's coarse vector."""
     if len(section) < 2:
         raise RerfFormatError("motion section truncated")
     nt = int.from_bytes(section[:2], "little")
@@ -244,18 +265,23 @@ def decode_motion(
     mant_bytes = section[pos : pos + nm]
     dec = SymbolDecoder(section[pos + nm :])
     used = np.unique(sb)
-    for table, n in zip(tables, (used.size, sb.size), strict=True):
+    n_fine = sb.size if fine is None else int(np.count_nonzero(fine))
+    for table, n in zip(tables, (used.size, n_fine), strict=True):
         if n == 0 and not table.empty:
             raise RerfFormatError("motion section declares a table for an empty symbol list")
     coarse_cls = dec.decode(used.size * 3, tables[0])
-    fine_cls = dec.decode(sb.size * 3, tables[1])
+    fine_cls = dec.decode(n_fine * 3, tables[1])
     classes = np.concatenate([coarse_cls, fine_cls])
     values = classes_to_levels(classes, unpack_mantissas(mantissa_bits(classes), mant_bytes))
     coarse_diff = values[: used.size * 3].reshape(-1, 3)
     fine_diff = values[used.size * 3 :].reshape(-1, 3)
     coarse_field = prev_coarse.copy()
     coarse_field[used] = prev_coarse[used] + coarse_diff
-    mv = coarse_field[sb] + fine_diff
+    mv = coarse_field[sb]
+    if fine is None:
+        mv = mv + fine_diff
+    else:
+        mv[fine] += fine_diff
     if mv.size and int(np.abs(mv).max()) > MAX_MV:
         raise RerfFormatError("motion vector outside the format's range")
     if coarse_field.size and int(np.abs(coarse_field).max()) > MAX_MV:

@@ -164,3 +164,24 @@ def _truncate_bands(a: np.ndarray, signed_sorted: np.ndarray, lam: float, k_ctx:
     best = np.argmin(j, axis=0) - 1  # (Cg, N)
     keep = _BAND_OF_SORTED[:, None, None] <= best[None]
     return np.where(keep, signed_sorted, 0)
+
+
+def block_bits(levels: np.ndarray, mode: int = MODE_BANDS) -> np.ndarray:
+    """Estimated coefficient bits of each block, ``(N,)``, summed over channels: every coded
+    level's class in its (band, context) histogram plus mantissa bits, plus the last-band
+    symbols, with the histograms of ``levels`` itself (what the tables will be). The
+    encoder's block-mode decision compares these between candidate codings."""
+    n = levels.shape[1]
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    k_ctx = n_contexts(mode)
+    for g in channel_groups(levels.shape[0]):
+        signed = np.asarray(levels[g]).transpose(2, 0, 1)[BAND_ORDER]  # (512, Cg, N)
+        last = last_bands(signed)
+        lut, ctx = _tables(signed, k_ctx)
+        bits = _level_bits(signed, lut, ctx)
+        coded = _BAND_OF_SORTED[:, None, None] <= last[None]
+        out += np.where(coded, bits, 0.0).sum(axis=(0, 1))
+        out += _class_bits(last)[last + MAX_CLASS].sum(axis=0)
+    return out
