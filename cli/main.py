@@ -74,8 +74,18 @@ def cli() -> None:
 )
 @click.option(
     "--gof", type=click.IntRange(1, 4096), default=DEFAULT_GOF, show_default=True,
-    help="Frames per group of frames: one keyframe (intra), then residual frames predicted from the "
-    "previous frame. The unit of seeking and of rate control; --gof 1 = intra only.",
+    help="Maximum frames per group of frames: one keyframe (intra), then residual frames predicted from "
+    "the previous frame. The unit of seeking and of rate control; --gof 1 = intra only. A GOF also "
+    "starts at a cut (a frame cheaper as a keyframe) unless --gof-fixed, and at every frame the "
+    "sequence lists in \"keyframes\".",
+)
+@click.option(
+    "--gof-fixed", is_flag=True,
+    help="GOFs of exactly --gof frames (no keyframes at cuts; listed keyframes and the lattice still end a GOF).",
+)
+@click.option(
+    "--block-modes/--no-block-modes", default=True, show_default=True,
+    help="Per-block inter / skip / intra choice in residual frames (format 1.2); off: every block inter.",
 )
 @click.option(
     "--target-kbpf", type=PositiveFloat(), default=None, metavar="K",
@@ -90,8 +100,8 @@ def cli() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout instead of the summary.")
 def encode(
-    seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, target_kbpf: float | None,
-    motion: str, force: bool, as_json: bool,
+    seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, gof_fixed: bool,
+    block_modes: bool, target_kbpf: float | None, motion: str, force: bool, as_json: bool,
 ) -> None:
     """Encode the grid-sequence directory SEQ_DIR into a .rerf file.
 
@@ -103,7 +113,8 @@ def encode(
     from rerf_codec.gridseq import read_meta
 
     config = EncoderConfig(
-        quality=quality, density_quality=density_quality, gof=gof, motion=motion, target_kbpf=target_kbpf
+        quality=quality, density_quality=density_quality, gof=gof, motion=motion, target_kbpf=target_kbpf,
+        gof_fixed=gof_fixed, block_modes=block_modes,
     )
     config.validate()
     meta = read_meta(seq_dir)
@@ -290,7 +301,7 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
     echo("")
     echo(
         f"{'GOF':>5} {'offset':>12} {'bytes':>12} {'frames':>13} {'q dens/feat':>12} {'intra B':>10} "
-        f"{'residual B/frame':>17}"
+        f"{'residual B/frame':>17} {'starts (reason)':>16}"
     )
     for i, g in enumerate(d["gofs"]):
         fr = fmt_range(g["first_frame"], g["first_frame"] + g["num_frames"])
@@ -299,15 +310,17 @@ def _print_info(name: str, d: dict[str, Any]) -> None:
         res = f"{fb['residual'] / counts['residual']:,.0f} ×{counts['residual']}" if "residual" in fb else "-"
         echo(
             f"{i:>5} {g['offset']:>12,} {g['bytes']:>12,} {fr:>13} "
-            f"{str(g['density_quality']) + '/' + str(g['quality']):>12} {intra:>10} {res:>17}"
+            f"{str(g['density_quality']) + '/' + str(g['quality']):>12} {intra:>10} {res:>17} "
+            f"{g['start_reason']:>16}"
         )
     echo("")
     echo(f"{'frame':>7} {'type':<8} {'mask':>10} {'motion':>10} {'coeffs':>12} {'side info':>10} {'total':>12}")
     for f in d["frames"]:
         b = f["bytes"]
+        modes = "  block modes" if f.get("block_modes") else ""
         echo(
             f"{f['index']:>7} {f['type']:<8} {b['mask']:>10,} {b['motion']:>10,} {b['coefficients']:>12,} "
-            f"{b['side_info']:>10,} {f['total_bytes']:>12,}"
+            f"{b['side_info']:>10,} {f['total_bytes']:>12,}{modes}"
         )
     echo("")
     echo(

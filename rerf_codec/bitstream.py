@@ -41,7 +41,7 @@ FRAME_INTRA = 1
 FRAME_RESIDUAL = 2
 FRAME_TYPE_NAMES = {FRAME_INTRA: "intra", FRAME_RESIDUAL: "residual"}
 FRAME_FLAG_BLOCK_MODES = 1  # frame flags bit 0 (1.2): a residual frame with a modes section (inter/skip/intra blocks)
-FRAME_FLAGS_KNOWN = FRAME_FLAG_BLOCK_MODES
+_FRAME_FLAGS_KNOWN = FRAME_FLAG_BLOCK_MODES
 BLOCK_MODE_INTER = 0  # motion-compensated prediction + coded residual (1.2)
 BLOCK_MODE_SKIP = 1  # prediction with the superblock's coarse vector, nothing else coded (1.2)
 BLOCK_MODE_INTRA = 2  # coded as in a keyframe, prediction 0 (1.2)
@@ -543,7 +543,7 @@ def decode_gof_payload(payload: bytes, header: SequenceHeader) -> GofChunk:
             raise RerfFormatError(f"frame {first + i}: unknown frame type {ftype}")
         if i == 0 and ftype != FRAME_INTRA:
             raise RerfFormatError(f"frame {first}: a GOF must start with an intra frame")
-        if reserved or flags & ~FRAME_FLAGS_KNOWN:
+        if reserved or flags & ~_FRAME_FLAGS_KNOWN:
             raise RerfFormatError(f"frame {first + i}: reserved header bits set")
         if flags & FRAME_FLAG_BLOCK_MODES and ftype != FRAME_RESIDUAL:
             raise RerfFormatError(f"frame {first + i}: the block_modes flag is set on a frame that is not residual")

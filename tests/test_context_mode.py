@@ -197,7 +197,7 @@ def _patch_header(data: bytes, *, minor: int | None = None, mode: int | None = N
 def test_header_mode_id_validated():
     data, sha = _stream(EncoderConfig(gof=4, coeff_mode=1))
     assert data[bs.FILE_HEADER.size + 83] == bs.COEFF_MODE_CONTEXT
-    assert struct.unpack_from("<BB", data, 4) == (1, 1)  # version 1.1
+    assert struct.unpack_from("<BB", data, 4) == (1, bs.VERSION_MINOR)  # version 1.1 or later
     assert decode_all(io.BytesIO(data))[1] == sha
     with pytest.raises(RerfFormatError, match="unknown coefficient coding mode 9"):
         decode_all(io.BytesIO(_patch_header(data, mode=9)))

@@ -30,7 +30,9 @@ FORMAT_MD = Path(__file__).resolve().parents[1] / "bitstreams" / "FORMAT.md"
 
 STRUCTS = ["FILE_HEADER", "SEQ_CORE", "CHUNK_HEAD", "GOF_HEAD", "CHANNEL_PARAMS", "FRAME_HEAD", "INDEX_ENTRY", "FOOTER"]
 TYPE_CODES = {"u8": "B", "u16": "H", "u32": "I", "u64": "Q", "i8": "b", "i32": "i", "f64": "d"}
-ENUM_PREFIX = re.compile(r"^(CHUNK|FRAME|CODER|COEFF_MODE|TRANSFORM|SIDE_INFO|VERSION)_[A-Z0-9_]+$")
+ENUM_PREFIX = re.compile(
+    r"^(CHUNK|FRAME|CODER|COEFF_MODE|TRANSFORM|SIDE_INFO|VERSION|BLOCK_MODE|GOF_REASON)_[A-Z0-9_]+$"
+)
 
 
 # --- parsing FORMAT.md --------------------------------------------------------------------

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rerf_codec import bitstream
-from rerf_codec.bitstream import COEFF_MODE_NAMES, FRAME_TYPE_NAMES, StreamReader
+from rerf_codec.bitstream import (
+    COEFF_MODE_NAMES,
+    FRAME_FLAG_BLOCK_MODES,
+    FRAME_TYPE_NAMES,
+    GOF_REASON_NAMES,
+    StreamReader,
+)
 from rerf_codec.grids import raw_float32_bytes
 
 __all__ = ["CATEGORIES", "describe_stream", "encode_byte_totals", "encoded_gofs", "frame_type_summary"]
@@ -108,6 +114,7 @@ def describe_stream(f: BinaryIO) -> dict[str, Any]:
                 "num_frames": gof.num_frames,
                 "quality": gof.quality_features,
                 "density_quality": gof.quality_density,
+                "start_reason": GOF_REASON_NAMES[gof.frames[0].gof_reason],
                 "frame_types": {t: types.count(t) for t in FRAME_TYPES if t in types},
                 "frame_bytes": {
                     t: sum(sum(s.values()) for s, ty in zip(sizes, types, strict=True) if ty == t)
@@ -126,6 +133,7 @@ def describe_stream(f: BinaryIO) -> dict[str, Any]:
                     "index": gof.first_frame + i,
                     "type": FRAME_TYPE_NAMES[rec.frame_type],
                     "gof": len(gofs) - 1,
+                    "block_modes": bool(rec.flags & FRAME_FLAG_BLOCK_MODES),
                     "bytes": {k: int(s.get(k, 0)) for k in FRAME_CATEGORIES},
                     "total_bytes": int(sum(s.values())),
                 }
@@ -226,6 +234,7 @@ def encoded_gofs(path: str | Path, report: Any) -> list[dict[str, Any]]:
     index_chunk = bitstream.CHUNK_HEAD.size + 4 + bitstream.INDEX_ENTRY.size * len(entries) + 4
     ends = [e.offset for e in entries[1:]] + [file_bytes - bitstream.FOOTER.size - index_chunk]
     types = {fr.index: fr.frame_type for fr in report.frames}
+    reasons = {fr.index: fr.gof_start for fr in report.frames}
     out = []
     for e, end, (qd, qf) in zip(entries, ends, report.gof_qualities, strict=True):
         ts = [types.get(i) for i in range(e.first_frame, e.first_frame + e.num_frames)]
@@ -237,6 +246,7 @@ def encoded_gofs(path: str | Path, report: Any) -> list[dict[str, Any]]:
                 "density_quality": qd,
                 "bytes": end - e.offset,
                 "offset": e.offset,
+                "start_reason": reasons.get(e.first_frame),
                 "frame_types": {t: ts.count(t) for t in FRAME_TYPES if t in ts},
             }
         )
