@@ -239,6 +239,65 @@ def _context_mode() -> Case:
     )
 
 
+def mode_scene(shape=(32, 16, 16), channels=2, frames=3, phase=0.0):
+    """A scene whose residual frames use every block mode: a static textured slab (skip), a
+    moving textured ball (inter) and one block column re-textured with fresh noise every frame
+    (intra). ``phase`` shifts every pattern (an unrelated-looking scene for cut tests).
+    Mostly empty or smooth, so the stored inputs stay small."""
+    x, y, z = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    dens, feats = [], []
+    for t in range(frames):
+        d = np.full(shape, -20.0)
+        f = np.zeros((channels, *shape))
+        slab = (x < 8) & (y < 8)
+        d[slab] = 5.0
+        pattern = np.sin(0.5 * x + 0.3 * y + 0.2 * z + phase)
+        f[:, slab] = (pattern[None] * (1 + np.arange(channels))[:, None, None, None])[:, slab]
+        cx, cy, cz = shape[0] - 10 + 1.5 * t, shape[1] / 2, shape[2] / 2
+        ball = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 < 25
+        d[ball] = 8.0
+        for c in range(channels):
+            f[c][ball] = (np.sin(0.7 * (x - cx) + c + phase) * np.cos(0.5 * (y - cy)))[ball]
+        fresh = (x >= 8) & (x < 16) & (y >= 8) & (z < 8)
+        d[fresh] = 6.0
+        f[:, fresh] = np.random.default_rng(100 + t + int(phase * 10)).normal(0, 1.0, (channels, *shape))[:, fresh]
+        dens.append(d)
+        feats.append(f)
+    return np.asarray(dens, np.float32), np.asarray(feats, np.float32)
+
+
+def _block_modes() -> Case:
+    d, f = mode_scene()
+    return Case(
+        "format 1.2 block modes, coefficient mode 1: a static slab (skip blocks), a moving ball (inter) and a "
+        "block re-textured every frame (intra blocks); 32x16x16, 3 frames in one GOF",
+        _sequence(d.shape[1:], f.shape[1], d.shape[0]), d, f, EncoderConfig(quality=60, gof=3, coeff_mode=1),
+    )
+
+
+def _block_modes_bands() -> Case:
+    d, f = mode_scene(frames=2, phase=0.5)
+    return Case(
+        "format 1.2 block modes with coefficient mode 0 (two table sets of 46 tables): skip, inter and intra "
+        "blocks; 32x16x16, a keyframe and a residual frame",
+        _sequence(d.shape[1:], f.shape[1], d.shape[0]), d, f, EncoderConfig(quality=60, gof=3, coeff_mode=0),
+    )
+
+
+def _gof_reasons() -> Case:
+    shape, c = (32, 16, 8), 1
+    d1, f1 = mode_scene(shape, c, 5)
+    d2, f2 = mode_scene(shape, c, 2, phase=2.0)
+    d2 = d2[:, ::-1, ::-1].copy()  # unrelated content from frame 5 on: a cut
+    f2 = 3.0 * f2[:, :, ::-1, ::-1]
+    return Case(
+        "format 1.2 GOF reasons: GOFs start at frame 0 (first), 3 (maximum length 3), 4 (listed in keyframes) "
+        "and 5 (a cut: unrelated content, cheaper as a keyframe); 7 frames",
+        _sequence(shape, c, 7, keyframes=[4]),
+        np.concatenate([d1, d2]), np.concatenate([f1, f2]), EncoderConfig(quality=50, gof=3),
+    )
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "intra_smooth_odd": _intra_smooth_odd,
     "empty_and_full": _empty_and_full,
@@ -247,6 +306,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "extremes_first_frame5": _extremes,
     "residual_motion": _residual_motion,
     "context_mode": _context_mode,
+    "block_modes": _block_modes,
+    "block_modes_bands": _block_modes_bands,
+    "gof_reasons": _gof_reasons,
 }
 
 
