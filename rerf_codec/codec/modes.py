@@ -107,7 +107,10 @@ def decode_modes(section: bytes, mask: np.ndarray, prev_modes: np.ndarray) -> np
     end = MODES_HEAD.size + tables_size
     if end > len(section):
         raise RerfFormatError("modes section truncated")
-    tables = read_tables(section[MODES_HEAD.size : end], N_MODE_CONTEXTS)
+    try:
+        tables = read_tables(section[MODES_HEAD.size : end], N_MODE_CONTEXTS)
+    except RerfFormatError as exc:
+        raise RerfFormatError(f"modes section: {exc}") from None
     ctx = mode_contexts(prev_modes)[np.flatnonzero(mask.ravel())]
     dec = SymbolDecoder(section[end:])
     out = np.zeros(n, dtype=np.int8)
