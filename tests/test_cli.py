@@ -74,14 +74,17 @@ def test_encode_json(work):
 def test_encode_human_and_options(tmp_path, work):
     d, _ = work
     out = tmp_path / "b.rerf"
-    res = run("encode", d / "seq", "-o", out, "--quality", "40", "--density-quality", "90", "--gof", "3")
+    res = run(
+        "encode", d / "seq", "-o", out, "--quality", "40", "--density-quality", "90", "--gof", "3", "--gof-fixed"
+    )
     assert res.exit_code == 0, res.stderr
     assert "encoded 5 frames" in res.stdout and "sha256 " in res.stdout
     assert res.stderr == ""  # no progress bar off a terminal
     info = json.loads(run("info", out, "--json").stdout)
     enc = info["header"]["encoder"]
-    assert (enc["quality"], enc["density_quality"], enc["gof"]) == (40, 90, 3)
+    assert (enc["quality"], enc["density_quality"], enc["gof"], enc["gof_fixed"]) == (40, 90, 3, True)
     assert [g["num_frames"] for g in info["gofs"]] == [3, 2]
+    assert [g["start_reason"] for g in info["gofs"]] == ["first", "max-length"]
     assert info["gofs"][0]["density_quality"] == 90 and info["gofs"][0]["quality"] == 40
 
 
@@ -333,7 +336,8 @@ def test_bad_target_kbpf(tmp_path, moving, value):
 @pytest.mark.parametrize("mode", ["zero", "trainer", "search"])
 def test_motion_modes_decode_to_reported_sha(tmp_path, moving, mode):
     d, _ = moving
-    res = run("encode", d / "seq", "-o", tmp_path / "m.rerf", "--gof", "4", "--motion", mode, "--json")
+    # --gof-fixed: without motion compensation ("zero") some frames would be cheaper as keyframes
+    res = run("encode", d / "seq", "-o", tmp_path / "m.rerf", "--gof", "4", "--gof-fixed", "--motion", mode, "--json")
     assert res.exit_code == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["config"]["motion"] == mode
