@@ -553,7 +553,11 @@ def decode_gof_payload(payload: bytes, header: SequenceHeader) -> GofChunk:
         sections = [
             b.take(b.u32(f"frame {first + i} {name} size"), f"frame {first + i} {name}") for name in SECTION_NAMES[:count]
         ]
-        frames.append(FrameRecord(ftype, *sections, flags=flags, gof_reason=reason))
+        mask, motion, side_info, coeff_words, mantissa = sections[:5]
+        modes = sections[5] if len(sections) > 5 else b""
+        frames.append(
+            FrameRecord(ftype, mask, motion, side_info, coeff_words, mantissa, modes, flags=flags, gof_reason=reason)
+        )
     b.done()
     return GofChunk(first, qd, qf, tuple(channels), tuple(frames))
 

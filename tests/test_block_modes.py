@@ -72,7 +72,7 @@ def test_every_mode_round_trips_closed_loop(coeff_mode: int) -> None:
         for k, v in fr.block_modes.items():
             seen[k] += v
     assert all(v > 0 for v in seen.values()), seen
-    frames, sha = decode_all(io.BytesIO(data))
+    _, sha = decode_all(io.BytesIO(data))
     assert sha == report.sha256
     digest = hashlib.sha256()
     for item in Decoder(io.BytesIO(data)).frames(reuse_buffers=True):
@@ -342,7 +342,7 @@ def test_mode_counts_that_do_not_add_up(modes_stream) -> None:
 
 
 def test_truncated_modes_section_never_crashes(modes_stream) -> None:
-    data, report = modes_stream
+    data, _ = modes_stream
     full = _modes(data, 1)
     shape = decode_all(io.BytesIO(data))[0][0].frame.density.shape
     errors = 0
@@ -365,7 +365,7 @@ def test_altered_mode_words_fail_cleanly(modes_stream) -> None:
     _, size = struct.unpack_from("<IH", full)
     start = 6 + size
     rng = np.random.default_rng(0)
-    for k in range(40):
+    for _ in range(40):
         sec = bytearray(full)
         if len(sec) > start:
             i = int(rng.integers(start, len(sec)))

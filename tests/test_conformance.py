@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import json
 import os
 import sys
@@ -129,7 +130,7 @@ def test_header_carries_config_and_tensors(case_dir):
     with open(case_dir / "stream.rerf", "rb") as f:
         gofs = list(StreamReader(f).iter_gofs())
     assert all(g.num_frames <= case.encoder.gof for g in gofs)
-    for g, after in zip(gofs, gofs[1:], strict=False):  # a GOF ended early says why (format 1.2)
+    for g, after in itertools.pairwise(gofs):  # a GOF ended early says why (format 1.2)
         if after.frames[0].gof_reason in (GOF_REASON_UNKNOWN, GOF_REASON_MAX_LENGTH):
             assert g.num_frames == case.encoder.gof
 

@@ -30,7 +30,7 @@ from rerf_codec.codec.motion import (
     superblock_index,
 )
 from rerf_codec.codec.occupancy import decode_mask_inter, encode_mask_inter
-from rerf_codec.codec.residual import GofState, initial_state, parse_residual, reconstruct_residual
+from rerf_codec.codec.residual import initial_state, parse_residual, reconstruct_residual
 from rerf_codec.errors import RerfFormatError
 from rerf_codec.grids import GridFrame
 

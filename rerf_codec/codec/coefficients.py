@@ -286,7 +286,7 @@ def decode_level_sets(
     for k, (n, prev) in enumerate(zip(set_blocks, prev_tables, strict=True)):
         effective = _resolve_tables(raw[k * count : (k + 1) * count], prev)
         decoded.append((_decode_classes(dec, effective, num_channels, n, mode), effective))
-    out = []
+    out: list[tuple[np.ndarray, tuple[Table, ...]]] = []
     pos = 0
     for n, (placed, effective) in zip(set_blocks, decoded, strict=True):
         classes = np.concatenate([p[3] for p in placed]) if placed else np.zeros(0, dtype=np.int32)

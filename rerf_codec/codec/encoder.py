@@ -24,6 +24,7 @@ import numpy as np
 import rerf_codec
 from rerf_codec.atomic import atomic_file
 from rerf_codec.bitstream import (
+    CHANNEL_PARAMS,
     CHUNK_HEAD,
     CODER_RANGE,
     COEFF_MODE_NAMES,
@@ -37,7 +38,6 @@ from rerf_codec.bitstream import (
     GOF_REASON_MAX_LENGTH,
     GOF_REASON_NAMES,
     INDEX_ENTRY,
-    CHANNEL_PARAMS,
     TRANSFORM_DCT8_INT,
     ChannelParams,
     FrameRecord,

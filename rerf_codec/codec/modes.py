@@ -61,15 +61,17 @@ def mode_contexts(prev_modes: np.ndarray) -> np.ndarray:
 
     def count(mode: int) -> np.ndarray:
         m = (p == mode).astype(np.int64)
-        return (
+        total: np.ndarray = (
             m[:-2, 1:-1, 1:-1] + m[2:, 1:-1, 1:-1] + m[1:-1, :-2, 1:-1]
             + m[1:-1, 2:, 1:-1] + m[1:-1, 1:-1, :-2] + m[1:-1, 1:-1, 2:]
         )
+        return total
 
     n_skip = count(BLOCK_MODE_SKIP)
     n_intra = count(BLOCK_MODE_INTRA)
     q = np.where(n_skip + n_intra == 0, 0, np.where(n_skip >= n_intra, 1, 2))
-    return (3 * prev_modes.astype(np.int64) + q).ravel()
+    ctx: np.ndarray = (3 * prev_modes.astype(np.int64) + q).ravel()
+    return ctx
 
 
 def encode_modes(modes: np.ndarray, mask: np.ndarray, prev_modes: np.ndarray) -> tuple[bytes, float]:

@@ -196,7 +196,7 @@ def encode_residual(
     scales = channel_scales(channels)
     blocks = block_coords(mask)
     cur = gather_blocks(frame, mask, scales)  # (C, N, 512) lattice units (floats)
-    c_total, n, _ = cur.shape
+    n = cur.shape[1]
     mv = np.asarray(mv_for(blocks, cur, scales), dtype=np.int64).reshape(n, 3)
     block_shape = block_grid_shape(header.grid_shape)
     sb = superblock_index(blocks, block_shape)
@@ -296,7 +296,8 @@ def _distortion(coeffs: np.ndarray, levels: np.ndarray, steps: np.ndarray) -> np
     """Per block, squared coefficient error in step² units summed over channels (RDOQ's measure)."""
     err = coeffs - levels * steps[:, None, :]
     err /= steps[:, None, :]
-    return np.einsum("cnf,cnf->n", err, err)
+    out: np.ndarray = np.einsum("cnf,cnf->n", err, err)
+    return out
 
 
 def _choose_modes(
