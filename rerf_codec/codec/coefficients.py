@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rerf_codec.codec.entropy import (
+    DIRECT as DIRECT_CLASSES,
+)
+from rerf_codec.codec.entropy import (
     MERGE,
     REPEAT,
     UNUSED,
@@ -257,7 +260,10 @@ def decode_levels_tables(
 
     ``prev_tables`` is None for a keyframe: a repeat marker there is an error.
     """
-    return decode_level_sets(side_info, words, mantissa, num_channels, [num_blocks], mode, [prev_tables])[0]
+    levels, (tables,) = decode_level_sets(
+        side_info, words, mantissa, num_channels, num_blocks, [np.arange(num_blocks)], mode, [prev_tables]
+    )
+    return levels, tables
 
 
 def decode_level_sets(
@@ -265,41 +271,75 @@ def decode_level_sets(
     words: bytes,
     mantissa: bytes,
     num_channels: int,
-    set_blocks: list[int],
+    num_blocks: int,
+    set_rows: list[np.ndarray],
     mode: int,
     prev_tables: list[tuple[Table, ...] | None],
-) -> list[tuple[np.ndarray, tuple[Table, ...]]]:
+) -> tuple[np.ndarray, list[tuple[Table, ...]]]:
     """Decode one or more *level sets* sharing a frame's three coefficient sections
     (FORMAT.md §10.6: a frame with block modes codes its inter blocks, then its intra blocks).
 
-    The side info holds each set's tables one after the other, one range decoder reads
-    the sets' classes in order, and the mantissa section is each set's mantissa bits,
-    each padded to whole bytes, one after the other. Returns per set ``(levels, tables in
-    effect)``.
+    ``set_rows[k]`` are the block indices (ascending, disjoint) of set ``k``. The side info
+    holds each set's tables one after the other, one range decoder reads the sets' classes in
+    order, and the mantissa section is each set's mantissa bits, each padded to whole bytes,
+    one after the other. Returns the frame's ``(num_channels, num_blocks, 512)`` int32 levels
+    (zero for blocks in no set) and each set's tables in effect.
     """
     if mode not in MODES:
         raise RerfFormatError(f"unknown coefficient coding mode {mode}")
     count = n_tables(mode)
-    raw = read_tables(side_info, count * len(set_blocks), allow_repeat=mode == MODE_CONTEXT)
+    raw = read_tables(side_info, count * len(set_rows), allow_repeat=mode == MODE_CONTEXT)
     dec = SymbolDecoder(words)
-    decoded = []
-    for k, (n, prev) in enumerate(zip(set_blocks, prev_tables, strict=True)):
-        effective = _resolve_tables(raw[k * count : (k + 1) * count], prev)
-        decoded.append((_decode_classes(dec, effective, num_channels, n, mode), effective))
-    out: list[tuple[np.ndarray, tuple[Table, ...]]] = []
+    effective = [
+        _resolve_tables(raw[k * count : (k + 1) * count], prev) for k, prev in enumerate(prev_tables)
+    ]
+    levels = np.zeros((num_channels, num_blocks, 512), dtype=np.int32)  # |level| <= 2**31 - 1
+    groups = channel_groups(num_channels)
+    per_group = count // N_GROUPS
+    k_ctx = n_contexts(mode)
+    runs: list[tuple[np.ndarray, np.ndarray]] = []  # per set: (flat indices into levels, classes), decoding order
+    for rows, tables in zip(set_rows, effective, strict=True):
+        rows = np.asarray(rows, dtype=np.int64)
+        if dec.native is not None:
+            from rerf_codec.codec import native
+
+            flat = levels.reshape(-1)
+            bigs = []
+            for gi, g in enumerate(groups):
+                cg = g.stop - g.start
+                row_map = (np.arange(g.start, g.stop)[:, None] * num_blocks + rows[None, :]).ravel()
+                bigs.append(
+                    native.decode_group(
+                        dec.native, tables[gi * per_group : (gi + 1) * per_group], cg, rows.size, k_ctx,
+                        _BAND_ORDER32, _BAND_STARTS32, levels, row_map,
+                    )
+                )
+            big = np.concatenate(bigs)
+            runs.append((big, flat[big].astype(np.int64)))
+        else:
+            placed = _decode_classes(dec, tables, num_channels, rows.size, mode)
+            classes = np.concatenate([p[3] for p in placed]) if placed else np.zeros(0, dtype=np.int32)
+            idx = _place(placed, levels, rows)
+            big = np.abs(classes) >= DIRECT_CLASSES
+            runs.append((idx[big], classes[big].astype(np.int64)))
     pos = 0
-    for n, (placed, effective) in zip(set_blocks, decoded, strict=True):
-        classes = np.concatenate([p[3] for p in placed]) if placed else np.zeros(0, dtype=np.int32)
+    flat = levels.reshape(-1)
+    for k, (idx, classes) in enumerate(runs):
         nbits = mantissa_bits(classes)
         size = (int(nbits.sum()) + 7) // 8
-        last_set = len(out) == len(set_blocks) - 1
+        last_set = k == len(runs) - 1
         part = mantissa[pos:] if last_set else mantissa[pos : pos + size]
         if not last_set and len(part) < size:
             raise RerfFormatError(f"mantissa section holds {len(mantissa)} bytes, the classes need more")
         pos += size
-        flat = classes_to_levels(classes, unpack_mantissas(nbits, part))
-        out.append((_place(placed, flat, num_channels, n), effective))
-    return out
+        values = classes_to_levels(classes, unpack_mantissas(nbits, part))
+        if idx.size:
+            flat[idx] = values
+    return levels, effective
+
+
+_BAND_ORDER32 = np.ascontiguousarray(BAND_ORDER, dtype=np.int32)
+_BAND_STARTS32 = np.ascontiguousarray(BAND_STARTS, dtype=np.int32)
 
 
 def _resolve_tables(raw: list[Table], prev_tables: tuple[Table, ...] | None) -> tuple[Table, ...]:
@@ -360,18 +400,21 @@ def _decode_classes(
     return placed
 
 
-def _place(
-    placed: list[tuple[int, int, np.ndarray, np.ndarray]], flat: np.ndarray, num_channels: int, num_blocks: int
-) -> np.ndarray:
-    """Scatter decoded levels (in decoding order) into ``(num_channels, num_blocks, 512)``."""
+def _place(placed: list[tuple[int, int, np.ndarray, np.ndarray]], levels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Scatter decoded classes (in decoding order) into the frame's ``levels`` (the set's block
+    ``j`` is frame block ``rows[j]``); returns each class's flat index into ``levels``."""
+    num_channels, num_blocks, _ = levels.shape
     groups = channel_groups(num_channels)
-    out = np.zeros((num_channels, num_blocks, 512), dtype=np.int32)  # |level| <= 2**31 - 1
-    pos = 0
-    for gi, b, rows, cls in placed:
+    n_set = rows.size
+    flat = levels.reshape(-1)
+    out = []
+    for gi, b, sel, cls in placed:
         g = groups[gi]
-        n = cls.size
         s0, s1 = BAND_STARTS[b], BAND_STARTS[b + 1]
-        view = out[g].reshape(-1, 512)
-        view[np.ix_(rows, BAND_ORDER[s0:s1])] = flat[pos : pos + n].reshape(s1 - s0, rows.size).T
-        pos += n
-    return out
+        chan = g.start + sel // n_set
+        block = rows[sel % n_set]
+        base = (chan * num_blocks + block) * 512  # (rows of the run,)
+        idx = (base[None, :] + BAND_ORDER[s0:s1][:, None]).ravel()  # frequency-major, as decoded
+        flat[idx] = cls
+        out.append(idx)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

@@ -345,11 +345,18 @@ class SymbolDecoder:
 
     constriction's range decoder shifts in zeros past the end of the data instead of
     failing, so truncation inside a section is caught by the surrounding length and
-    consistency checks (and the chunk CRC), not here.
+    consistency checks (and the chunk CRC), not here. When the compiled path is enabled
+    (``native.enabled()``) the same decoder runs in C on tables built by FORMAT.md §9.1;
+    the symbols are identical.
     """
 
     def __init__(self, data: bytes) -> None:
+        from rerf_codec.codec import native
+
         words = bytes_to_words(data)
+        self.native = native.RangeDecoder(words) if native.enabled() else None
+        if self.native is not None:
+            return
         try:
             self._dec = _queue.RangeDecoder(words)
         except Exception as exc:
@@ -362,6 +369,12 @@ class SymbolDecoder:
             raise RerfFormatError("symbols coded with an unused table")
         if table.trivial:
             return np.full(n, table.lo, dtype=np.int32)
+        if self.native is not None:
+            from rerf_codec.codec.native import count_cdf
+
+            got = self.native.decode(n, count_cdf(table.counts))
+            got += np.int32(table.lo)
+            return got
         try:
             out = self._dec.decode(table.model(), n)
         except Exception as exc:  # constriction raises on exhausted/invalid data
@@ -371,6 +384,10 @@ class SymbolDecoder:
         return out
 
     def decode_uniform(self, n: int, size: int) -> np.ndarray:
+        if self.native is not None:
+            from rerf_codec.codec.native import uniform_cdf
+
+            return self.native.decode(n, uniform_cdf(size))
         probs = np.full(size, 1.0 / size)
         try:
             return np.asarray(self._dec.decode(_model.Categorical(probs, perfect=False), n), dtype=np.int32)
@@ -380,6 +397,10 @@ class SymbolDecoder:
     def decode_bits(self, n: int, p_one_256: int) -> np.ndarray:
         if n == 0:
             return np.zeros(0, dtype=np.int32)
+        if self.native is not None:
+            from rerf_codec.codec.native import binary_cdf
+
+            return self.native.decode(n, binary_cdf(p_one_256))
         probs = np.array([256 - p_one_256, p_one_256], dtype=np.float64) / 256.0
         try:
             return np.asarray(self._dec.decode(_model.Categorical(probs, perfect=False), n), dtype=np.int32)

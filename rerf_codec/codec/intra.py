@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from rerf_codec.bitstream import FRAME_INTRA, ChannelParams, FrameRecord, SequenceHeader, encode_side_info
+from rerf_codec.codec import native
 from rerf_codec.codec.coefficients import decode_levels_tables, encode_levels
 from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder, Table
 from rerf_codec.codec.occupancy import block_grid_shape, decode_mask, encode_mask, occupancy_mask
 from rerf_codec.codec.quant import DeadZone, dequantize, gof_steps, quantize
 from rerf_codec.codec.rdoq import rdoq
+from rerf_codec.codec.threads import parallel_map
 from rerf_codec.codec.transform import BLOCK, forward_dct, inverse_dct_exact
 from rerf_codec.errors import RerfFormatError
 from rerf_codec.grids import GridFrame
@@ -150,6 +152,7 @@ def write_blocks(
     mask: np.ndarray,
     produce: Callable[[slice], np.ndarray],
     out: FrameBuffers | None = None,
+    native_channel: Callable[[int, np.ndarray], None] | None = None,
 ) -> GridFrame:
     """Dense frame: fill values everywhere, then the occupied blocks' lattice values.
 
@@ -158,6 +161,8 @@ def write_blocks(
             units) for the occupied blocks of those channels, in raster order of ``mask``;
             it is called for chunks of :data:`CHANNEL_CHUNK` channels.
         out: buffers to write into (the result views them); None for fresh arrays.
+        native_channel: the compiled path instead of ``produce``: ``native_channel(c, plane)``
+            writes channel ``c``'s occupied blocks into its padded float32 ``plane``.
     """
     c_total = header.num_channels
     bufs = out if out is not None else FrameBuffers(header.grid_shape, header.feature_channels)
@@ -176,7 +181,10 @@ def write_blocks(
     bufs.fill_key = key
     bufs.written = mask.copy()
     ix, iy, iz = block_coords(mask)
-    if ix.size:
+    if ix.size and native_channel is not None:
+        planes = [bufs.density] + [bufs.features[c] for c in range(c_total - 1)]
+        parallel_map(lambda c: native_channel(c, planes[c]), range(c_total))
+    elif ix.size:
         for start in range(0, c_total, CHANNEL_CHUNK):
             sl = slice(start, min(c_total, start + CHANNEL_CHUNK))
             values = produce(sl)
@@ -214,7 +222,16 @@ def reconstruct_intra(
         coeffs = dequantize(levels[sl], steps[sl]).reshape(k * n, BLOCK, BLOCK, BLOCK)
         return inverse_dct_exact(coeffs).reshape(k, n, BLOCK, BLOCK, BLOCK)
 
-    return write_blocks(header, channels, mask, produce, out)
+    compiled = None
+    if native.enabled():
+        blocks = np.ascontiguousarray(np.stack(block_coords(mask), axis=1), dtype=np.int64)
+
+        def compiled(c: int, plane: np.ndarray) -> None:
+            native.reconstruct_channel(
+                plane, None, header.grid_shape, channels[c].exponent, blocks, None, None, levels[c], steps[c]
+            )
+
+    return write_blocks(header, channels, mask, produce, out, compiled)
 
 
 def encode_intra(

@@ -36,6 +36,7 @@ from rerf_codec.bitstream import (
     SequenceHeader,
     encode_side_info,
 )
+from rerf_codec.codec import native
 from rerf_codec.codec.coefficients import decode_level_sets, encode_levels
 from rerf_codec.codec.entropy import SymbolDecoder, SymbolEncoder, Table, levels_to_classes
 from rerf_codec.codec.intra import (
@@ -164,7 +165,19 @@ def reconstruct_residual(
         np.clip(values, -MAX_SAMPLE, MAX_SAMPLE, out=values)
         return values
 
-    return write_blocks(header, channels, mask, produce, out)
+    compiled = None
+    if native.enabled():
+        coords = np.ascontiguousarray(np.stack(blocks, axis=1), dtype=np.int64)
+        flags = np.ones(n, dtype=np.uint8) if modes is None else (modes != BLOCK_MODE_INTRA).astype(np.uint8)
+        planes = [prev.density] + [prev.features[c] for c in range(prev.features.shape[0])]
+
+        def compiled(c: int, plane: np.ndarray) -> None:
+            ref = np.ascontiguousarray(planes[c], dtype=np.float32)
+            native.reconstruct_channel(
+                plane, ref, header.grid_shape, channels[c].exponent, coords, flags, mv, levels[c], steps[c]
+            )
+
+    return write_blocks(header, channels, mask, produce, out, compiled)
 
 
 DEFAULT_MODE_LAMBDA = 0.15
@@ -401,8 +414,9 @@ def parse_residual(record: FrameRecord, header: SequenceHeader, state: GofState)
     side = decode_side_info(record.side_info)
     if not record.flags & FRAME_FLAG_BLOCK_MODES:
         mv, coarse = decode_motion(record.motion, sb, n_sb, state.prev_coarse)
-        ((levels, tables),) = decode_level_sets(
-            side, record.coeff_words, record.mantissa, header.num_channels, [n], header.coeff_mode, [state.tables]
+        levels, (tables,) = decode_level_sets(
+            side, record.coeff_words, record.mantissa, header.num_channels, n, [np.arange(n)], header.coeff_mode,
+            [state.tables],
         )
         return ResidualSymbols(mask, mv, levels, coarse, tables, None, state.intra_tables)
     modes = decode_modes(record.modes, mask, _prev_modes(state))
@@ -412,13 +426,10 @@ def parse_residual(record: FrameRecord, header: SequenceHeader, state: GofState)
     mv_pred, coarse = decode_motion(record.motion, sb[predicted], n_sb, state.prev_coarse, fine=inter[predicted])
     mv[predicted] = mv_pred
     intra = ~predicted
-    (inter_levels, tables), (intra_levels, intra_tables) = decode_level_sets(
-        side, record.coeff_words, record.mantissa, header.num_channels,
-        [int(inter.sum()), int(intra.sum())], header.coeff_mode, [state.tables, state.intra_tables],
+    levels, (tables, intra_tables) = decode_level_sets(
+        side, record.coeff_words, record.mantissa, header.num_channels, n,
+        [np.flatnonzero(inter), np.flatnonzero(intra)], header.coeff_mode, [state.tables, state.intra_tables],
     )
-    levels = np.zeros((header.num_channels, n, inter_levels.shape[2]), dtype=np.int32)
-    levels[:, inter] = inter_levels
-    levels[:, intra] = intra_levels
     if not intra.any():
         intra_tables = state.intra_tables
     return ResidualSymbols(mask, mv, levels, coarse, tables, modes, intra_tables)
