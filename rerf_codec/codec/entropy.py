@@ -340,6 +340,10 @@ class SymbolEncoder:
         return words_to_bytes(self._enc.get_compressed())
 
 
+INVALID_RANGE_DATA = "range decoder failed: invalid data (q >= 2^24)"
+"""The one error of the range decoder itself (FORMAT.md §9.1 step 3), on either path."""
+
+
 class SymbolDecoder:
     """Mirror of :class:`SymbolEncoder`.
 
@@ -377,8 +381,8 @@ class SymbolDecoder:
             return got
         try:
             out = self._dec.decode(table.model(), n)
-        except Exception as exc:  # constriction raises on exhausted/invalid data
-            raise RerfFormatError(f"range decoder failed: {exc}") from None
+        except Exception:  # constriction raises on invalid data (§9.1 step 3)
+            raise RerfFormatError(INVALID_RANGE_DATA) from None
         out = np.asarray(out, dtype=np.int32)
         out += np.int32(table.lo)
         return out
@@ -391,8 +395,8 @@ class SymbolDecoder:
         probs = np.full(size, 1.0 / size)
         try:
             return np.asarray(self._dec.decode(_model.Categorical(probs, perfect=False), n), dtype=np.int32)
-        except Exception as exc:
-            raise RerfFormatError(f"range decoder failed: {exc}") from None
+        except Exception:
+            raise RerfFormatError(INVALID_RANGE_DATA) from None
 
     def decode_bits(self, n: int, p_one_256: int) -> np.ndarray:
         if n == 0:
@@ -404,5 +408,5 @@ class SymbolDecoder:
         probs = np.array([256 - p_one_256, p_one_256], dtype=np.float64) / 256.0
         try:
             return np.asarray(self._dec.decode(_model.Categorical(probs, perfect=False), n), dtype=np.int32)
-        except Exception as exc:
-            raise RerfFormatError(f"range decoder failed: {exc}") from None
+        except Exception:
+            raise RerfFormatError(INVALID_RANGE_DATA) from None

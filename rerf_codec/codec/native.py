@@ -23,7 +23,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from rerf_codec.errors import RerfFormatError
+from rerf_codec.errors import RerfFormatError, RerfUsageError
+
+INVALID_RANGE_DATA = "range decoder failed: invalid data (q >= 2^24)"  # as entropy.INVALID_RANGE_DATA
 
 ENV = "RERF_DECODER"
 """``numpy`` forces the reference path; ``native`` requires the compiled one; unset: compiled if built."""
@@ -75,7 +77,7 @@ def enabled() -> bool:
     if available():
         return True
     if choice in ("native", "compiled"):
-        raise RuntimeError(f"{ENV}={choice}: the compiled decoder is unavailable ({_load_error})")
+        raise RerfUsageError(f"{ENV}={choice}: the compiled decoder is unavailable ({_load_error})")
     if not _noticed:
         _noticed = True
         print(f"rerf: note: compiled decoder unavailable ({_load_error}); using the numpy path", file=sys.stderr)
@@ -135,12 +137,12 @@ class RangeDecoder:
                 out.ctypes.data,
             )
             if rc:
-                raise RerfFormatError("range decoder failed: invalid data (q >= 2^24)")
+                raise RerfFormatError(INVALID_RANGE_DATA)
         return out
 
 
 _GROUP_ERRORS = {
-    -1: "range decoder failed: invalid data (q >= 2^24)",
+    -1: INVALID_RANGE_DATA,
     -2: "last-band symbol outside -1..21",
     -3: "symbols coded with an unused table",
     -4: "side info declares a table for a band with no symbols",
