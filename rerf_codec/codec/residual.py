@@ -352,11 +352,10 @@ def _choose_modes(
         coeffs_skip = coeffs.copy()
         coeffs_skip[:, differs] = _residual_coeffs(cur[:, differs], pred_skip[:, differs], sub, header.grid_shape)  # type: ignore[arg-type]
     j_skip = np.einsum("cnf,cnf->n", coeffs_skip / steps[:, None, :], coeffs_skip / steps[:, None, :])
-    # intra: the block on its own, quantised as in a keyframe
+    # intra: the block on its own, quantised as in a keyframe (decided on its dead-zone levels;
+    # RDOQ, which only lowers the cost, runs on the blocks that choose intra)
     coeffs_intra = forward_dct(cur.reshape(c_total * n, BLOCK, BLOCK, BLOCK)).reshape(c_total, n, BLOCK**3)
     levels_intra = quantize(coeffs_intra, steps, intra_deadzone)
-    if intra_deadzone.rdoq_lambda > 0:
-        levels_intra = rdoq(coeffs_intra, steps, levels_intra, intra_deadzone.rdoq_lambda, mode_id)
     j_intra = _distortion(coeffs_intra, levels_intra, steps) + lam * block_bits(levels_intra, mode_id)
     j = np.stack([j_inter, j_skip, j_intra])  # rows in mode-id order
     modes = np.argmin(j, axis=0)
@@ -368,6 +367,10 @@ def _choose_modes(
     modes = modes.astype(np.int8)
     skip = modes == BLOCK_MODE_SKIP
     intra = modes == BLOCK_MODE_INTRA
+    if intra_deadzone.rdoq_lambda > 0 and intra.any():
+        levels_intra[:, intra] = rdoq(
+            coeffs_intra[:, intra], steps, levels_intra[:, intra], intra_deadzone.rdoq_lambda, mode_id
+        )
     prediction = pred_skip.copy() if differs.size else pred.copy()
     prediction[:, ~skip] = pred[:, ~skip]
     prediction[:, intra] = 0.0
