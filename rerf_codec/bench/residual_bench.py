@@ -212,7 +212,9 @@ def _load_crane(mesh: str, resolution: int, frames: int, channels: int, seed: in
 def _mode_config(mode: str, quality: int, gof: int, target_kbpf: float | None = None) -> EncoderConfig:
     if mode == "intra":
         return EncoderConfig(quality=quality, gof=1, motion="zero", target_kbpf=target_kbpf)
-    return EncoderConfig(quality=quality, gof=gof, motion=mode, target_kbpf=target_kbpf)
+    # fixed GOFs: the motion modes are compared GOF for GOF (an adaptive encoder would turn the
+    # frames that "zero" motion predicts badly into keyframes)
+    return EncoderConfig(quality=quality, gof=gof, motion=mode, target_kbpf=target_kbpf, gof_fixed=True)
 
 
 def _encode(path: str, seq: _Sequence, config: EncoderConfig, with_motion: bool) -> tuple[EncodeReport, float, float]:
