@@ -111,14 +111,14 @@ def rdoq(
         a_c, s_c = a[cand], sign_i[cand]
         hi_c, lo_c = hi_i[cand], lo_i[cand]
         d_hi, d_lo = (a_c - hi_c) ** 2, (a_c - lo_c) ** 2
-        cls_hi, nb_hi, _ = levels_to_classes(hi_c * s_c)
-        cls_lo, nb_lo, _ = levels_to_classes(lo_c * s_c)
+        cls_hi, nb_hi = _classes(hi_c * s_c)
+        cls_lo, nb_lo = _classes(lo_c * s_c)
         cur = np.where(hi_i == lo_i, hi_i, cur)
         for _ in range(passes):
             lut, ctx = _tables(cur * sign_i, k_ctx)  # (22, K, 85) bits per class of each table
             ctx_c = ctx[cand]
-            j_hi = d_hi + lam * (lut[band_c, ctx_c, cls_hi.astype(np.int64) + MAX_CLASS] + nb_hi)
-            j_lo = d_lo + lam * (lut[band_c, ctx_c, cls_lo.astype(np.int64) + MAX_CLASS] + nb_lo)
+            j_hi = d_hi + lam * (lut[band_c, ctx_c, cls_hi + MAX_CLASS] + nb_hi)
+            j_lo = d_lo + lam * (lut[band_c, ctx_c, cls_lo + MAX_CLASS] + nb_lo)
             cur[cand] = np.where(j_lo < j_hi, lo_c, hi_c)
         cur = _truncate_bands(a, cur * sign_i, lam, k_ctx)
         out[g] = cur[np.argsort(BAND_ORDER)].transpose(1, 2, 0)
