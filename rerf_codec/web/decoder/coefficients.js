@@ -32,7 +32,8 @@ export const BAND_OF = new Uint8Array(512);
 /**
  * A coding table (§9.4). `kind` 'unused' (1,0), 'repeat' (2,0), 'merge' (3,0) or 'table';
  * a 'table' with lo === hi is trivial (cdf null).
- * @typedef {{kind: 'unused' | 'repeat' | 'merge' | 'table', lo: number, hi: number, cdf: Uint32Array | null}} Table
+ * @typedef {{kind: 'unused' | 'repeat' | 'merge' | 'table', lo: number, hi: number, cdf: Uint32Array | null,
+ *   counts?: Float64Array}} Table
  */
 
 /** @type {Table} */ export const UNUSED = Object.freeze({ kind: 'unused', lo: 1, hi: 0, cdf: null });
@@ -86,7 +87,7 @@ export function readTables(data, count, allowMarkers) {
       sum += v;
     }
     if (sum === 0) throw new RerfFormatError(`side info table ${i}: all counts are zero`);
-    tables.push({ kind: 'table', lo, hi, cdf: countsCdf(counts) });
+    tables.push({ kind: 'table', lo, hi, cdf: countsCdf(counts), counts });
   }
   if (pos !== data.length) throw new RerfFormatError(`side info has ${data.length - pos} trailing bytes`);
   return tables;
@@ -157,6 +158,11 @@ export class MantissaReader {
     return v;
   }
 
+  /** Skip to the next whole byte: the next level set's mantissa part starts there (§10.6). */
+  align() {
+    this.bit = (this.bit + 7) & ~7;
+  }
+
   /** Check the section length against the bits used (§9.6). */
   finish() {
     const T = this.bit;
@@ -198,9 +204,38 @@ export function classToLevel(k, m) {
  * @returns {Levels}
  */
 export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
+  return decodeLevelSets(tableBytes, words, mantissa, numChannels, [N], mode, [prevTables], scratch)[0];
+}
+
+/**
+ * Decode one or more level sets sharing a frame's coefficient sections (§10.6): their tables
+ * one after the other in the side info, one range decoder, and each set's mantissa bits
+ * padded to whole bytes one after the other.
+ * @param {Uint8Array} tableBytes @param {Uint8Array} words @param {Uint8Array} mantissa
+ * @param {number} numChannels @param {number[]} Ns blocks of each set @param {number} mode
+ * @param {(Table[] | null)[]} prevs the tables each set's repeat markers refer to
+ * @param {{levels?: Int32Array, tmp?: Int32Array}} [scratch] reusable buffers (first set only)
+ * @returns {Levels[]}
+ */
+export function decodeLevelSets(tableBytes, words, mantissa, numChannels, Ns, mode, prevs, scratch = {}) {
   const count = nTables(mode);
-  const raw = readTables(tableBytes, count, mode === 1);
-  const K = mode === 0 ? 1 : CONTEXT_CONTEXTS;
+  const all = readTables(tableBytes, count * Ns.length, mode === 1);
+  const effs = Ns.map((_, k) => resolveTables(all.slice(k * count, (k + 1) * count), prevs[k]));
+  const dec = new RangeDecoder(words);
+  const m = new MantissaReader(mantissa);
+  /** @type {Levels[]} */
+  const out = [];
+  for (let k = 0; k < Ns.length; k++) {
+    if (k > 0) m.align();
+    out.push(decodeSet(effs[k], dec, m, numChannels, Ns[k], mode, k === 0 ? scratch : {}));
+  }
+  m.finish();
+  return out;
+}
+
+/** Repeat and merge markers of one set resolved (§9.4). @param {Table[]} raw @param {Table[] | null} prevTables */
+function resolveTables(raw, prevTables) {
+  const count = raw.length;
   const perGroup = count / N_GROUPS;
   /** @type {Table[]} */
   const eff = [];
@@ -226,8 +261,16 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
     }
     eff.push(t);
   }
-  const dec = new RangeDecoder(words);
-  const m = new MantissaReader(mantissa);
+  return eff;
+}
+
+/**
+ * §9.5 for one level set with its resolved tables, on a shared decoder and mantissa reader.
+ * @param {Table[]} eff @param {RangeDecoder} dec @param {MantissaReader} m @param {number} numChannels
+ * @param {number} N @param {number} mode @param {{levels?: Int32Array, tmp?: Int32Array}} scratch @returns {Levels}
+ */
+function decodeSet(eff, dec, m, numChannels, N, mode, scratch) {
+  const K = mode === 0 ? 1 : CONTEXT_CONTEXTS;
   const total = numChannels * N * 512;
   let levels = scratch.levels;
   if (!levels || levels.length < total) levels = scratch.levels = new Int32Array(total);
@@ -306,6 +349,5 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
       if (K > 1) nonzero.set(nextNonzero.subarray(0, pairs));
     }
   }
-  m.finish();
   return { levels, last, tables: eff };
 }

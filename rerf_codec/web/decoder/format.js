@@ -47,7 +47,13 @@ export const CHUNK_HEAD_SIZE = 8;
 export const CHUNK_OVERHEAD = 12; // head + CRC: the smallest chunk
 export const FOOTER_SIZE = 12;
 export const INDEX_ENTRY_SIZE = 16;
-export const SECTION_NAMES = /** @type {const} */ (['mask', 'motion', 'side_info', 'coeff_words', 'mantissa']);
+export const SECTION_NAMES = /** @type {const} */ (['mask', 'motion', 'side_info', 'coeff_words', 'mantissa', 'modes']);
+/** Frame header flags bit 0 (1.2): a residual frame with block modes and a sixth section, `modes` (§10.6). */
+export const FRAME_FLAG_BLOCK_MODES = 1;
+/** GOF start reasons (1.2, frame header byte 2 of a GOF's first record), by id. */
+export const GOF_REASON_NAMES = /** @type {Record<number, string>} */ ({
+  0: 'unknown', 1: 'first', 2: 'max-length', 3: 'cost', 4: 'listed', 5: 'lattice',
+});
 
 // --- helpers ------------------------------------------------------------------------------
 
@@ -378,6 +384,9 @@ export function parseChunkHead(head, offset) {
  * @property {Uint8Array} side_info
  * @property {Uint8Array} coeff_words
  * @property {Uint8Array} mantissa
+ * @property {Uint8Array} modes block modes (§10.6), empty without FRAME_FLAG_BLOCK_MODES
+ * @property {number} flags
+ * @property {number} gof_reason
  */
 
 /**
@@ -434,14 +443,25 @@ export function parseGofPayload(payload, header) {
     b.need(4, `frame ${idx} header`);
     const type = b.u8('frame_type');
     const flags = b.u8('flags');
-    const reserved = b.u16('reserved');
+    const reason = b.u8('gof_reason');
+    const reserved = b.u8('reserved');
     if (!(type in FRAME_TYPE_NAMES)) throw new RerfFormatError(`frame ${idx}: unknown frame type ${type}`);
     if (i === 0 && type !== FRAME_INTRA) throw new RerfFormatError(`frame ${first}: a GOF must start with an intra frame`);
-    if (flags || reserved) throw new RerfFormatError(`frame ${idx}: reserved header bits set`);
+    if (reserved || flags & ~FRAME_FLAG_BLOCK_MODES) throw new RerfFormatError(`frame ${idx}: reserved header bits set`);
+    if (flags & FRAME_FLAG_BLOCK_MODES && type !== FRAME_RESIDUAL) {
+      throw new RerfFormatError(`frame ${idx}: the block_modes flag is set on a frame that is not residual`);
+    }
+    if (!(reason in GOF_REASON_NAMES) || (reason && i)) throw new RerfFormatError(`frame ${idx}: invalid GOF reason ${reason}`);
+    const nSections = flags & FRAME_FLAG_BLOCK_MODES ? SECTION_NAMES.length : SECTION_NAMES.length - 1;
     /** @type {Uint8Array[]} */
     const s = [];
-    for (const name of SECTION_NAMES) s.push(b.take(b.u32(`frame ${idx} ${name} size`), `frame ${idx} ${name}`));
-    frames.push({ frame_type: type, mask: s[0], motion: s[1], side_info: s[2], coeff_words: s[3], mantissa: s[4] });
+    for (const name of SECTION_NAMES.slice(0, nSections)) {
+      s.push(b.take(b.u32(`frame ${idx} ${name} size`), `frame ${idx} ${name}`));
+    }
+    frames.push({
+      frame_type: type, mask: s[0], motion: s[1], side_info: s[2], coeff_words: s[3], mantissa: s[4],
+      modes: s[5] ?? new Uint8Array(0), flags, gof_reason: reason,
+    });
   }
   b.done();
   return { first_frame: first, num_frames: n, quality_density: qd, quality_features: qf, channels, frames };
