@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from conftest import encode_to_bytes
 
-from rerf_codec.bitstream import CHANNEL_PARAMS, CHUNK_HEAD, FILE_HEADER, GOF_HEAD, StreamReader
+from rerf_codec.bitstream import CHANNEL_PARAMS, CHUNK_HEAD, FILE_HEADER, FRAME_FLAG_BLOCK_MODES, GOF_HEAD, StreamReader
 from rerf_codec.codec.decoder import Decoder, decode_all
 from rerf_codec.codec.encoder import EncoderConfig
 from rerf_codec.errors import RerfFormatError
@@ -167,8 +167,9 @@ def _sections(payload: bytes, n_channels: int) -> list[tuple[int, int]]:
     pos = GOF_HEAD.size + CHANNEL_PARAMS.size * n_channels
     out = []
     for _ in range(n):
+        flags = payload[pos + 1]
         pos += 4
-        for _ in range(5):
+        for _ in range(6 if flags & FRAME_FLAG_BLOCK_MODES else 5):  # the modes section (1.2) with the flag
             (ln,) = struct.unpack_from("<I", payload, pos)
             out.append((pos + 4, ln))
             pos += 4 + ln
@@ -369,7 +370,7 @@ def _python_range_sha(data: bytes, start: int, end: int) -> str:
 
 
 def test_range_fetches_only_what_the_frames_need(streams: dict[str, bytes], serve) -> None:
-    data = encode_to_bytes(_ball((16, 16, 8), 2, 9, 7), EncoderConfig(quality=70, gof=3))[0]
+    data = encode_to_bytes(_ball((16, 16, 8), 2, 9, 7), EncoderConfig(quality=70, gof=3, gof_fixed=True))[0]
     reader = StreamReader(io.BytesIO(data))
     index = reader.read_index()
     assert len(index) == 3
