@@ -31,8 +31,10 @@ export const BAND_OF = new Uint8Array(512);
 
 /**
  * A coding table (§9.4). `kind` 'unused' (1,0), 'repeat' (2,0), 'merge' (3,0) or 'table';
- * a 'table' with lo === hi is trivial (cdf null).
- * @typedef {{kind: 'unused' | 'repeat' | 'merge' | 'table', lo: number, hi: number, cdf: Uint32Array | null}} Table
+ * a 'table' with lo === hi is trivial (cdf null); a count table keeps its `counts` (the block-mode
+ * tables of §10.6 are checked against them).
+ * @typedef {{kind: 'unused' | 'repeat' | 'merge' | 'table', lo: number, hi: number, cdf: Uint32Array | null,
+ *   counts?: Float64Array}} Table
  */
 
 /** @type {Table} */ export const UNUSED = Object.freeze({ kind: 'unused', lo: 1, hi: 0, cdf: null });
@@ -86,7 +88,7 @@ export function readTables(data, count, allowMarkers) {
       sum += v;
     }
     if (sum === 0) throw new RerfFormatError(`side info table ${i}: all counts are zero`);
-    tables.push({ kind: 'table', lo, hi, cdf: countsCdf(counts) });
+    tables.push({ kind: 'table', lo, hi, cdf: countsCdf(counts), counts });
   }
   if (pos !== data.length) throw new RerfFormatError(`side info has ${data.length - pos} trailing bytes`);
   return tables;
@@ -188,19 +190,19 @@ export function classToLevel(k, m) {
  */
 
 /**
- * Decode a frame's coefficient levels (§9.4–9.6; coefficients.decode_levels_tables).
- * @param {Uint8Array} tableBytes side info after the mode byte (decompressed)
- * @param {Uint8Array} words coeff_words section
- * @param {Uint8Array} mantissa mantissa section
- * @param {number} numChannels C_total @param {number} N occupied blocks
- * @param {number} mode coefficient mode @param {Table[] | null} prevTables null in an intra frame
- * @param {{levels?: Int32Array, tmp?: Int32Array}} [scratch] reusable buffers
- * @returns {Levels}
+ * Scratch buffers reused from frame to frame: `levels` (level set 0), `levels1` (level set 1,
+ * the intra blocks of a 1.2 residual frame), `tmp`.
+ * @typedef {{levels?: Int32Array, levels1?: Int32Array, tmp?: Int32Array}} LevelScratch
  */
-export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
-  const count = nTables(mode);
-  const raw = readTables(tableBytes, count, mode === 1);
-  const K = mode === 0 ? 1 : CONTEXT_CONTEXTS;
+
+/**
+ * Replace the repeat and merge markers of one level set's tables (numbered from 0) by the
+ * tables they stand for (coefficients._resolve_tables).
+ * @param {Table[]} raw @param {Table[] | null} prevTables null in an intra frame
+ * @returns {Table[]}
+ */
+export function resolveTables(raw, prevTables) {
+  const count = raw.length;
   const perGroup = count / N_GROUPS;
   /** @type {Table[]} */
   const eff = [];
@@ -226,11 +228,74 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
     }
     eff.push(t);
   }
+  return eff;
+}
+
+/**
+ * Decode a frame's coefficient levels (§9.4–9.6; coefficients.decode_levels_tables).
+ * @param {Uint8Array} tableBytes side info after the mode byte (decompressed)
+ * @param {Uint8Array} words coeff_words section
+ * @param {Uint8Array} mantissa mantissa section
+ * @param {number} numChannels C_total @param {number} N occupied blocks
+ * @param {number} mode coefficient mode @param {Table[] | null} prevTables null in an intra frame
+ * @param {LevelScratch} [scratch] reusable buffers
+ * @returns {Levels}
+ */
+export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
+  return decodeLevelSets(tableBytes, words, mantissa, numChannels, [N], mode, [prevTables], scratch)[0];
+}
+
+/**
+ * Decode one or more *level sets* sharing a frame's three coefficient sections (§10.6; a
+ * frame with block modes codes its inter blocks, then its intra blocks): the side info holds
+ * each set's tables one after the other, one range decoder reads the sets' classes in order,
+ * and the mantissa section is each set's bits, each padded to whole bytes, one after the other
+ * (coefficients.decode_level_sets).
+ * @param {Uint8Array} tableBytes @param {Uint8Array} words @param {Uint8Array} mantissa
+ * @param {number} numChannels C_total
+ * @param {number[]} sizes blocks of each set (set k's block j is its j-th block in block-index order)
+ * @param {number} mode coefficient mode
+ * @param {(Table[] | null)[]} prevTables what each set's repeat markers refer to (null: keyframe)
+ * @param {LevelScratch} [scratch]
+ * @returns {Levels[]} one per set
+ */
+export function decodeLevelSets(tableBytes, words, mantissa, numChannels, sizes, mode, prevTables, scratch = {}) {
+  const count = nTables(mode);
+  const raw = readTables(tableBytes, count * sizes.length, mode === 1);
+  const effs = sizes.map((_, k) => resolveTables(raw.slice(k * count, (k + 1) * count), prevTables[k]));
   const dec = new RangeDecoder(words);
-  const m = new MantissaReader(mantissa);
+  /** @type {Levels[]} */
+  const out = [];
+  let pos = 0;
+  for (let k = 0; k < sizes.length; k++) {
+    const m = new MantissaReader(mantissa.subarray(pos));
+    const key = k === 0 ? 'levels' : 'levels1';
+    const { levels, last } = decodeLevelSet(dec, effs[k], m, numChannels, sizes[k], mode, scratch, key);
+    if (k === sizes.length - 1) m.finish();
+    else {
+      const size = (m.bit + 7) >> 3;
+      if (pos + size > mantissa.length) {
+        throw new RerfFormatError(`mantissa section holds ${mantissa.length} bytes, the classes need more`);
+      }
+      pos += size;
+    }
+    out.push({ levels, last, tables: effs[k] });
+  }
+  return out;
+}
+
+/**
+ * The classes and levels of one level set (§9.5, §9.6) with its tables in effect `eff`.
+ * @param {RangeDecoder} dec @param {Table[]} eff @param {MantissaReader} m
+ * @param {number} numChannels @param {number} N @param {number} mode
+ * @param {LevelScratch} scratch @param {'levels' | 'levels1'} key which scratch buffer holds the levels
+ * @returns {{levels: Int32Array, last: Int8Array}}
+ */
+function decodeLevelSet(dec, eff, m, numChannels, N, mode, scratch, key) {
+  const K = mode === 0 ? 1 : CONTEXT_CONTEXTS;
   const total = numChannels * N * 512;
-  let levels = scratch.levels;
-  if (!levels || levels.length < total) levels = scratch.levels = new Int32Array(total);
+  let levels = scratch[key];
+  if (!levels || levels.length < total) levels = scratch[key] = new Int32Array(total);
   const last = new Int8Array(numChannels * N);
   const maxPairs = Math.max(1, (numChannels - 1) * N);
   const lastTmp = new Int32Array(maxPairs);
@@ -306,6 +371,5 @@ export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, 
       if (K > 1) nonzero.set(nextNonzero.subarray(0, pairs));
     }
   }
-  m.finish();
-  return { levels, last, tables: eff };
+  return { levels, last };
 }

@@ -8,13 +8,33 @@ import { zstdDecompress } from './zstd.js';
 
 // §8 Enumerations (never renumbered).
 export const VERSION_MAJOR = 1;
-export const VERSION_MINOR = 1;
+export const VERSION_MINOR = 2;
 export const CHUNK_GOF = 1;
 export const CHUNK_INDEX = 2;
 export const FRAME_INTRA = 1;
 export const FRAME_RESIDUAL = 2;
 /** @type {Record<number, string>} */
 export const FRAME_TYPE_NAMES = { [FRAME_INTRA]: 'intra', [FRAME_RESIDUAL]: 'residual' };
+/** Frame header flags bit 0 (1.2): a residual frame with a `modes` section (§10.6). */
+export const FRAME_FLAG_BLOCK_MODES = 1;
+const FRAME_FLAGS_KNOWN = FRAME_FLAG_BLOCK_MODES;
+export const BLOCK_MODE_INTER = 0;
+export const BLOCK_MODE_SKIP = 1;
+export const BLOCK_MODE_INTRA = 2;
+/** @type {Record<number, string>} */
+export const BLOCK_MODE_NAMES = { [BLOCK_MODE_INTER]: 'inter', [BLOCK_MODE_SKIP]: 'skip', [BLOCK_MODE_INTRA]: 'intra' };
+/** Why a GOF starts (1.2, frame header byte 2 of a GOF's first record; 0: not recorded, as 1.0/1.1 writers). */
+export const GOF_REASON_UNKNOWN = 0;
+export const GOF_REASON_FIRST = 1;
+export const GOF_REASON_MAX_LENGTH = 2;
+export const GOF_REASON_COST = 3;
+export const GOF_REASON_LISTED = 4;
+export const GOF_REASON_LATTICE = 5;
+/** @type {Record<number, string>} */
+export const GOF_REASON_NAMES = {
+  [GOF_REASON_UNKNOWN]: 'unknown', [GOF_REASON_FIRST]: 'first', [GOF_REASON_MAX_LENGTH]: 'max-length',
+  [GOF_REASON_COST]: 'cost', [GOF_REASON_LISTED]: 'listed', [GOF_REASON_LATTICE]: 'lattice',
+};
 export const CODER_RANGE = 1;
 export const TRANSFORM_DCT8_INT = 1;
 export const COEFF_MODE_BANDS = 0;
@@ -47,7 +67,10 @@ export const CHUNK_HEAD_SIZE = 8;
 export const CHUNK_OVERHEAD = 12; // head + CRC: the smallest chunk
 export const FOOTER_SIZE = 12;
 export const INDEX_ENTRY_SIZE = 16;
-export const SECTION_NAMES = /** @type {const} */ (['mask', 'motion', 'side_info', 'coeff_words', 'mantissa']);
+/** Sections of a frame record in order; `modes` only with the block_modes flag (§6.3). */
+export const SECTION_NAMES = /** @type {const} */ (['mask', 'motion', 'side_info', 'coeff_words', 'mantissa', 'modes']);
+/** Byte offset of `gof_reason` inside a frame header. */
+export const FRAME_HEAD_REASON = 2;
 
 // --- helpers ------------------------------------------------------------------------------
 
@@ -370,14 +393,18 @@ export function parseChunkHead(head, offset) {
  */
 
 /**
- * One coded frame: its type and the five sections (views into the payload).
+ * One coded frame: its header fields and sections (views into the payload; `modes` is empty
+ * unless `flags` has FRAME_FLAG_BLOCK_MODES).
  * @typedef {object} FrameRecord
  * @property {number} frame_type
+ * @property {number} flags frame flags (§6.3; 1.2: bit 0 block_modes)
+ * @property {number} gof_reason why the GOF starts here (record 0 only; 0 = not recorded)
  * @property {Uint8Array} mask
  * @property {Uint8Array} motion
  * @property {Uint8Array} side_info
  * @property {Uint8Array} coeff_words
  * @property {Uint8Array} mantissa
+ * @property {Uint8Array} modes block modes section (§10.6)
  */
 
 /**
@@ -434,14 +461,26 @@ export function parseGofPayload(payload, header) {
     b.need(4, `frame ${idx} header`);
     const type = b.u8('frame_type');
     const flags = b.u8('flags');
-    const reserved = b.u16('reserved');
+    const reason = b.u8('gof_reason');
+    const reserved = b.u8('reserved');
     if (!(type in FRAME_TYPE_NAMES)) throw new RerfFormatError(`frame ${idx}: unknown frame type ${type}`);
     if (i === 0 && type !== FRAME_INTRA) throw new RerfFormatError(`frame ${first}: a GOF must start with an intra frame`);
-    if (flags || reserved) throw new RerfFormatError(`frame ${idx}: reserved header bits set`);
+    if (reserved || flags & ~FRAME_FLAGS_KNOWN) throw new RerfFormatError(`frame ${idx}: reserved header bits set`);
+    if (flags & FRAME_FLAG_BLOCK_MODES && type !== FRAME_RESIDUAL) {
+      throw new RerfFormatError(`frame ${idx}: the block_modes flag is set on a frame that is not residual`);
+    }
+    if (!(reason in GOF_REASON_NAMES) || (reason && i)) throw new RerfFormatError(`frame ${idx}: invalid GOF reason ${reason}`);
+    const count = flags & FRAME_FLAG_BLOCK_MODES ? SECTION_NAMES.length : SECTION_NAMES.length - 1;
     /** @type {Uint8Array[]} */
     const s = [];
-    for (const name of SECTION_NAMES) s.push(b.take(b.u32(`frame ${idx} ${name} size`), `frame ${idx} ${name}`));
-    frames.push({ frame_type: type, mask: s[0], motion: s[1], side_info: s[2], coeff_words: s[3], mantissa: s[4] });
+    for (let k = 0; k < count; k++) {
+      const name = SECTION_NAMES[k];
+      s.push(b.take(b.u32(`frame ${idx} ${name} size`), `frame ${idx} ${name}`));
+    }
+    frames.push({
+      frame_type: type, flags, gof_reason: reason, mask: s[0], motion: s[1], side_info: s[2], coeff_words: s[3],
+      mantissa: s[4], modes: s[5] ?? new Uint8Array(0),
+    });
   }
   b.done();
   return { first_frame: first, num_frames: n, quality_density: qd, quality_features: qf, channels, frames };

@@ -5,8 +5,12 @@
 // type or per-block mode (format 1.2) is one more entry, not a new branch in the loop.
 
 import { RerfFormatError } from './errors.js';
-import { FRAME_INTRA, FRAME_RESIDUAL, FRAME_TYPE_NAMES, decodeSideInfo } from './format.js';
-import { BAND_ORDER, BAND_STARTS, decodeLevels } from './coefficients.js';
+import {
+  BLOCK_MODE_INTER, BLOCK_MODE_INTRA, BLOCK_MODE_SKIP, FRAME_FLAG_BLOCK_MODES, FRAME_INTRA, FRAME_RESIDUAL,
+  FRAME_TYPE_NAMES, decodeSideInfo,
+} from './format.js';
+import { BAND_ORDER, BAND_STARTS, decodeLevelSets, decodeLevels } from './coefficients.js';
+import { decodeModes, previousModes } from './modes.js';
 import { blockCoords, blockGridShape, decodeMaskInter, decodeMaskIntra } from './occupancy.js';
 import { decodeMotion, predictChannel, prepareBlock, superblocks } from './motion.js';
 import { MAX_COEFF, MAX_SAMPLE, inverseDct } from './transform.js';
@@ -39,7 +43,10 @@ export const MAX_QSTEP = 2 ** 30;
  * @property {Float32Array[]} planes previous frame, one (X, Y, Z) plane per channel
  * @property {Uint8Array} mask previous block mask
  * @property {Int32Array} coarse coarse motion field (NSB*3)
- * @property {Table[]} tables coefficient tables in effect
+ * @property {Table[]} tables coefficient tables in effect (Tprev; with block modes: the inter set's)
+ * @property {Table[]} intraTables tables of the GOF's latest intra level set (Tintra, §10.1)
+ * @property {Uint8Array | null} bprev previous-mode map over the block grid (Bprev, §10.1);
+ *   null after a keyframe (MODE_NONE everywhere)
  */
 
 /**
@@ -49,7 +56,7 @@ export const MAX_QSTEP = 2 ** 30;
  * @property {GofChunk} gof
  * @property {[number, number, number]} blockShape
  * @property {Float64Array} qstep (C_total, 512)
- * @property {{levels?: Int32Array, tmp?: Int32Array}} scratch
+ * @property {import('./coefficients.js').LevelScratch} scratch
  */
 
 /**
@@ -191,7 +198,7 @@ function decodeIntra(ctx, rec, _state, planes) {
     }
   }
   const { nsb } = superblocks(new Int32Array(0), ctx.blockShape);
-  return { planes, mask, coarse: new Int32Array(3 * nsb), tables: lv.tables };
+  return { planes, mask, coarse: new Int32Array(3 * nsb), tables: lv.tables, intraTables: lv.tables, bprev: null };
 }
 
 /** @type {FrameDecoder} */
@@ -201,13 +208,55 @@ function decodeResidual(ctx, rec, state, planes) {
   const coords = blockCoords(mask, ctx.blockShape);
   const N = coords.length / 3;
   const { sb } = superblocks(coords, ctx.blockShape);
-  const { mv, coarse } = decodeMotion(rec.motion, sb, state.coarse);
-  const lv = levelsOf(decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx, N, state.tables);
-  const grid = ctx.header.grid_shape;
+  const tableBytes = decodeSideInfo(rec.side_info);
+  const h = ctx.header;
+  /** @type {Uint8Array | null} */
+  let modes = null;
+  /** set[b]: block b's index inside its level set (§10.6; every block is in set A without block modes) */
+  let setIndex = null;
+  let mv;
+  let coarse;
+  let intraTables = state.intraTables;
+  let levelSets;
+  if (!(rec.flags & FRAME_FLAG_BLOCK_MODES)) {
+    ({ mv, coarse } = decodeMotion(rec.motion, sb, state.coarse));
+    levelSets = [decodeLevels(tableBytes, rec.coeff_words, rec.mantissa, h.num_channels, N, h.coeff_mode, state.tables, ctx.scratch)];
+  } else {
+    modes = decodeModes(rec.modes, mask, ctx.blockShape, state.bprev);
+    setIndex = new Int32Array(N);
+    let nInter = 0;
+    let nSkip = 0;
+    let nIntra = 0;
+    for (let b = 0; b < N; b++) {
+      const m = modes[b];
+      setIndex[b] = m === BLOCK_MODE_INTER ? nInter++ : m === BLOCK_MODE_SKIP ? nSkip++ : nIntra++;
+    }
+    // motion: the inter and skip blocks, fine differences for the inter ones
+    const sbPred = new Int32Array(nInter + nSkip);
+    const fine = new Uint8Array(nInter + nSkip);
+    for (let b = 0, k = 0; b < N; b++) {
+      if (modes[b] === BLOCK_MODE_INTRA) continue;
+      sbPred[k] = sb[b];
+      fine[k++] = modes[b] === BLOCK_MODE_INTER ? 1 : 0;
+    }
+    const m = decodeMotion(rec.motion, sbPred, state.coarse, fine);
+    coarse = m.coarse;
+    mv = new Int32Array(3 * N);
+    for (let b = 0, k = 0; b < N; b++) {
+      if (modes[b] === BLOCK_MODE_INTRA) continue;
+      mv.set(m.mv.subarray(3 * k, 3 * k + 3), 3 * b);
+      k++;
+    }
+    levelSets = decodeLevelSets(tableBytes, rec.coeff_words, rec.mantissa, h.num_channels, [nInter, nIntra], h.coeff_mode,
+      [state.tables, state.intraTables], ctx.scratch);
+    if (nIntra > 0) intraTables = levelSets[1].tables;
+  }
+  const grid = h.grid_shape;
   fillPlanes(ctx, planes, mask);
   const nc = planes.length;
   const scales = ctx.gof.channels.map((ch) => 2 ** ch.exponent);
   const invs = ctx.gof.channels.map((ch) => 2 ** -ch.exponent);
+  const setN = levelSets.map((lv) => lv.last.length / nc);
   // channel-major: consecutive blocks of one plane share cached neighbourhoods
   for (let c = 0; c < nc; c++) {
     const prev = state.planes[c];
@@ -215,11 +264,21 @@ function decodeResidual(ctx, rec, state, planes) {
       const bx = coords[3 * b];
       const by = coords[3 * b + 1];
       const bz = coords[3 * b + 2];
-      prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
-      predictChannel(prev, scales[c], PRED);
-      const last = lv.last[c * N + b];
+      const mode = modes === null ? BLOCK_MODE_INTER : modes[b];
+      // inter: prediction + set A's residual; skip: prediction only; intra: 0 + set B's levels
+      let k = -1;
+      if (mode === BLOCK_MODE_INTRA) {
+        PRED.fill(0);
+        k = 1;
+      } else {
+        prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
+        predictChannel(prev, scales[c], PRED);
+        if (mode === BLOCK_MODE_INTER) k = 0;
+      }
+      const j = setIndex === null ? b : setIndex[b];
+      const last = k < 0 ? -1 : levelSets[k].last[c * setN[k] + j];
       if (last >= 0) {
-        dequantize(lv, ctx.qstep, c, N, b);
+        dequantize(levelSets[k], ctx.qstep, c, setN[k], j);
         inverseDct(Y, last, V);
         for (let i = 0; i < 512; i++) {
           const v = PRED[i] + V[i];
@@ -235,7 +294,7 @@ function decodeResidual(ctx, rec, state, planes) {
       writeBlock(planes[c], grid, bx, by, bz, PRED, invs[c]);
     }
   }
-  return { planes, mask, coarse, tables: lv.tables };
+  return { planes, mask, coarse, tables: levelSets[0].tables, intraTables, bprev: previousModes(mask, modes) };
 }
 
 /** Frame decoders by frame_type (§6.3). @type {Record<number, FrameDecoder>} */
@@ -280,7 +339,7 @@ export function framePool() {
  * The previous frame's arrays are read while the next frame decodes: a consumer that
  * transfers or edits a frame must wait until it has asked for the next one.
  * @param {GofChunk} gof @param {SequenceHeader} header
- * @param {{alloc?: FrameAllocator, scratch?: {levels?: Int32Array, tmp?: Int32Array}}} [opts]
+ * @param {{alloc?: FrameAllocator, scratch?: import('./coefficients.js').LevelScratch}} [opts]
  * @returns {Generator<DecodedFrame>}
  */
 export function* decodeGof(gof, header, opts = {}) {

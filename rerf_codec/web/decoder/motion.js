@@ -38,10 +38,14 @@ export function superblocks(coords, blockShape) {
 
 /**
  * Decode the motion section -> block vectors (N, 3) and the new coarse field (NSB, 3).
+ * With block modes (§10.6) `sb` holds the superblocks of the inter and skip blocks only, and
+ * `fine[b]` says which of them code a fine difference (inter); the others (skip) take their
+ * superblock's coarse vector.
  * @param {Uint8Array} section @param {Int32Array} sb @param {Int32Array} prevCoarse (NSB*3)
+ * @param {Uint8Array | null} [fine] null: every block (a frame without block modes)
  * @returns {{mv: Int32Array, coarse: Int32Array}}
  */
-export function decodeMotion(section, sb, prevCoarse) {
+export function decodeMotion(section, sb, prevCoarse, fine = null) {
   if (section.length < 2) throw new RerfFormatError('motion section truncated');
   const nt = section[0] | (section[1] << 8);
   let pos = 2 + nt;
@@ -58,16 +62,21 @@ export function decodeMotion(section, sb, prevCoarse) {
   for (let i = 0; i < sb.length; i++) isUsed[sb[i]] = 1;
   const used = [];
   for (let s = 0; s < nsb; s++) if (isUsed[s]) used.push(s);
-  const counts = [used.length, sb.length];
+  let nFine = sb.length;
+  if (fine) {
+    nFine = 0;
+    for (let b = 0; b < sb.length; b++) nFine += fine[b] ? 1 : 0;
+  }
+  const counts = [used.length, nFine];
   for (let t = 0; t < 2; t++) {
     if (counts[t] === 0 && tables[t].kind !== 'unused') {
       throw new RerfFormatError('motion section declares a table for an empty symbol list');
     }
   }
   const nu = used.length;
-  const cls = new Int32Array(3 * (nu + sb.length));
+  const cls = new Int32Array(3 * (nu + nFine));
   decodeClasses(dec, tables[0], 3 * nu, cls, 0, 1);
-  decodeClasses(dec, tables[1], 3 * sb.length, cls, 3 * nu, 1);
+  decodeClasses(dec, tables[1], 3 * nFine, cls, 3 * nu, 1);
   const m = new MantissaReader(mant);
   for (let i = 0; i < cls.length; i++) cls[i] = classToLevel(cls[i], m);
   m.finish();
@@ -77,12 +86,14 @@ export function decodeMotion(section, sb, prevCoarse) {
   }
   const mv = new Int32Array(3 * sb.length);
   let bad = false;
-  for (let b = 0; b < sb.length; b++) {
+  for (let b = 0, j = 0; b < sb.length; b++) {
+    const f = !fine || fine[b];
     for (let a = 0; a < 3; a++) {
-      const v = coarse[3 * sb[b] + a] + cls[3 * (nu + b) + a];
+      const v = coarse[3 * sb[b] + a] + (f ? cls[3 * (nu + j) + a] : 0);
       if (v > MAX_MV || v < -MAX_MV) bad = true;
       mv[3 * b + a] = v;
     }
+    if (f) j++;
   }
   if (bad) throw new RerfFormatError("motion vector outside the format's range");
   for (let i = 0; i < coarse.length; i++) {
