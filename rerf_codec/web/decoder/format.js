@@ -486,6 +486,25 @@ export function parseGofPayload(payload, header) {
   return { first_frame: first, num_frames: n, quality_density: qd, quality_features: qf, channels, frames };
 }
 
+/**
+ * The GOF reason of a GOF payload's first frame record, read from the payload's first bytes
+ * only (no CRC, no other check: for display before the GOF is read), or null when those bytes
+ * do not look like a GOF's keyframe header.
+ * @param {Uint8Array} head the payload's first `gofReasonPrefix(header)` bytes or more @param {SequenceHeader} header
+ * @returns {number | null}
+ */
+export function peekGofReason(head, header) {
+  const at = 8 + 12 * header.num_channels;
+  if (head.length < at + 4 || head[at] !== FRAME_INTRA) return null;
+  const reason = head[at + FRAME_HEAD_REASON];
+  return reason in GOF_REASON_NAMES ? reason : null;
+}
+
+/** Bytes of a GOF payload that hold its first frame header. @param {SequenceHeader} header */
+export function gofReasonPrefix(header) {
+  return 8 + 12 * header.num_channels + 4;
+}
+
 /** First frame and frame count a GOF payload claims, without checking the rest (for seeking). */
 /** @param {Uint8Array} payload */
 export function peekGofHead(payload) {
@@ -510,6 +529,9 @@ export function decodeSideInfo(section) {
  * @property {number} offset file offset of the GOF chunk
  * @property {number} first_frame
  * @property {number} num_frames
+ * @property {string | null} start_reason why the GOF starts (GOF_REASON_NAMES: 'first', 'max-length', 'cost',
+ *   'listed', 'lattice'; 'unknown' in 1.0/1.1 streams); null until the GOF chunk has been read
+ * @property {number | null} start_reason_id the GOF reason id (§8), null until known
  */
 
 /**
@@ -530,7 +552,7 @@ export function parseIndex(payload, header, indexOffset) {
     const first_frame = b.u32('first_frame');
     const num_frames = b.u16('num_frames');
     b.take(2, 'pad');
-    entries.push({ offset, first_frame, num_frames });
+    entries.push({ offset, first_frame, num_frames, start_reason: null, start_reason_id: null });
   }
   b.done();
   let expect = header.first_frame;
