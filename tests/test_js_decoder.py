@@ -18,6 +18,7 @@ Needs Node.js 20+ (``.ci/run`` installs it); without it these tests skip, except
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -31,8 +32,6 @@ import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-import dataclasses
 
 import numpy as np
 import pytest
