@@ -5,6 +5,10 @@
   residual in both coefficient modes, odd shapes, 32 channels, MLP tensors);
 * differential fuzz: mutated streams (CRCs recomputed) give the same SHA-256 or a format
   error in both decoders, never another exception or a hang, and reach deep into frames;
+* format 1.2 (when this tree's Python writes it): streams with inter/skip/intra blocks in both
+  coefficient modes and GOFs started for every reason (first, max-length, cost, listed,
+  lattice) decode to the same SHA-256 in both decoders, the JS stream reports each GOF's start
+  reason as Python reads it, and the fuzz mutates block-mode streams too (modes section included);
 * HTTP Range: decoding frames k..k+1 from a local server fetches only the footer, index,
   header and the GOF(s) holding them; a server without Range support still works.
 
@@ -14,6 +18,7 @@ Needs Node.js 20+ (``.ci/run`` installs it); without it these tests skip, except
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -30,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode_to_bytes
+from conftest import encode_to_bytes, make_meta
 
-from rerf_codec.bitstream import CHANNEL_PARAMS, CHUNK_HEAD, FILE_HEADER, FRAME_FLAG_BLOCK_MODES, GOF_HEAD, StreamReader
+from rerf_codec import bitstream as bs
+from rerf_codec.bitstream import CHANNEL_PARAMS, CHUNK_HEAD, FILE_HEADER, GOF_HEAD, StreamReader
 from rerf_codec.codec.decoder import Decoder, decode_all
-from rerf_codec.codec.encoder import EncoderConfig
+from rerf_codec.codec.encoder import EncoderConfig, encode_frames
 from rerf_codec.errors import RerfFormatError
 from rerf_codec.grids import GridFrame, update_frame_hash
 from rerf_codec.web.node_runner import DECODER_DIR, NodeDecoder, find_node
@@ -43,6 +49,10 @@ from rerf_codec.web.verify import verify_streams
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE = ROOT / "bitstreams" / "conformance"
 NODE = find_node()
+FORMAT_12 = hasattr(bs, "FRAME_FLAG_BLOCK_MODES")
+"""This tree's Python reads and writes format 1.2 (block modes, GOF start reasons)."""
+FIXED_GOFS: dict[str, bool] = {"gof_fixed": True} if FORMAT_12 else {}
+"""Encoder option for GOFs of exactly ``gof`` frames (from 1.2 on ``gof`` is a maximum)."""
 
 if NODE is None:
     if os.environ.get("CI") or os.environ.get("RERF_REQUIRE_NODE"):
@@ -68,6 +78,76 @@ def _ball(shape: tuple[int, int, int], channels: int, frames: int, seed: int, st
     return out
 
 
+def _mode_scene(
+    shape: tuple[int, int, int], channels: int, frames: int, seed: int, phase: float = 0.0, speed: float = 1.5
+) -> list[GridFrame]:
+    """Content for every block mode of format 1.2: a still textured slab (skip), a moving ball
+    (inter) and one block of fresh noise every frame (intra)."""
+    x, y, z = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in shape), indexing="ij")
+    out = []
+    for t in range(frames):
+        d = np.full(shape, -20.0)
+        f = np.zeros((channels, *shape))
+        slab = (x < 8) & (y < 8)
+        d[slab] = 5.0
+        pattern = np.sin(0.5 * x + 0.3 * y + 0.2 * z + phase)
+        f[:, slab] = (pattern[None] * (1 + np.arange(channels))[:, None, None, None])[:, slab]
+        cx, cy, cz = shape[0] - 10 + speed * t, shape[1] / 2 - 0.375 * t, shape[2] / 2
+        ball = (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 < 25
+        d[ball] = 8.0
+        for c in range(channels):
+            f[c][ball] = (np.sin(0.7 * (x - cx) + c + phase) * np.cos(0.5 * (y - cy)))[ball]
+        fresh = (x >= 8) & (x < 16) & (y >= 8) & (z < 8)
+        d[fresh] = 6.0
+        f[:, fresh] = np.random.default_rng(seed * 100 + t).normal(0, 1.0, (channels, *shape))[:, fresh]
+        out.append(GridFrame(d.astype(np.float32), f.astype(np.float32)))
+    return out
+
+
+def _flipped(frames: list[GridFrame]) -> list[GridFrame]:
+    """Unrelated-looking content (a cut): mirrored, louder features."""
+    return [
+        GridFrame(np.ascontiguousarray(g.density[::-1, ::-1]), np.ascontiguousarray(3.0 * g.features[:, ::-1, ::-1]))
+        for g in frames
+    ]
+
+
+def _encode_12(
+    frames: list[GridFrame], config: EncoderConfig, keyframes: tuple[int, ...] = (), first_frame: int = 0
+) -> tuple[bytes, object]:
+    meta = make_meta(frames[0].density.shape, frames[0].features.shape[0], len(frames), first_frame)
+    if keyframes:
+        meta = dataclasses.replace(meta, keyframes=keyframes)  # type: ignore[call-arg]
+    buf = io.BytesIO()
+    report = encode_frames(meta, list(enumerate(frames, start=first_frame)), buf, config)
+    return buf.getvalue(), report
+
+
+def _streams_12(small: bool = False) -> dict[str, tuple[bytes, object]]:
+    """Format 1.2 streams: block modes in both coefficient modes, odd shapes, and GOFs started
+    for every reason. ``small``: fuzz-sized ones (a few ms per decode)."""
+    grow = _mode_scene((20, 12, 9), 2, 4, 3)
+    grow = [GridFrame(f.density * (1 + 3 * t), f.features * 4.0**t) for t, f in enumerate(grow)]
+    if small:
+        specs = {
+            "f12_modes1": (_mode_scene((20, 12, 9), 2, 3, 21), EncoderConfig(gof=3, gof_fixed=True, quality=70), ()),
+            "f12_modes0": (_mode_scene((20, 12, 9), 2, 3, 22, 0.5), EncoderConfig(gof=3, gof_fixed=True, coeff_mode=0), ()),
+            "f12_reasons": (_mode_scene((20, 12, 9), 1, 6, 23), EncoderConfig(gof=3, gof_fixed=True, quality=50), (4,)),
+        }
+    else:
+        cut = _mode_scene((24, 16, 16), 3, 3, 4) + _flipped(_mode_scene((24, 16, 16), 3, 3, 5, 1.0))
+        specs = {
+            "f12_modes_ctx": (_mode_scene((32, 16, 16), 2, 4, 0), EncoderConfig(gof=4), ()),
+            "f12_modes_bands": (_mode_scene((32, 16, 16), 2, 4, 1, 0.5), EncoderConfig(gof=4, coeff_mode=0, quality=70), ()),
+            "f12_modes_odd": (_mode_scene((29, 19, 13), 5, 5, 2, 0.3, -1.25), EncoderConfig(gof=5, quality=80), ()),
+            "f12_cut": (cut, EncoderConfig(gof=20, coeff_mode=0), ()),
+            "f12_max_listed": (_mode_scene((20, 12, 9), 1, 7, 1), EncoderConfig(gof=3, gof_fixed=True, quality=50), (4,)),
+            "f12_lattice": (grow, EncoderConfig(gof=8, gof_fixed=True, quality=50), ()),
+            "f12_no_modes": (_mode_scene((32, 16, 16), 2, 3, 6), EncoderConfig(gof=3, block_modes=False), ()),  # type: ignore[call-arg]
+        }
+    return {name: _encode_12(frames, cfg, keys) for name, (frames, cfg, keys) in specs.items()}
+
+
 def _encoded_streams() -> dict[str, bytes]:
     tensors = {
         "l0.weight": np.random.default_rng(3).normal(size=(8, 13)).astype(np.float32),
@@ -85,8 +165,22 @@ def _encoded_streams() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def streams() -> dict[str, bytes]:
-    return _encoded_streams()
+def streams_12() -> dict[str, tuple[bytes, object]]:
+    """Format 1.2 streams with their encode reports (empty when this tree has no 1.2)."""
+    return _streams_12() if FORMAT_12 else {}
+
+
+@pytest.fixture(scope="module")
+def streams(streams_12: dict[str, tuple[bytes, object]]) -> dict[str, bytes]:
+    return {**_encoded_streams(), **{name: data for name, (data, _) in streams_12.items()}}
+
+
+def test_this_tree_writes_format_12_when_its_vectors_are_here() -> None:
+    """The 1.2 checks below run whenever this tree has format 1.2: its vectors imply its encoder."""
+    if (CONFORMANCE / "block_modes").is_dir() or "version 1.2" in (ROOT / "bitstreams" / "FORMAT.md").read_text()[:200]:
+        assert FORMAT_12, "format 1.2 vectors/spec but no block modes in rerf_codec.bitstream"
+    else:
+        pytest.skip("format 1.2 (block modes) is not in this tree yet")
 
 
 # --------------------------------------------------------------------------- node --test and verify
@@ -141,6 +235,48 @@ def test_verify_cli_exit_codes(streams: dict[str, bytes], tmp_path: Path) -> Non
     assert no_node.stderr.count("\n") == 1 and no_node.stderr.startswith("rerf: error:") and "Node.js" in no_node.stderr
 
 
+_REASONS_SCRIPT = """
+import fs from 'node:fs';
+import {{ openStream }} from {module};
+const bytes = new Uint8Array(fs.readFileSync({path}));
+const s = await openStream(bytes);
+const reasons = (g) => g.map((e) => [e.first_frame, e.start_reason, e.start_reason_id]);
+const before = reasons(await s.readStartReasons());
+const t = await openStream(bytes, {{ mode: 'stream' }});
+const {{ sha256 }} = await t.sha256();
+console.log(JSON.stringify({{ before, after: reasons(t.gofs), sha256 }}));
+"""
+
+
+def test_format_12_block_modes_and_gof_reasons(streams_12: dict[str, tuple[bytes, object]], tmp_path: Path) -> None:
+    """1.2 streams use every block mode and every GOF reason; the JS decoder hashes them as the
+    encoder did and reports each GOF's start reason (name, id) as Python reads it, both up
+    front (readStartReasons) and after a streaming decode."""
+    if not FORMAT_12:
+        pytest.skip("format 1.2 (block modes) is not in this tree yet")
+    modes: dict[str, int] = {}
+    reasons: set[str] = set()
+    for name, (data, report) in streams_12.items():
+        for fr in report.frames:  # type: ignore[attr-defined]
+            for k, v in (fr.block_modes or {}).items():
+                modes[k] = modes.get(k, 0) + v
+        gofs = list(StreamReader(io.BytesIO(data)).iter_gofs())
+        want = [[g.first_frame, bs.GOF_REASON_NAMES[g.frames[0].gof_reason], g.frames[0].gof_reason] for g in gofs]  # type: ignore[union-attr]
+        reasons.update(r for _, r, _ in want)
+        flagged = [bool(fr.flags & bs.FRAME_FLAG_BLOCK_MODES) for g in gofs for fr in g.frames]  # type: ignore[union-attr]
+        assert any(flagged) == (name != "f12_no_modes"), name
+        path = tmp_path / f"{name}.rerf"
+        path.write_bytes(data)
+        script = _REASONS_SCRIPT.format(module=json.dumps((DECODER_DIR / "stream.js").as_uri()), path=json.dumps(str(path)))
+        proc = subprocess.run([NODE or "node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["before"] == out["after"] == want, name
+        assert out["sha256"] == report.sha256, name  # type: ignore[attr-defined]
+    assert all(modes.get(k, 0) > 0 for k in ("inter", "skip", "intra")), modes
+    assert reasons >= {"first", "max-length", "cost", "listed", "lattice"}, reasons
+
+
 def _frame_types(data: bytes) -> list[int]:
     reader = StreamReader(io.BytesIO(data))
     return [fr.frame_type for gof in reader.iter_gofs() for fr in gof.frames]  # type: ignore[union-attr]
@@ -169,7 +305,7 @@ def _sections(payload: bytes, n_channels: int) -> list[tuple[int, int]]:
     for _ in range(n):
         flags = payload[pos + 1]
         pos += 4
-        for _ in range(6 if flags & FRAME_FLAG_BLOCK_MODES else 5):  # the modes section (1.2) with the flag
+        for _ in range(6 if flags & 1 else 5):  # format 1.2: a modes section with the block_modes flag
             (ln,) = struct.unpack_from("<I", payload, pos)
             out.append((pos + 4, ln))
             pos += 4 + ln
@@ -240,6 +376,8 @@ def test_differential_fuzz(streams: dict[str, bytes]) -> None:
     }
     bases = [encode_to_bytes(frames, cfg)[0] for frames, cfg in small.values()]
     bases.append(streams["tensors"])
+    if FORMAT_12:  # block-mode streams (modes section, two level sets) and GOF reasons
+        bases += [data for data, _ in _streams_12(small=True).values()]
     rng = np.random.default_rng(int(os.environ.get("RERF_FUZZ_SEED", "20250601")))
     counts = {"same_hash": 0, "both_reject": 0, "deep": 0}
     failures: list[str] = []
@@ -370,7 +508,7 @@ def _python_range_sha(data: bytes, start: int, end: int) -> str:
 
 
 def test_range_fetches_only_what_the_frames_need(streams: dict[str, bytes], serve) -> None:
-    data = encode_to_bytes(_ball((16, 16, 8), 2, 9, 7), EncoderConfig(quality=70, gof=3, gof_fixed=True))[0]
+    data = encode_to_bytes(_ball((16, 16, 8), 2, 9, 7), EncoderConfig(quality=70, gof=3, **FIXED_GOFS))[0]
     reader = StreamReader(io.BytesIO(data))
     index = reader.read_index()
     assert len(index) == 3
@@ -396,7 +534,7 @@ def test_range_fetches_only_what_the_frames_need(streams: dict[str, bytes], serv
 
 
 def test_range_ignored_falls_back_to_the_whole_body(serve) -> None:
-    data = encode_to_bytes(_ball((16, 16, 8), 2, 6, 8), EncoderConfig(quality=70, gof=2))[0]
+    data = encode_to_bytes(_ball((16, 16, 8), 2, 6, 8), EncoderConfig(quality=70, gof=2, **FIXED_GOFS))[0]
     url, srv = serve(data, ranges=False)
     out = _run_js_range(url, 2, 5)
     assert out["frames"] == [2, 3, 4] and not out["seekable"]

@@ -31,7 +31,8 @@ export const BAND_OF = new Uint8Array(512);
 
 /**
  * A coding table (§9.4). `kind` 'unused' (1,0), 'repeat' (2,0), 'merge' (3,0) or 'table';
- * a 'table' with lo === hi is trivial (cdf null).
+ * a 'table' with lo === hi is trivial (cdf null); a count table keeps its `counts` (the block-mode
+ * tables of §10.6 are checked against them).
  * @typedef {{kind: 'unused' | 'repeat' | 'merge' | 'table', lo: number, hi: number, cdf: Uint32Array | null,
  *   counts?: Float64Array}} Table
  */
@@ -158,11 +159,6 @@ export class MantissaReader {
     return v;
   }
 
-  /** Skip to the next whole byte: the next level set's mantissa part starts there (§10.6). */
-  align() {
-    this.bit = (this.bit + 7) & ~7;
-  }
-
   /** Check the section length against the bits used (§9.6). */
   finish() {
     const T = this.bit;
@@ -194,47 +190,18 @@ export function classToLevel(k, m) {
  */
 
 /**
- * Decode a frame's coefficient levels (§9.4–9.6; coefficients.decode_levels_tables).
- * @param {Uint8Array} tableBytes side info after the mode byte (decompressed)
- * @param {Uint8Array} words coeff_words section
- * @param {Uint8Array} mantissa mantissa section
- * @param {number} numChannels C_total @param {number} N occupied blocks
- * @param {number} mode coefficient mode @param {Table[] | null} prevTables null in an intra frame
- * @param {{levels?: Int32Array, tmp?: Int32Array}} [scratch] reusable buffers
- * @returns {Levels}
+ * Scratch buffers reused from frame to frame: `levels` (level set 0), `levels1` (level set 1,
+ * the intra blocks of a 1.2 residual frame), `tmp`.
+ * @typedef {{levels?: Int32Array, levels1?: Int32Array, tmp?: Int32Array}} LevelScratch
  */
-export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
-  return decodeLevelSets(tableBytes, words, mantissa, numChannels, [N], mode, [prevTables], scratch)[0];
-}
 
 /**
- * Decode one or more level sets sharing a frame's coefficient sections (§10.6): their tables
- * one after the other in the side info, one range decoder, and each set's mantissa bits
- * padded to whole bytes one after the other.
- * @param {Uint8Array} tableBytes @param {Uint8Array} words @param {Uint8Array} mantissa
- * @param {number} numChannels @param {number[]} Ns blocks of each set @param {number} mode
- * @param {(Table[] | null)[]} prevs the tables each set's repeat markers refer to
- * @param {{levels?: Int32Array, tmp?: Int32Array}} [scratch] reusable buffers (first set only)
- * @returns {Levels[]}
+ * Replace the repeat and merge markers of one level set's tables (numbered from 0) by the
+ * tables they stand for (coefficients._resolve_tables).
+ * @param {Table[]} raw @param {Table[] | null} prevTables null in an intra frame
+ * @returns {Table[]}
  */
-export function decodeLevelSets(tableBytes, words, mantissa, numChannels, Ns, mode, prevs, scratch = {}) {
-  const count = nTables(mode);
-  const all = readTables(tableBytes, count * Ns.length, mode === 1);
-  const effs = Ns.map((_, k) => resolveTables(all.slice(k * count, (k + 1) * count), prevs[k]));
-  const dec = new RangeDecoder(words);
-  const m = new MantissaReader(mantissa);
-  /** @type {Levels[]} */
-  const out = [];
-  for (let k = 0; k < Ns.length; k++) {
-    if (k > 0) m.align();
-    out.push(decodeSet(effs[k], dec, m, numChannels, Ns[k], mode, k === 0 ? scratch : {}));
-  }
-  m.finish();
-  return out;
-}
-
-/** Repeat and merge markers of one set resolved (§9.4). @param {Table[]} raw @param {Table[] | null} prevTables */
-function resolveTables(raw, prevTables) {
+export function resolveTables(raw, prevTables) {
   const count = raw.length;
   const perGroup = count / N_GROUPS;
   /** @type {Table[]} */
@@ -265,15 +232,70 @@ function resolveTables(raw, prevTables) {
 }
 
 /**
- * §9.5 for one level set with its resolved tables, on a shared decoder and mantissa reader.
- * @param {Table[]} eff @param {RangeDecoder} dec @param {MantissaReader} m @param {number} numChannels
- * @param {number} N @param {number} mode @param {{levels?: Int32Array, tmp?: Int32Array}} scratch @returns {Levels}
+ * Decode a frame's coefficient levels (§9.4–9.6; coefficients.decode_levels_tables).
+ * @param {Uint8Array} tableBytes side info after the mode byte (decompressed)
+ * @param {Uint8Array} words coeff_words section
+ * @param {Uint8Array} mantissa mantissa section
+ * @param {number} numChannels C_total @param {number} N occupied blocks
+ * @param {number} mode coefficient mode @param {Table[] | null} prevTables null in an intra frame
+ * @param {LevelScratch} [scratch] reusable buffers
+ * @returns {Levels}
  */
-function decodeSet(eff, dec, m, numChannels, N, mode, scratch) {
+export function decodeLevels(tableBytes, words, mantissa, numChannels, N, mode, prevTables, scratch = {}) {
+  return decodeLevelSets(tableBytes, words, mantissa, numChannels, [N], mode, [prevTables], scratch)[0];
+}
+
+/**
+ * Decode one or more *level sets* sharing a frame's three coefficient sections (§10.6; a
+ * frame with block modes codes its inter blocks, then its intra blocks): the side info holds
+ * each set's tables one after the other, one range decoder reads the sets' classes in order,
+ * and the mantissa section is each set's bits, each padded to whole bytes, one after the other
+ * (coefficients.decode_level_sets).
+ * @param {Uint8Array} tableBytes @param {Uint8Array} words @param {Uint8Array} mantissa
+ * @param {number} numChannels C_total
+ * @param {number[]} sizes blocks of each set (set k's block j is its j-th block in block-index order)
+ * @param {number} mode coefficient mode
+ * @param {(Table[] | null)[]} prevTables what each set's repeat markers refer to (null: keyframe)
+ * @param {LevelScratch} [scratch]
+ * @returns {Levels[]} one per set
+ */
+export function decodeLevelSets(tableBytes, words, mantissa, numChannels, sizes, mode, prevTables, scratch = {}) {
+  const count = nTables(mode);
+  const raw = readTables(tableBytes, count * sizes.length, mode === 1);
+  const effs = sizes.map((_, k) => resolveTables(raw.slice(k * count, (k + 1) * count), prevTables[k]));
+  const dec = new RangeDecoder(words);
+  /** @type {Levels[]} */
+  const out = [];
+  let pos = 0;
+  for (let k = 0; k < sizes.length; k++) {
+    const m = new MantissaReader(mantissa.subarray(pos));
+    const key = k === 0 ? 'levels' : 'levels1';
+    const { levels, last } = decodeLevelSet(dec, effs[k], m, numChannels, sizes[k], mode, scratch, key);
+    if (k === sizes.length - 1) m.finish();
+    else {
+      const size = (m.bit + 7) >> 3;
+      if (pos + size > mantissa.length) {
+        throw new RerfFormatError(`mantissa section holds ${mantissa.length} bytes, the classes need more`);
+      }
+      pos += size;
+    }
+    out.push({ levels, last, tables: effs[k] });
+  }
+  return out;
+}
+
+/**
+ * The classes and levels of one level set (§9.5, §9.6) with its tables in effect `eff`.
+ * @param {RangeDecoder} dec @param {Table[]} eff @param {MantissaReader} m
+ * @param {number} numChannels @param {number} N @param {number} mode
+ * @param {LevelScratch} scratch @param {'levels' | 'levels1'} key which scratch buffer holds the levels
+ * @returns {{levels: Int32Array, last: Int8Array}}
+ */
+function decodeLevelSet(dec, eff, m, numChannels, N, mode, scratch, key) {
   const K = mode === 0 ? 1 : CONTEXT_CONTEXTS;
   const total = numChannels * N * 512;
-  let levels = scratch.levels;
-  if (!levels || levels.length < total) levels = scratch.levels = new Int32Array(total);
+  let levels = scratch[key];
+  if (!levels || levels.length < total) levels = scratch[key] = new Int32Array(total);
   const last = new Int8Array(numChannels * N);
   const maxPairs = Math.max(1, (numChannels - 1) * N);
   const lastTmp = new Int32Array(maxPairs);
@@ -349,5 +371,5 @@ function decodeSet(eff, dec, m, numChannels, N, mode, scratch) {
       if (K > 1) nonzero.set(nextNonzero.subarray(0, pairs));
     }
   }
-  return { levels, last, tables: eff };
+  return { levels, last };
 }

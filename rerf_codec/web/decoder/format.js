@@ -8,13 +8,33 @@ import { zstdDecompress } from './zstd.js';
 
 // §8 Enumerations (never renumbered).
 export const VERSION_MAJOR = 1;
-export const VERSION_MINOR = 1;
+export const VERSION_MINOR = 2;
 export const CHUNK_GOF = 1;
 export const CHUNK_INDEX = 2;
 export const FRAME_INTRA = 1;
 export const FRAME_RESIDUAL = 2;
 /** @type {Record<number, string>} */
 export const FRAME_TYPE_NAMES = { [FRAME_INTRA]: 'intra', [FRAME_RESIDUAL]: 'residual' };
+/** Frame header flags bit 0 (1.2): a residual frame with a `modes` section (§10.6). */
+export const FRAME_FLAG_BLOCK_MODES = 1;
+const FRAME_FLAGS_KNOWN = FRAME_FLAG_BLOCK_MODES;
+export const BLOCK_MODE_INTER = 0;
+export const BLOCK_MODE_SKIP = 1;
+export const BLOCK_MODE_INTRA = 2;
+/** @type {Record<number, string>} */
+export const BLOCK_MODE_NAMES = { [BLOCK_MODE_INTER]: 'inter', [BLOCK_MODE_SKIP]: 'skip', [BLOCK_MODE_INTRA]: 'intra' };
+/** Why a GOF starts (1.2, frame header byte 2 of a GOF's first record; 0: not recorded, as 1.0/1.1 writers). */
+export const GOF_REASON_UNKNOWN = 0;
+export const GOF_REASON_FIRST = 1;
+export const GOF_REASON_MAX_LENGTH = 2;
+export const GOF_REASON_COST = 3;
+export const GOF_REASON_LISTED = 4;
+export const GOF_REASON_LATTICE = 5;
+/** @type {Record<number, string>} */
+export const GOF_REASON_NAMES = {
+  [GOF_REASON_UNKNOWN]: 'unknown', [GOF_REASON_FIRST]: 'first', [GOF_REASON_MAX_LENGTH]: 'max-length',
+  [GOF_REASON_COST]: 'cost', [GOF_REASON_LISTED]: 'listed', [GOF_REASON_LATTICE]: 'lattice',
+};
 export const CODER_RANGE = 1;
 export const TRANSFORM_DCT8_INT = 1;
 export const COEFF_MODE_BANDS = 0;
@@ -47,13 +67,10 @@ export const CHUNK_HEAD_SIZE = 8;
 export const CHUNK_OVERHEAD = 12; // head + CRC: the smallest chunk
 export const FOOTER_SIZE = 12;
 export const INDEX_ENTRY_SIZE = 16;
+/** Sections of a frame record in order; `modes` only with the block_modes flag (§6.3). */
 export const SECTION_NAMES = /** @type {const} */ (['mask', 'motion', 'side_info', 'coeff_words', 'mantissa', 'modes']);
-/** Frame header flags bit 0 (1.2): a residual frame with block modes and a sixth section, `modes` (§10.6). */
-export const FRAME_FLAG_BLOCK_MODES = 1;
-/** GOF start reasons (1.2, frame header byte 2 of a GOF's first record), by id. */
-export const GOF_REASON_NAMES = /** @type {Record<number, string>} */ ({
-  0: 'unknown', 1: 'first', 2: 'max-length', 3: 'cost', 4: 'listed', 5: 'lattice',
-});
+/** Byte offset of `gof_reason` inside a frame header. */
+export const FRAME_HEAD_REASON = 2;
 
 // --- helpers ------------------------------------------------------------------------------
 
@@ -376,17 +393,18 @@ export function parseChunkHead(head, offset) {
  */
 
 /**
- * One coded frame: its type and the five sections (views into the payload).
+ * One coded frame: its header fields and sections (views into the payload; `modes` is empty
+ * unless `flags` has FRAME_FLAG_BLOCK_MODES).
  * @typedef {object} FrameRecord
  * @property {number} frame_type
+ * @property {number} flags frame flags (§6.3; 1.2: bit 0 block_modes)
+ * @property {number} gof_reason why the GOF starts here (record 0 only; 0 = not recorded)
  * @property {Uint8Array} mask
  * @property {Uint8Array} motion
  * @property {Uint8Array} side_info
  * @property {Uint8Array} coeff_words
  * @property {Uint8Array} mantissa
- * @property {Uint8Array} modes block modes (§10.6), empty without FRAME_FLAG_BLOCK_MODES
- * @property {number} flags
- * @property {number} gof_reason
+ * @property {Uint8Array} modes block modes section (§10.6)
  */
 
 /**
@@ -447,24 +465,44 @@ export function parseGofPayload(payload, header) {
     const reserved = b.u8('reserved');
     if (!(type in FRAME_TYPE_NAMES)) throw new RerfFormatError(`frame ${idx}: unknown frame type ${type}`);
     if (i === 0 && type !== FRAME_INTRA) throw new RerfFormatError(`frame ${first}: a GOF must start with an intra frame`);
-    if (reserved || flags & ~FRAME_FLAG_BLOCK_MODES) throw new RerfFormatError(`frame ${idx}: reserved header bits set`);
+    if (reserved || flags & ~FRAME_FLAGS_KNOWN) throw new RerfFormatError(`frame ${idx}: reserved header bits set`);
     if (flags & FRAME_FLAG_BLOCK_MODES && type !== FRAME_RESIDUAL) {
       throw new RerfFormatError(`frame ${idx}: the block_modes flag is set on a frame that is not residual`);
     }
     if (!(reason in GOF_REASON_NAMES) || (reason && i)) throw new RerfFormatError(`frame ${idx}: invalid GOF reason ${reason}`);
-    const nSections = flags & FRAME_FLAG_BLOCK_MODES ? SECTION_NAMES.length : SECTION_NAMES.length - 1;
+    const count = flags & FRAME_FLAG_BLOCK_MODES ? SECTION_NAMES.length : SECTION_NAMES.length - 1;
     /** @type {Uint8Array[]} */
     const s = [];
-    for (const name of SECTION_NAMES.slice(0, nSections)) {
+    for (let k = 0; k < count; k++) {
+      const name = SECTION_NAMES[k];
       s.push(b.take(b.u32(`frame ${idx} ${name} size`), `frame ${idx} ${name}`));
     }
     frames.push({
-      frame_type: type, mask: s[0], motion: s[1], side_info: s[2], coeff_words: s[3], mantissa: s[4],
-      modes: s[5] ?? new Uint8Array(0), flags, gof_reason: reason,
+      frame_type: type, flags, gof_reason: reason, mask: s[0], motion: s[1], side_info: s[2], coeff_words: s[3],
+      mantissa: s[4], modes: s[5] ?? new Uint8Array(0),
     });
   }
   b.done();
   return { first_frame: first, num_frames: n, quality_density: qd, quality_features: qf, channels, frames };
+}
+
+/**
+ * The GOF reason of a GOF payload's first frame record, read from the payload's first bytes
+ * only (no CRC, no other check: for display before the GOF is read), or null when those bytes
+ * do not look like a GOF's keyframe header.
+ * @param {Uint8Array} head the payload's first `gofReasonPrefix(header)` bytes or more @param {SequenceHeader} header
+ * @returns {number | null}
+ */
+export function peekGofReason(head, header) {
+  const at = 8 + 12 * header.num_channels;
+  if (head.length < at + 4 || head[at] !== FRAME_INTRA) return null;
+  const reason = head[at + FRAME_HEAD_REASON];
+  return reason in GOF_REASON_NAMES ? reason : null;
+}
+
+/** Bytes of a GOF payload that hold its first frame header. @param {SequenceHeader} header */
+export function gofReasonPrefix(header) {
+  return 8 + 12 * header.num_channels + 4;
 }
 
 /** First frame and frame count a GOF payload claims, without checking the rest (for seeking). */
@@ -491,6 +529,9 @@ export function decodeSideInfo(section) {
  * @property {number} offset file offset of the GOF chunk
  * @property {number} first_frame
  * @property {number} num_frames
+ * @property {string | null} start_reason why the GOF starts (GOF_REASON_NAMES: 'first', 'max-length', 'cost',
+ *   'listed', 'lattice'; 'unknown' in 1.0/1.1 streams); null until the GOF chunk has been read
+ * @property {number | null} start_reason_id the GOF reason id (§8), null until known
  */
 
 /**
@@ -511,7 +552,7 @@ export function parseIndex(payload, header, indexOffset) {
     const first_frame = b.u32('first_frame');
     const num_frames = b.u16('num_frames');
     b.take(2, 'pad');
-    entries.push({ offset, first_frame, num_frames });
+    entries.push({ offset, first_frame, num_frames, start_reason: null, start_reason_id: null });
   }
   b.done();
   let expect = header.first_frame;

@@ -5,9 +5,12 @@
 // type or per-block mode (format 1.2) is one more entry, not a new branch in the loop.
 
 import { RerfFormatError } from './errors.js';
-import { FRAME_FLAG_BLOCK_MODES, FRAME_INTRA, FRAME_RESIDUAL, FRAME_TYPE_NAMES, decodeSideInfo } from './format.js';
-import { BAND_ORDER, BAND_STARTS, decodeLevelSets, decodeLevels, readTables } from './coefficients.js';
-import { RangeDecoder } from './range-decoder.js';
+import {
+  BLOCK_MODE_INTER, BLOCK_MODE_INTRA, BLOCK_MODE_SKIP, FRAME_FLAG_BLOCK_MODES, FRAME_INTRA, FRAME_RESIDUAL,
+  FRAME_TYPE_NAMES, decodeSideInfo,
+} from './format.js';
+import { BAND_ORDER, BAND_STARTS, decodeLevelSets, decodeLevels } from './coefficients.js';
+import { decodeModes, previousModes } from './modes.js';
 import { blockCoords, blockGridShape, decodeMaskInter, decodeMaskIntra } from './occupancy.js';
 import { decodeMotion, predictChannel, prepareBlock, superblocks } from './motion.js';
 import { MAX_COEFF, MAX_SAMPLE, inverseDct } from './transform.js';
@@ -40,10 +43,10 @@ export const MAX_QSTEP = 2 ** 30;
  * @property {Float32Array[]} planes previous frame, one (X, Y, Z) plane per channel
  * @property {Uint8Array} mask previous block mask
  * @property {Int32Array} coarse coarse motion field (NSB*3)
- * @property {Table[]} tables coefficient tables in effect
- * @property {Uint8Array | null} modes previous-mode map over the block grid (§10.1 Bprev: 0 inter,
- *   1 skip, 2 intra, 3 none); null after a keyframe (all none)
- * @property {Table[]} intraTables tables of the GOF's latest intra level set (§10.1 Tintra)
+ * @property {Table[]} tables coefficient tables in effect (Tprev; with block modes: the inter set's)
+ * @property {Table[]} intraTables tables of the GOF's latest intra level set (Tintra, §10.1)
+ * @property {Uint8Array | null} bprev previous-mode map over the block grid (Bprev, §10.1);
+ *   null after a keyframe (MODE_NONE everywhere)
  */
 
 /**
@@ -53,7 +56,7 @@ export const MAX_QSTEP = 2 ** 30;
  * @property {GofChunk} gof
  * @property {[number, number, number]} blockShape
  * @property {Float64Array} qstep (C_total, 512)
- * @property {{levels?: Int32Array, tmp?: Int32Array}} scratch
+ * @property {import('./coefficients.js').LevelScratch} scratch
  */
 
 /**
@@ -195,129 +198,65 @@ function decodeIntra(ctx, rec, _state, planes) {
     }
   }
   const { nsb } = superblocks(new Int32Array(0), ctx.blockShape);
-  return { planes, mask, coarse: new Int32Array(3 * nsb), tables: lv.tables, modes: null, intraTables: lv.tables };
-}
-
-const MODE_INTER = 0;
-const MODE_SKIP = 1;
-const MODE_INTRA = 2;
-const MODE_NONE = 3;
-
-/**
- * The previous-mode map a frame leaves (§10.1): its modes at occupied blocks (all inter
- * without block modes), none elsewhere.
- * @param {Uint8Array} mask @param {Uint8Array | null} modes per occupied block, block-index order
- */
-function modeMap(mask, modes) {
-  const out = new Uint8Array(mask.length).fill(MODE_NONE);
-  for (let i = 0, b = 0; i < mask.length; i++) if (mask[i]) out[i] = modes === null ? MODE_INTER : modes[b++];
-  return out;
-}
-
-/**
- * §10.6: mctx(b) = 3·Bprev[b] + q(b) for every block of the block grid.
- * @param {Uint8Array} prev @param {[number, number, number]} shape
- */
-function modeContexts(prev, shape) {
-  const [BX, BY, BZ] = shape;
-  const ctx = new Uint8Array(prev.length);
-  for (let x = 0; x < BX; x++) {
-    for (let y = 0; y < BY; y++) {
-      for (let z = 0; z < BZ; z++) {
-        const i = (x * BY + y) * BZ + z;
-        let nS = 0;
-        let nI = 0;
-        /** @param {number} j */
-        const see = (j) => {
-          if (prev[j] === MODE_SKIP) nS++;
-          else if (prev[j] === MODE_INTRA) nI++;
-        };
-        if (x > 0) see(i - BY * BZ);
-        if (x + 1 < BX) see(i + BY * BZ);
-        if (y > 0) see(i - BZ);
-        if (y + 1 < BY) see(i + BZ);
-        if (z > 0) see(i - 1);
-        if (z + 1 < BZ) see(i + 1);
-        const q = nS + nI === 0 ? 0 : nS >= nI ? 1 : 2;
-        ctx[i] = 3 * prev[i] + q;
-      }
-    }
-  }
-  return ctx;
-}
-
-/**
- * The modes section (§10.6) -> the mode of every occupied block, block-index order.
- * @param {Uint8Array} section @param {Uint8Array} mask @param {number} N @param {Uint8Array} prev
- * @param {[number, number, number]} shape
- */
-function decodeModes(section, mask, N, prev, shape) {
-  if (section.length < 6) throw new RerfFormatError('modes section truncated');
-  const dv = new DataView(section.buffer, section.byteOffset, section.byteLength);
-  const numBlocks = dv.getUint32(0, true);
-  const size = dv.getUint16(4, true);
-  if (numBlocks !== N) {
-    throw new RerfFormatError(`modes section codes ${numBlocks} blocks, the frame has ${N} occupied blocks`);
-  }
-  if (6 + size > section.length) throw new RerfFormatError('modes section truncated');
-  const tables = readTables(section.subarray(6, 6 + size), 12, false);
-  const dec = new RangeDecoder(section.subarray(6 + size));
-  const all = modeContexts(prev, shape);
-  const ctx = new Uint8Array(N);
-  for (let i = 0, b = 0; i < mask.length; i++) if (mask[i]) ctx[b++] = all[i];
-  const modes = new Uint8Array(N);
-  for (let c = 0; c < 12; c++) {
-    const t = tables[c];
-    if (t.kind !== 'unused' && (t.lo < 0 || t.hi > 2)) {
-      throw new RerfFormatError(`modes section: table ${c} has mode symbols ${t.lo}..${t.hi} outside 0..2`);
-    }
-    const rows = [];
-    for (let b = 0; b < N; b++) if (ctx[b] === c) rows.push(b);
-    if (rows.length === 0) {
-      if (t.kind !== 'unused') throw new RerfFormatError(`modes section declares a table for context ${c}, which has no blocks`);
-      continue;
-    }
-    if (t.kind === 'unused') throw new RerfFormatError(`modes section has no table for context ${c}, which has ${rows.length} blocks`);
-    if (t.cdf === null) {
-      for (const b of rows) modes[b] = t.lo;
-      continue;
-    }
-    const counts = /** @type {Float64Array} */ (t.counts);
-    let sum = 0;
-    for (let k = 0; k < counts.length; k++) sum += counts[k];
-    if (sum !== rows.length) {
-      throw new RerfFormatError(`modes section: context ${c} counts ${sum} symbols, it has ${rows.length} blocks`);
-    }
-    const hist = new Float64Array(counts.length);
-    for (const b of rows) {
-      const s = dec.decode(t.cdf);
-      modes[b] = t.lo + s;
-      hist[s]++;
-    }
-    for (let k = 0; k < counts.length; k++) {
-      if (hist[k] !== counts[k]) {
-        throw new RerfFormatError(`modes section: context ${c} decodes to other counts than declared (corrupt data)`);
-      }
-    }
-  }
-  return modes;
+  return { planes, mask, coarse: new Int32Array(3 * nsb), tables: lv.tables, intraTables: lv.tables, bprev: null };
 }
 
 /** @type {FrameDecoder} */
 function decodeResidual(ctx, rec, state, planes) {
   if (state === null) throw new RerfFormatError('residual frame without a preceding keyframe in its GOF');
   const mask = decodeMaskInter(state.mask, ctx.blockShape, rec.mask);
-  if (rec.flags & FRAME_FLAG_BLOCK_MODES) return decodeResidualModes(ctx, rec, state, planes, mask);
   const coords = blockCoords(mask, ctx.blockShape);
   const N = coords.length / 3;
   const { sb } = superblocks(coords, ctx.blockShape);
-  const { mv, coarse } = decodeMotion(rec.motion, sb, state.coarse);
-  const lv = levelsOf(decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx, N, state.tables);
-  const grid = ctx.header.grid_shape;
+  const tableBytes = decodeSideInfo(rec.side_info);
+  const h = ctx.header;
+  /** @type {Uint8Array | null} */
+  let modes = null;
+  /** set[b]: block b's index inside its level set (§10.6; every block is in set A without block modes) */
+  let setIndex = null;
+  let mv;
+  let coarse;
+  let intraTables = state.intraTables;
+  let levelSets;
+  if (!(rec.flags & FRAME_FLAG_BLOCK_MODES)) {
+    ({ mv, coarse } = decodeMotion(rec.motion, sb, state.coarse));
+    levelSets = [decodeLevels(tableBytes, rec.coeff_words, rec.mantissa, h.num_channels, N, h.coeff_mode, state.tables, ctx.scratch)];
+  } else {
+    modes = decodeModes(rec.modes, mask, ctx.blockShape, state.bprev);
+    setIndex = new Int32Array(N);
+    let nInter = 0;
+    let nSkip = 0;
+    let nIntra = 0;
+    for (let b = 0; b < N; b++) {
+      const m = modes[b];
+      setIndex[b] = m === BLOCK_MODE_INTER ? nInter++ : m === BLOCK_MODE_SKIP ? nSkip++ : nIntra++;
+    }
+    // motion: the inter and skip blocks, fine differences for the inter ones
+    const sbPred = new Int32Array(nInter + nSkip);
+    const fine = new Uint8Array(nInter + nSkip);
+    for (let b = 0, k = 0; b < N; b++) {
+      if (modes[b] === BLOCK_MODE_INTRA) continue;
+      sbPred[k] = sb[b];
+      fine[k++] = modes[b] === BLOCK_MODE_INTER ? 1 : 0;
+    }
+    const m = decodeMotion(rec.motion, sbPred, state.coarse, fine);
+    coarse = m.coarse;
+    mv = new Int32Array(3 * N);
+    for (let b = 0, k = 0; b < N; b++) {
+      if (modes[b] === BLOCK_MODE_INTRA) continue;
+      mv.set(m.mv.subarray(3 * k, 3 * k + 3), 3 * b);
+      k++;
+    }
+    levelSets = decodeLevelSets(tableBytes, rec.coeff_words, rec.mantissa, h.num_channels, [nInter, nIntra], h.coeff_mode,
+      [state.tables, state.intraTables], ctx.scratch);
+    if (nIntra > 0) intraTables = levelSets[1].tables;
+  }
+  const grid = h.grid_shape;
   fillPlanes(ctx, planes, mask);
   const nc = planes.length;
   const scales = ctx.gof.channels.map((ch) => 2 ** ch.exponent);
   const invs = ctx.gof.channels.map((ch) => 2 ** -ch.exponent);
+  const setN = levelSets.map((lv) => lv.last.length / nc);
   // channel-major: consecutive blocks of one plane share cached neighbourhoods
   for (let c = 0; c < nc; c++) {
     const prev = state.planes[c];
@@ -325,86 +264,21 @@ function decodeResidual(ctx, rec, state, planes) {
       const bx = coords[3 * b];
       const by = coords[3 * b + 1];
       const bz = coords[3 * b + 2];
-      prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
-      predictChannel(prev, scales[c], PRED);
-      const last = lv.last[c * N + b];
-      if (last >= 0) {
-        dequantize(lv, ctx.qstep, c, N, b);
-        inverseDct(Y, last, V);
-        for (let i = 0; i < 512; i++) {
-          const v = PRED[i] + V[i];
-          PRED[i] = v > MAX_SAMPLE ? MAX_SAMPLE : v < -MAX_SAMPLE ? -MAX_SAMPLE : v;
-        }
+      const mode = modes === null ? BLOCK_MODE_INTER : modes[b];
+      // inter: prediction + set A's residual; skip: prediction only; intra: 0 + set B's levels
+      let k = -1;
+      if (mode === BLOCK_MODE_INTRA) {
+        PRED.fill(0);
+        k = 1;
       } else {
-        for (let i = 0; i < 512; i++) {
-          const v = PRED[i];
-          if (v > MAX_SAMPLE) PRED[i] = MAX_SAMPLE;
-          else if (v < -MAX_SAMPLE) PRED[i] = -MAX_SAMPLE;
-        }
-      }
-      writeBlock(planes[c], grid, bx, by, bz, PRED, invs[c]);
-    }
-  }
-  return { planes, mask, coarse, tables: lv.tables, modes: modeMap(mask, null), intraTables: state.intraTables };
-}
-
-/**
- * A residual frame with block modes (§10.6): inter blocks as above, skip blocks keep the
- * prediction with their coarse vector, intra blocks are coded as in a keyframe (prediction 0)
- * with the second level set.
- * @param {GofContext} ctx @param {FrameRecord} rec @param {GofState} state @param {Float32Array[]} planes
- * @param {Uint8Array} mask @returns {GofState}
- */
-function decodeResidualModes(ctx, rec, state, planes, mask) {
-  const coords = blockCoords(mask, ctx.blockShape);
-  const N = coords.length / 3;
-  const prevModes = state.modes ?? new Uint8Array(mask.length).fill(MODE_NONE);
-  const modes = decodeModes(rec.modes, mask, N, prevModes, ctx.blockShape);
-  const { sb } = superblocks(coords, ctx.blockShape);
-  const setRow = new Int32Array(N);
-  let nP = 0;
-  let nInter = 0;
-  let nIntra = 0;
-  for (let b = 0; b < N; b++) {
-    if (modes[b] !== MODE_INTRA) nP++;
-    if (modes[b] === MODE_INTER) setRow[b] = nInter++;
-    else if (modes[b] === MODE_INTRA) setRow[b] = nIntra++;
-  }
-  const sbP = new Int32Array(nP);
-  const fine = new Uint8Array(nP);
-  const pIndex = new Int32Array(N).fill(-1);
-  for (let b = 0, k = 0; b < N; b++) {
-    if (modes[b] === MODE_INTRA) continue;
-    sbP[k] = sb[b];
-    fine[k] = modes[b] === MODE_INTER ? 1 : 0;
-    pIndex[b] = k++;
-  }
-  const { mv, coarse } = decodeMotion(rec.motion, sbP, state.coarse, fine);
-  const [lvA, lvB] = decodeLevelSets(
-    decodeSideInfo(rec.side_info), rec.coeff_words, rec.mantissa, ctx.header.num_channels, [nInter, nIntra],
-    ctx.header.coeff_mode, [state.tables, state.intraTables], ctx.scratch,
-  );
-  const grid = ctx.header.grid_shape;
-  fillPlanes(ctx, planes, mask);
-  const scales = ctx.gof.channels.map((ch) => 2 ** ch.exponent);
-  const invs = ctx.gof.channels.map((ch) => 2 ** -ch.exponent);
-  for (let c = 0; c < planes.length; c++) {
-    const prev = state.planes[c];
-    for (let b = 0; b < N; b++) {
-      const bx = coords[3 * b];
-      const by = coords[3 * b + 1];
-      const bz = coords[3 * b + 2];
-      const mode = modes[b];
-      if (mode === MODE_INTRA) PRED.fill(0);
-      else {
-        const k = pIndex[b];
-        prepareBlock(grid, bx, by, bz, mv[3 * k], mv[3 * k + 1], mv[3 * k + 2]);
+        prepareBlock(grid, bx, by, bz, mv[3 * b], mv[3 * b + 1], mv[3 * b + 2]);
         predictChannel(prev, scales[c], PRED);
+        if (mode === BLOCK_MODE_INTER) k = 0;
       }
-      let last = -1;
-      if (mode === MODE_INTER) last = dequantize(lvA, ctx.qstep, c, nInter, setRow[b]);
-      else if (mode === MODE_INTRA) last = dequantize(lvB, ctx.qstep, c, nIntra, setRow[b]);
+      const j = setIndex === null ? b : setIndex[b];
+      const last = k < 0 ? -1 : levelSets[k].last[c * setN[k] + j];
       if (last >= 0) {
+        dequantize(levelSets[k], ctx.qstep, c, setN[k], j);
         inverseDct(Y, last, V);
         for (let i = 0; i < 512; i++) {
           const v = PRED[i] + V[i];
@@ -420,10 +294,7 @@ function decodeResidualModes(ctx, rec, state, planes, mask) {
       writeBlock(planes[c], grid, bx, by, bz, PRED, invs[c]);
     }
   }
-  return {
-    planes, mask, coarse, tables: lvA.tables, modes: modeMap(mask, modes),
-    intraTables: nIntra > 0 ? lvB.tables : state.intraTables,
-  };
+  return { planes, mask, coarse, tables: levelSets[0].tables, intraTables, bprev: previousModes(mask, modes) };
 }
 
 /** Frame decoders by frame_type (§6.3). @type {Record<number, FrameDecoder>} */
@@ -468,7 +339,7 @@ export function framePool() {
  * The previous frame's arrays are read while the next frame decodes: a consumer that
  * transfers or edits a frame must wait until it has asked for the next one.
  * @param {GofChunk} gof @param {SequenceHeader} header
- * @param {{alloc?: FrameAllocator, scratch?: {levels?: Int32Array, tmp?: Int32Array}}} [opts]
+ * @param {{alloc?: FrameAllocator, scratch?: import('./coefficients.js').LevelScratch}} [opts]
  * @returns {Generator<DecodedFrame>}
  */
 export function* decodeGof(gof, header, opts = {}) {

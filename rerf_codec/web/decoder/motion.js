@@ -38,10 +38,11 @@ export function superblocks(coords, blockShape) {
 
 /**
  * Decode the motion section -> block vectors (N, 3) and the new coarse field (NSB, 3).
- * With `fine` (block modes, §10.6) only the blocks with fine[b] = 1 (inter) carry a fine
- * difference; the others (skip) take their superblock's coarse vector.
+ * With block modes (§10.6) `sb` holds the superblocks of the inter and skip blocks only, and
+ * `fine[b]` says which of them code a fine difference (inter); the others (skip) take their
+ * superblock's coarse vector.
  * @param {Uint8Array} section @param {Int32Array} sb @param {Int32Array} prevCoarse (NSB*3)
- * @param {Uint8Array | null} [fine]
+ * @param {Uint8Array | null} [fine] null: every block (a frame without block modes)
  * @returns {{mv: Int32Array, coarse: Int32Array}}
  */
 export function decodeMotion(section, sb, prevCoarse, fine = null) {
@@ -62,9 +63,9 @@ export function decodeMotion(section, sb, prevCoarse, fine = null) {
   const used = [];
   for (let s = 0; s < nsb; s++) if (isUsed[s]) used.push(s);
   let nFine = sb.length;
-  if (fine !== null) {
+  if (fine) {
     nFine = 0;
-    for (let b = 0; b < sb.length; b++) nFine += fine[b];
+    for (let b = 0; b < sb.length; b++) nFine += fine[b] ? 1 : 0;
   }
   const counts = [used.length, nFine];
   for (let t = 0; t < 2; t++) {
@@ -85,14 +86,14 @@ export function decodeMotion(section, sb, prevCoarse, fine = null) {
   }
   const mv = new Int32Array(3 * sb.length);
   let bad = false;
-  for (let b = 0, f = 0; b < sb.length; b++) {
-    const hasFine = fine === null || fine[b] === 1;
+  for (let b = 0, j = 0; b < sb.length; b++) {
+    const f = !fine || fine[b];
     for (let a = 0; a < 3; a++) {
-      const v = coarse[3 * sb[b] + a] + (hasFine ? cls[3 * (nu + f) + a] : 0);
+      const v = coarse[3 * sb[b] + a] + (f ? cls[3 * (nu + j) + a] : 0);
       if (v > MAX_MV || v < -MAX_MV) bad = true;
       mv[3 * b + a] = v;
     }
-    if (hasFine) f++;
+    if (f) j++;
   }
   if (bad) throw new RerfFormatError("motion vector outside the format's range");
   for (let i = 0; i < coarse.length; i++) {

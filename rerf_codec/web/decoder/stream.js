@@ -9,8 +9,9 @@
 
 import { RerfAbortError, RerfFormatError } from './errors.js';
 import {
-  CHUNK_GOF, CHUNK_HEAD_SIZE, CHUNK_INDEX, CHUNK_OVERHEAD, FILE_HEADER_SIZE, FOOTER_SIZE, crc32, parseChunkHead,
-  parseFileHeader, parseFooter, parseGofPayload, parseIndex, parseSequenceHeader,
+  CHUNK_GOF, CHUNK_HEAD_SIZE, CHUNK_INDEX, CHUNK_OVERHEAD, FILE_HEADER_SIZE, FOOTER_SIZE, GOF_REASON_NAMES, crc32,
+  gofReasonPrefix, parseChunkHead, parseFileHeader, parseFooter, parseGofPayload, parseIndex, parseSequenceHeader,
+  peekGofHead, peekGofReason,
 } from './format.js';
 import { decodeGof } from './gof.js';
 import { HttpSource, MemorySource, RangeIgnored, SequentialReader, streamChunks } from './sources.js';
@@ -59,6 +60,15 @@ async function readHeader(get) {
   return parseSequenceHeader(fh, body);
 }
 
+/**
+ * Record on an index entry why its GOF starts (frame header byte 2 of its keyframe, §6.3).
+ * @param {IndexEntry} entry @param {number} id
+ */
+function noteReason(entry, id) {
+  entry.start_reason_id = id;
+  entry.start_reason = GOF_REASON_NAMES[id];
+}
+
 /** An open .rerf stream. Create it with {@link openStream}. */
 export class RerfStream {
   /**
@@ -72,7 +82,9 @@ export class RerfStream {
     this.numFrames = header.num_frames;
     /** Number of the first frame. */
     this.firstFrame = header.first_frame;
-    /** GOF index (offset, first_frame, num_frames), or null while streaming without one. */
+    /** GOF index (offset, first_frame, num_frames, start_reason, start_reason_id), or null while
+     * streaming without one. The start reason is filled in as each GOF chunk is read (or by
+     * {@link RerfStream.readStartReasons}). */
     this.gofs = io.index;
     /** Whether GOFs can be fetched in any order (false: progressive reading only). */
     this.seekable = io.seekable !== null;
@@ -128,7 +140,34 @@ export class RerfStream {
     if (gof.first_frame !== entry.first_frame || gof.num_frames !== entry.num_frames) {
       throw new RerfFormatError(`GOF at byte ${entry.offset} disagrees with the index`);
     }
+    noteReason(entry, gof.frames[0].gof_reason);
     return gof;
+  }
+
+  /**
+   * Fill in `start_reason` of every index entry not read yet, from the first bytes of its GOF
+   * chunk (one small read each; not CRC-checked — decoding the GOF checks it and sets it again).
+   * Entries whose bytes do not look like a GOF keyframe header stay null. A progressive stream
+   * has no index to fill before it is read: its entries get their reasons as GOFs arrive.
+   * @param {AbortSignal} [signal] @returns {Promise<IndexEntry[] | null>} the index
+   */
+  async readStartReasons(signal) {
+    const src = this._source;
+    if (!src || !this.gofs) return this.gofs;
+    const n = CHUNK_HEAD_SIZE + gofReasonPrefix(this.header);
+    for (const e of this.gofs) {
+      if (e.start_reason_id !== null) continue;
+      checkAbort(signal);
+      const bytes = await src.readAt(e.offset, n, signal);
+      if (bytes.length < n) continue;
+      if (bytes[0] !== CHUNK_GOF) continue;
+      const payload = bytes.subarray(CHUNK_HEAD_SIZE);
+      const claim = peekGofHead(payload);
+      if (!claim || claim.first_frame !== e.first_frame) continue;
+      const id = peekGofReason(payload, this.header);
+      if (id !== null && e.start_reason_id === null) noteReason(e, id);
+    }
+    return this.gofs;
   }
 
   /**
@@ -170,6 +209,10 @@ export class RerfStream {
         if (expect !== end) throw new RerfFormatError(`stream ends at frame ${expect}, header promised ${end}`);
         const footer = parseFooter(await exact(FOOTER_SIZE, 'footer'));
         if (!footer.magic_ok || footer.index_offset !== offset) throw new RerfFormatError('footer: bad magic or index offset');
+        for (const e of entries) {
+          const s = seen.find((x) => x.offset === e.offset);
+          if (s && s.start_reason_id !== null) noteReason(e, s.start_reason_id);
+        }
         this.gofs = entries;
         return;
       }
@@ -179,7 +222,9 @@ export class RerfStream {
         throw new RerfFormatError(`GOF chunk at byte ${offset} starts at frame ${gof.first_frame}, expected ${expect}`);
       }
       expect = gof.first_frame + gof.num_frames;
-      const entry = { offset, first_frame: gof.first_frame, num_frames: gof.num_frames };
+      /** @type {IndexEntry} */
+      const entry = { offset, first_frame: gof.first_frame, num_frames: gof.num_frames, start_reason: null, start_reason_id: null };
+      noteReason(entry, gof.frames[0].gof_reason);
       seen.push(entry);
       yield { gof, entry };
     }

@@ -5,13 +5,16 @@
 //   {cmd: 'open', id, source, options?}  source: URL string, ArrayBuffer or ReadableStream;
 //                                        options: openStream's ({mode, http})
 //   {cmd: 'decode', id, start?, end?}    decode frames [start, end) of the open stream
+//   {cmd: 'reasons', id}                 read every GOF's start reason (1.2) up front
 //   {cmd: 'abort', id}                   stop the decode request `id` (e.g. on seek)
 //   {cmd: 'reset', id}                   abort everything and close the stream
 // Out (worker -> main thread), every message has `event` and `id` (the request's):
 //   {event: 'opened', id, header, numFrames, firstFrame, gofs}
 //   {event: 'frame', id, index, frameType, shape, channels, density, features}
 //                                        density/features are transferred Float32Arrays
-//   {event: 'progress', id, gof, bytes}  a GOF chunk was read (bytes: read so far)
+//   {event: 'progress', id, gof, bytes}  a GOF chunk was read (bytes: read so far; gof: its index
+//                                        entry, start_reason included)
+//   {event: 'reasons', id, gofs}         the index entries with start_reason / start_reason_id
 //   {event: 'done', id, frames}          the decode request finished (or was aborted: aborted true)
 //   {event: 'error', id, error: {type, details, fatal}}
 //                                        type: 'format' (bad stream), 'source' (network/HTTP),
@@ -65,6 +68,11 @@ export function createWorkerHandler(post) {
         event: 'opened', id, header: { ...header, tensors: [...tensors].map(([name, t]) => ({ name, ...t })) },
         numFrames: stream.numFrames, firstFrame: stream.firstFrame, gofs: stream.gofs,
       });
+      return;
+    }
+    if (msg.cmd === 'reasons') {
+      if (!stream) throw new TypeError('reasons before open');
+      post({ event: 'reasons', id, gofs: await stream.readStartReasons() });
       return;
     }
     if (msg.cmd === 'decode') {

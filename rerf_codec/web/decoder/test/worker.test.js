@@ -77,3 +77,24 @@ test('abort stops a decode request and reset closes the stream', async () => {
   assert.equal((await until((m) => m.id === 4)).error.type, 'usage');
   await w.terminate();
 });
+
+test('reasons: every GOF start reason up front; progress events carry the entry with its reason', async (t) => {
+  if (!fs.existsSync(path.join(root, 'gof_reasons', 'stream.rerf'))) {
+    t.skip('no gof_reasons vector (format 1.2) here');
+    return;
+  }
+  const bytes = fs.readFileSync(path.join(root, 'gof_reasons', 'stream.rerf'));
+  const { w, msgs, until } = start();
+  w.postMessage({ cmd: 'open', id: 1, source: new Uint8Array(bytes).buffer });
+  const opened = await until((m) => m.id === 1);
+  assert.ok(opened.gofs.every((/** @type {any} */ g) => g.start_reason === null));
+  w.postMessage({ cmd: 'reasons', id: 2 });
+  const r = await until((m) => m.id === 2);
+  assert.equal(r.event, 'reasons');
+  assert.deepEqual(r.gofs.map((/** @type {any} */ g) => g.start_reason), ['first', 'max-length', 'listed', 'cost']);
+  w.postMessage({ cmd: 'decode', id: 3, start: 5 });
+  await until((m) => m.id === 3 && m.event === 'done');
+  const progress = msgs.filter((m) => m.id === 3 && m.event === 'progress');
+  assert.deepEqual(progress.map((m) => [m.gof.first_frame, m.gof.start_reason, m.gof.start_reason_id]), [[5, 'cost', 3]]);
+  await w.terminate();
+});
