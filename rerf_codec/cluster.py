@@ -82,9 +82,12 @@ class Cluster:
         num_cpus: float = 1,
         num_gpus: float = 0,
         max_retries: int = MAX_RETRIES,
+        finish_in_flight: bool = False,
     ) -> Iterator[R]:
         """``fn(item)`` for every item as Ray tasks, at most ``workers`` at once; results in
-        completion order. Pending tasks are cancelled when the caller stops early."""
+        completion order. When a task fails, no new one starts; with ``finish_in_flight`` the
+        running ones are still awaited and their results yielded (work kept for a resume)
+        before the error is raised, else they are cancelled, as when the caller stops early."""
         import ray
         from ray.exceptions import RayError, RayTaskError
 
@@ -101,21 +104,29 @@ class Cluster:
                 ref = remote.options(name=describe(item), **opts).remote(fn, item)
                 pending[ref] = item
 
+        failure: Exception | None = None
         try:
             refill()
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 item = pending.pop(ready[0])
-                refill()  # before handing the result back: no worker waits on the driver
+                if failure is None:
+                    refill()  # before handing the result back: no worker waits on the driver
                 try:
-                    yield ray.get(ready[0])
+                    result = ray.get(ready[0])
                 except RayTaskError as exc:
-                    raise _unwrap(exc, describe(item)) from None
+                    failure = failure or _unwrap(exc, describe(item))
                 except RayError as exc:
-                    raise ClusterError(
+                    failure = failure or ClusterError(
                         f"{describe(item)}: could not be run after {max_retries} retries: "
                         f"{type(exc).__name__}: {_first_line(str(exc))}"
-                    ) from None
+                    )
+                else:
+                    yield result
+                if failure is not None and not finish_in_flight:
+                    break
+            if failure is not None:
+                raise failure
         finally:
             for ref in pending:
                 with contextlib.suppress(Exception):
@@ -186,5 +197,17 @@ def segment_runner(cluster: Cluster, fn: Callable[[Any], Any] | None = None) -> 
 
     def run(jobs: list[Any]) -> Iterator[Any]:
         return cluster.map_unordered(task, jobs, describe=lambda job: job.describe(), num_cpus=1)
+
+    return run
+
+
+def task_runner(cluster: Cluster, *, num_cpus: float = 1, num_gpus: float = 0) -> Callable[..., Iterator[Any]]:
+    """A trainer runner (``rerf_codec.train.gofs.Runner``): ``fn(job)`` per job as Ray tasks
+    asking for ``num_cpus`` CPUs and ``num_gpus`` GPUs each."""
+
+    def run(fn: Callable[[Any], Any], jobs: list[Any], describe: Callable[[Any], str]) -> Iterator[Any]:
+        return cluster.map_unordered(
+            fn, jobs, describe=describe, num_cpus=num_cpus, num_gpus=num_gpus, finish_in_flight=True
+        )
 
     return run
