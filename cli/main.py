@@ -21,13 +21,13 @@ from cli.common import (
     FRAMES,
     PositiveFloat,
     RerfGroup,
+    SegmentLines,
     category_line,
     compact,
     fmt_bytes,
     fmt_fps,
     fmt_range,
     one_line,
-    SegmentLines,
     print_json,
     progress_bar,
 )
@@ -134,13 +134,14 @@ def encode(
         gof_fixed=gof_fixed, block_modes=block_modes, segment_frames=segment_frames,
     )
     config.validate()
-    meta = read_meta(seq_dir)
     parallel = workers > 1 or ray_address is not None
     if parallel:
         from rerf_codec import cluster
 
         cluster.require_ray("--workers" if workers > 1 else "--ray-address")
         cluster.check_address(ray_address)
+    meta = read_meta(seq_dir)
+    if parallel:
         with cluster.connect(workers, ray_address) as ray_cluster:
             lines = SegmentLines(not as_json, meta.num_frames)
             report = encode_sequence(

@@ -118,13 +118,6 @@ def test_segment_frames_must_be_a_multiple_of_gof(seq, tmp_path):
     assert "multiple of --gof" in _one_line_error(res)
 
 
-def test_without_ray_workers_say_how_to_install(seq, tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster, "ray_available", lambda: False)
-    res = CliRunner().invoke(cli, ["encode", str(seq), "-o", str(tmp_path / "x.rerf"), "--workers", "2"])
-    line = _one_line_error(res)
-    assert "pip install 'rerf[ray]'" in line and not (tmp_path / "x.rerf").exists()
-
-
 # --------------------------------------------------------------------------- on Ray
 
 

@@ -138,7 +138,7 @@ def test_bad_input_fails_before_any_task(demo, tmp_path):
     taken.mkdir()
     with pytest.raises(RerfUsageError, match="exists"):
         train_sequence_gofs(TrainRequest(demo, taken), CONFIG, 2, runner=_no_runner)
-    with pytest.raises(RerfUsageError, match="outside|frames"):
+    with pytest.raises(RerfUsageError, match=r"outside|frames"):
         train_sequence_gofs(TrainRequest(demo, tmp_path / "x", frames=range(2, 9)), CONFIG, 2, runner=_no_runner)
     res = CliRunner().invoke(cli, ["train", str(demo), "-o", str(tmp_path / "y"), "--workers", "2"])
     assert "--gof" in _one_line_error(res)

@@ -11,11 +11,11 @@ that each GOF is a chunk decodable on its own, with its own parameters, index en
 from __future__ import annotations
 
 import hashlib
-import math
-import time
 import itertools
+import math
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -394,6 +394,7 @@ def encode_frames(
             SegmentResult(number, seg.start, seg.stop, [], [], time.perf_counter() - ts, _worker_name()).to_json(size)
             | {"gofs": len(coder.finished)}
         )
+    assert digest.h is not None
     return assembly.finish(meta, header, config, output_name, digest.h.hexdigest(), time.perf_counter() - t0)
 
 

@@ -42,8 +42,16 @@ import torch
 
 from rerf_codec.datasets import open_dataset
 from rerf_codec.errors import RerfError, RerfUsageError
+from rerf_codec.field import (
+    STEP_RATIO,
+    ColorMLP,
+    GridGeometry,
+    MLPConfig,
+    RadianceField,
+    RenderSettings,
+    resolve_device,
+)
 from rerf_codec.framerange import parse_frame_range
-from rerf_codec.field import STEP_RATIO, ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, resolve_device
 from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter, TrainerFrame
 from rerf_codec.jsonfile import loads_strict, read_bounded
 from rerf_codec.train.checkpoint import checkpoint_dir, dataset_fingerprint
@@ -470,11 +478,9 @@ def train_sequence_gofs(
         emit("frame", first_record)
     else:
         first_record = read_manifest(ckdir / "first", "first")["record"]  # type: ignore[index]
-    finished = 0
-    for result in run(train_gof, jobs, lambda j: j.describe()):
+    for finished, result in enumerate(run(train_gof, jobs, lambda j: j.describe()), 1):
         state.commit(result.start, result.manifest_sha256)
         done[result.number] = result
-        finished += 1
         for rec in result.records:
             emit("frame", rec)
         emit("gof", {"result": result, "done": len(done), "total": len(layout)})
@@ -551,6 +557,6 @@ def _summary(
             {"gof": n, "frames": [layout[n].start, layout[n].stop], "seconds": round(done[n].seconds, 3),
              "worker": done[n].worker, "resumed": done[n].reused}
             for n in range(len(layout))
-        ],  # fmt: skip
+        ],
         "seconds_this_session": round(seconds, 3),
     }
