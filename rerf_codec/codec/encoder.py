@@ -388,10 +388,11 @@ def encode_frames(
     ):
         seg = _segment_range(meta, length, number)
         coder = _SegmentCoder(ctx, config, listed, seg, meta, writer.header_size, digest, progress)
-        ts = time.perf_counter()
+        ts, cs = time.perf_counter(), time.process_time()
         size = sum(assembly.add_gof(gof.finish(), gof.reports) for gof in coder.run(items))  # streaming
+        seconds, cpu = time.perf_counter() - ts, time.process_time() - cs
         assembly.segments.append(
-            SegmentResult(number, seg.start, seg.stop, [], [], time.perf_counter() - ts, _worker_name()).to_json(size)
+            SegmentResult(number, seg.start, seg.stop, [], [], seconds, _worker_name(), cpu).to_json(size)
             | {"gofs": len(coder.finished)}
         )
     assert digest.h is not None
@@ -442,6 +443,8 @@ class SegmentResult:
     seconds: float
     worker: str
     """``host:pid`` of the process that coded it."""
+    cpu_seconds: float = 0.0
+    """CPU time of that process while it coded the segment (all threads)."""
 
     @property
     def num_frames(self) -> int:
@@ -450,7 +453,7 @@ class SegmentResult:
     def to_json(self, size: int | None = None) -> dict[str, Any]:
         return {
             "segment": self.number, "frames": [self.start, self.stop], "gofs": len(self.chunks),
-            "bytes": size, "seconds": self.seconds, "worker": self.worker,
+            "bytes": size, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "worker": self.worker,
         }
 
 
@@ -473,7 +476,7 @@ def encode_segment(job: SegmentJob, digest: _Digest | None = None, progress: Pro
 
 
 def _encode_segment(job: SegmentJob, digest: _Digest | None, progress: ProgressFn | None) -> SegmentResult:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     job.config.validate()
     meta = read_meta(job.seq_dir)
     header = sequence_header(meta, job.config, None)  # the tensors do not change how frames are coded
@@ -487,7 +490,10 @@ def _encode_segment(job: SegmentJob, digest: _Digest | None, progress: ProgressF
     )
     chunks = [gof.finish() for gof in coder.run(items)]
     reports = [rep for gof in coder.finished for rep in gof.reports]
-    return SegmentResult(job.number, seg.start, seg.stop, chunks, reports, time.perf_counter() - t0, _worker_name())
+    return SegmentResult(
+        job.number, seg.start, seg.stop, chunks, reports, time.perf_counter() - t0, _worker_name(),
+        time.process_time() - c0,
+    )
 
 
 class _SegmentCoder:
