@@ -113,12 +113,17 @@ def cli() -> None:
     "--ray-address", default=None, metavar="auto|ray://HOST:PORT",
     help="Run the segments on this Ray cluster (auto: the one this machine belongs to).",
 )
+@click.option(
+    "--sha256/--no-sha256", "sha256", default=True, show_default=True,
+    help="Compute the SHA-256 of the reconstruction (for `rerf decode --verify`). With --workers the driver "
+    "decodes the whole stream for it, one frame after another; --no-sha256 skips that.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout instead of the summary.")
 def encode(
     seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, gof_fixed: bool,
     block_modes: bool, target_kbpf: float | None, motion: str, segment_frames: int | None, workers: int,
-    ray_address: str | None, force: bool, as_json: bool,
+    ray_address: str | None, sha256: bool, force: bool, as_json: bool,
 ) -> None:
     """Encode the grid-sequence directory SEQ_DIR into a .rerf file.
 
@@ -146,7 +151,7 @@ def encode(
             lines = SegmentLines(not as_json, meta.num_frames)
             report = encode_sequence(
                 seq_dir, output, config, force=force, runner=cluster.segment_runner(ray_cluster), workers=workers,
-                on_segment=lines,
+                on_segment=lines, reconstruction_hash=sha256,
             )
     else:
         with progress_bar(not as_json) as bar:
@@ -155,7 +160,9 @@ def encode(
                 info = f"frame {fr.index} {fr.frame_type} {fmt_bytes(fr.total_bytes)}"
                 bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames, info=info)
 
-            report = encode_sequence(seq_dir, output, config, force=force, progress=progress)
+            report = encode_sequence(
+                seq_dir, output, config, force=force, progress=progress, reconstruction_hash=sha256
+            )
     x, y, z = meta.grid_shape
     n = report.num_frames
     raw = report.raw_float32_bytes
@@ -194,7 +201,7 @@ def encode(
             f"  {len(report.segments)} segment(s) of {config.segment_length} frames, "
             f"{'in this process' if not parallel else f'{workers} at once on Ray'}"
         )
-    echo(f"sha256 {report.sha256}")
+    echo(f"sha256 {report.sha256}" if report.sha256 else "sha256 not computed (--no-sha256)")
 
 
 def _fmt_q(g: dict[str, Any]) -> str:

@@ -130,6 +130,10 @@ def test_parallel_equals_serial_bytes(ray_cluster, seq, serial, tmp_path):
     assert [s["frames"] for s in par.segments] == [[0, 4], [4, 8], [8, 12]]
     assert all(s["worker"] and s["seconds"] > 0 for s in par.segments)
     assert {s["worker"].split(":")[1] for s in par.segments} != {str(os.getpid())}  # ran in Ray workers
+    with cluster.connect(2) as c:  # the driver's serial decode for the hash can be skipped: same bytes
+        quick = encode_sequence(seq, tmp_path / "quick.rerf", CONFIG, runner=cluster.segment_runner(c), workers=2,
+                                reconstruction_hash=False)  # fmt: skip
+    assert (tmp_path / "quick.rerf").read_bytes() == data and quick.sha256 is None
 
 
 def test_cli_workers_json_reports_segments(ray_cluster, seq, serial, tmp_path):

@@ -203,7 +203,9 @@ class EncodeReport:
     header_bytes: int
     container_bytes: int
     seconds: float
-    sha256: str
+    sha256: str | None
+    """SHA-256 of the encoder's reconstruction (what ``rerf decode --verify`` checks); None
+    when ``encode_sequence`` was asked not to compute it."""
     config: dict[str, Any]
     frames: list[FrameReport] = field(default_factory=list)
     gof_qualities: list[tuple[int, int]] = field(default_factory=list)
@@ -610,7 +612,7 @@ class _Assembly:
         self.segments.append(result.to_json(size))
 
     def finish(
-        self, meta: SequenceMeta, header: SequenceHeader, config: EncoderConfig, output_name: str, sha256: str,
+        self, meta: SequenceMeta, header: SequenceHeader, config: EncoderConfig, output_name: str, sha256: str | None,
         seconds: float,
     ) -> EncodeReport:
         self.container += self.writer.finish()
@@ -1010,6 +1012,7 @@ def encode_sequence(
     runner: SegmentRunner | None = None,
     workers: int = 1,
     on_segment: SegmentDone | None = None,
+    reconstruction_hash: bool = True,
 ) -> EncodeReport:
     """Encode a grid-sequence directory into a .rerf file, atomically.
 
@@ -1017,8 +1020,10 @@ def encode_sequence(
     one, every segment is a job for it (``workers`` of them at once, say; results come back in
     any order) and this process, the driver, writes their chunks in order, the index and
     footer: the same bytes. The reconstruction's SHA-256 is then computed by decoding the
-    chunks as they are written (a hash cannot be continued across processes). Everything
-    that can be checked is checked before the first job is handed out.
+    chunks as they are written (a hash cannot be continued across processes): one serial
+    decode of the whole stream, which ``reconstruction_hash=False`` skips (the report's
+    ``sha256`` is then None). Everything that can be checked is checked before the first job
+    is handed out.
     """
     config.validate()
     seq = Path(seq_dir)
@@ -1037,17 +1042,17 @@ def encode_sequence(
         jobs = [
             SegmentJob(str(seq), k, r.start, r.stop, config, writer.header_size) for k, r in enumerate(ranges)
         ]
+        sha: str | None = None
         if runner is None:
-            digest = _Digest(hashlib.sha256())
+            digest = _Digest(hashlib.sha256() if reconstruction_hash else None)
             for job in jobs:
                 result = encode_segment(job, digest, progress)
                 assembly.add(result)
                 if on_segment:
                     on_segment(result, job.number + 1, len(jobs))
-            assert digest.h is not None
-            sha = digest.h.hexdigest()
+            sha = digest.h.hexdigest() if digest.h is not None else None
         else:
-            hasher = _ReconstructionHash(header)
+            hasher = _ReconstructionHash(header) if reconstruction_hash else None
             pending: dict[int, SegmentResult] = {}
             done = 0
             for result in runner(jobs):
@@ -1056,12 +1061,13 @@ def encode_sequence(
                 while len(assembly.segments) in pending:
                     ready = pending.pop(len(assembly.segments))
                     assembly.add(ready)
-                    hasher.add(ready.chunks)
+                    if hasher is not None:
+                        hasher.add(ready.chunks)
                 if on_segment:
                     on_segment(result, done, len(jobs))
             if pending or len(assembly.segments) != len(jobs):
                 raise RuntimeError(f"the runner returned {done} of {len(jobs)} segments")
-            sha = hasher.hexdigest()
+            sha = hasher.hexdigest() if hasher is not None else None
         report = assembly.finish(meta, header, config, str(out_path), sha, time.perf_counter() - t0)
     report.workers = 1 if runner is None else workers
     return report
