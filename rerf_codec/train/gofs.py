@@ -8,8 +8,10 @@ t-1, so a 4000-frame capture is 4000 frames in a row. Here the chain is cut into
 2. **Every GOF** ``[s, e)`` is then an independent unit of work: its first frame is fitted as
    a keyframe with the MLP frozen, starting from frame A's grids (a fixed choice, so the
    result never depends on which GOFs happen to be finished: density outside frame s's
-   visual hull is emptied first, then the whole grid is optimised as a refresh is,
-   ``iters_key`` iterations); its residual frames follow in order as in the serial trainer,
+   visual hull is emptied first, then the whole grid is optimised exactly as a refresh is:
+   MLP frozen, no L1, the keyframe's learning rate, ``iters_refresh`` iterations — a warm
+   start needs fewer than a keyframe from nothing, and each GOF pays it once, so it is the
+   price of the parallelism); its residual frames follow in order as in the serial trainer,
    their refresh yardsticks taken from their own GOF. GOF 0's first frame is frame A.
    Frame t always uses seed ``seed + t``.
 
@@ -313,7 +315,7 @@ def _train_gof(job: GofJob) -> GofResult:
                 full, loss = _fit_gof_keyframe(frame_a, rays, hull, mlp, ctx, cfg.seed + t)
                 stored[t] = full
                 ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background)[1]
-                record.update(kind="gof-key", iterations=cfg.iters_key, loss=loss, residual_zero_fraction=None,
+                record.update(kind="gof-key", iterations=max(1, cfg.iters_refresh), loss=loss, residual_zero_fraction=None,
                               silhouette_error=round(ref_silhouette, 6))  # fmt: skip
             else:
                 res = train_residual_frame(prev, motion, rays, hull, mlp, ctx.geometry, shift, ctx.background, cfg,
@@ -352,11 +354,12 @@ def _fit_gof_keyframe(
     frame_a: GridFrame, rays: Any, hull: np.ndarray, mlp: ColorMLP, ctx: _FrameContext, seed: int
 ) -> tuple[GridFrame, float]:
     """A GOF's first frame: frame A's grids, emptied outside this frame's visual hull, then the
-    whole grid optimised with the MLP frozen (as a refresh, for ``iters_key`` iterations)."""
+    whole grid optimised with the MLP frozen (as a refresh, ``iters_refresh`` iterations; at
+    least one)."""
     cfg = ctx.config
     floor = np.float32(density_floor(cfg.density_shift))
     init = GridFrame(density=np.where(hull, frame_a.density, floor).astype(np.float32), features=frame_a.features.copy())
-    fit = replace(cfg, l1=0.0, lr_residual=cfg.lr_grid, iters_residual=cfg.iters_key)
+    fit = replace(cfg, l1=0.0, lr_residual=cfg.lr_grid, iters_residual=max(1, cfg.iters_refresh))
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(ctx.device)
     r_d, r_f, mse = fit_residual(init, rays, hull_t, mlp, ctx.geometry, cfg.density_shift, ctx.background, fit, gen)
