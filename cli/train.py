@@ -79,8 +79,8 @@ class _TrainProgress:
               help="GOFs trained at once, as Ray tasks (needs rerf[ray] and --gof); without --ray-address on a "
               "local Ray instance.")
 @click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT", help="Train on this Ray cluster.")
-@click.option("--gpus-per-task", type=click.FloatRange(0, 64), default=0, show_default=True,
-              help="GPUs each GOF task asks Ray for (with --device cuda).")
+@click.option("--gpus-per-task", type=click.FloatRange(0, 64), default=None,
+              help="GPUs each GOF task asks Ray for.  [default: 1 with --device cuda, else 0]")
 @click.option("--threads-per-task", type=click.IntRange(1, 256), default=1, show_default=True,
               help="torch threads (and Ray CPUs) per GOF; part of the result on CPU, so serial and parallel "
               "runs match only at the same value.")
@@ -90,8 +90,8 @@ class _TrainProgress:
 def train(
     data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
     iters_residual: int | None, iters_motion: int | None, l1: float | None, shading: str | None, seed: int,
-    gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float, threads_per_task: int, resume: bool,
-    force: bool, as_json: bool,
+    gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float | None, threads_per_task: int,
+    resume: bool, force: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Fit DATA (a multi-view dataset) into the grid sequence SEQ.
 
@@ -112,6 +112,8 @@ def train(
     config = TrainConfig(**overrides)
     req = TrainRequest(Path(data), Path(output), frames=frames, device=device, resume=resume, force=force)
     parallel = workers > 1 or ray_address is not None
+    if gpus_per_task is None:
+        gpus_per_task = 1.0 if device.startswith("cuda") else 0.0
     if gof is None:
         if parallel:
             raise click.UsageError("--workers / --ray-address train GOFs in parallel: give --gof N too")
