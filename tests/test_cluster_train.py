@@ -9,7 +9,9 @@ task is submitted.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +92,34 @@ def test_layout_and_serial_output(serial):
     assert not checkpoint_dir(out).exists()
 
 
-def test_parallel_equals_serial(ray_cluster, demo, serial, tmp_path):
-    out = tmp_path / "par"
+class CrashOnce:
+    """Runs ``fn``, but kills its worker process (``os._exit``) the first time it gets GOF ``number``."""
+
+    def __init__(self, fn, marker: str, number: int) -> None:
+        self.fn, self.marker, self.number = fn, marker, number
+
+    def __call__(self, job):
+        if getattr(job, "number", None) == self.number and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return self.fn(job)
+
+
+def test_parallel_equals_serial_even_when_a_worker_dies(ray_cluster, demo, serial, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    out, marker = tmp_path / "par", tmp_path / "crashed"
     with cluster.connect(2) as c:
-        summary = train_sequence_gofs(TrainRequest(demo, out), CONFIG, 2, runner=cluster.task_runner(c), workers=2)
+        base = cluster.task_runner(c)
+
+        def runner(fn, jobs, describe):  # GOF 1's first attempt dies with its worker; Ray retries it
+            return base(CrashOnce(fn, str(marker), 1), jobs, describe)
+
+        summary = train_sequence_gofs(TrainRequest(demo, out), CONFIG, 2, runner=runner, workers=2)
+    assert marker.exists()
     _same(serial[0], out)
     workers = {g["worker"] for g in summary["gofs"]}
-    assert all(w and not w.endswith(f":{__import__('os').getpid()}") for w in workers)  # ran in Ray workers
+    assert all(w and not w.endswith(f":{os.getpid()}") for w in workers)  # ran in Ray workers
+    assert summary["gofs"][1]["worker"].split(":")[-1] != marker.read_text()  # the retry ran in another process
 
 
 def test_interrupted_run_resumes_without_redoing_a_finished_gof(ray_cluster, demo, serial, tmp_path):
