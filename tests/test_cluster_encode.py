@@ -32,7 +32,7 @@ from rerf_codec.codec.encoder import (  # noqa: E402
     encode_sequence,
 )
 from rerf_codec.errors import RerfFormatError, RerfUsageError  # noqa: E402
-from rerf_codec.grids import iter_frames_with_motion, read_meta  # noqa: E402
+from rerf_codec.gridseq import iter_frames_with_motion, read_meta  # noqa: E402
 from rerf_codec.synthetic import SyntheticSpec, write_synthetic_sequence  # noqa: E402
 
 SPEC = SyntheticSpec(shape=(40, 32, 24), feature_channels=3, num_frames=12, seed=1)
@@ -218,7 +218,8 @@ def test_a_worker_error_is_one_line_naming_the_segment(ray_cluster, seq, tmp_pat
 
 def test_segment_reads_only_its_frames_of_a_trainer_form_sequence(tmp_path):
     """A trainer-form sequence: a segment starting mid-chain replays from the latest full frame."""
-    from rerf_codec.grids import GridFrame, SequenceMeta, TrainerFrame, write_sequence
+    from rerf_codec.grids import GridFrame, SequenceMeta, TrainerFrame
+    from rerf_codec.gridseq import write_sequence
 
     rng = np.random.default_rng(0)
     shape, c = (16, 16, 8), 2

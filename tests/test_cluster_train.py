@@ -24,7 +24,8 @@ from cli.main import cli  # noqa: E402
 from rerf_codec import cluster  # noqa: E402
 from rerf_codec.datasets.demo_scene import render_demo_dataset  # noqa: E402
 from rerf_codec.errors import RerfFormatError, RerfUsageError  # noqa: E402
-from rerf_codec.grids import GridFrame, read_decoder, read_frame, read_meta  # noqa: E402
+from rerf_codec.grids import GridFrame  # noqa: E402
+from rerf_codec.gridseq import read_decoder, read_frame, read_meta  # noqa: E402
 from rerf_codec.train.checkpoint import checkpoint_dir  # noqa: E402
 from rerf_codec.train.config import TrainConfig  # noqa: E402
 from rerf_codec.train.driver import Interrupted, TrainRequest  # noqa: E402

@@ -54,7 +54,8 @@ from rerf_codec.field import (
     resolve_device,
 )
 from rerf_codec.framerange import parse_frame_range
-from rerf_codec.grids import GridFrame, SequenceMeta, SequenceWriter, TrainerFrame
+from rerf_codec.grids import GridFrame, SequenceMeta, TrainerFrame
+from rerf_codec.gridseq import SequenceWriter
 from rerf_codec.jsonfile import loads_strict, read_bounded
 from rerf_codec.train.checkpoint import checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
