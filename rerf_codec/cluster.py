@@ -57,7 +57,7 @@ def check_address(address: str | None) -> None:
     if address is None:
         return
     if address != "auto" and not address.startswith("ray://"):
-        raise RerfUsageError(f"--ray-address must be 'auto' or ray://HOST:PORT, got {address!r}")
+        raise RerfUsageError(f"must be 'auto' or ray://HOST:PORT, got {address!r}", param="ray_address")
 
 
 @dataclass
@@ -161,7 +161,7 @@ def connect(workers: int, address: str | None = None, *, gpus: bool = False) -> 
     require_ray("--workers / --ray-address")
     check_address(address)
     if workers < 1:
-        raise RerfUsageError(f"--workers must be at least 1, got {workers}")
+        raise RerfUsageError(f"must be at least 1, got {workers}", param="workers")
     import ray
 
     if ray.is_initialized():
@@ -183,7 +183,7 @@ def connect(workers: int, address: str | None = None, *, gpus: bool = False) -> 
         try:
             ray.init(address=address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RerfUsageError(f"--ray-address {address}: cannot connect: {_first_line(str(exc))}") from None
+            raise RerfUsageError(f"{address}: cannot connect: {_first_line(str(exc))}", param="ray_address") from None
     try:
         yield Cluster(workers, address, started_here=True)
     finally:

@@ -117,7 +117,7 @@ def test_rate_control_budgets_per_segment(seq, tmp_path):
 def test_segment_frames_must_be_a_multiple_of_gof(seq, tmp_path):
     res = CliRunner().invoke(cli, ["encode", str(seq), "-o", str(tmp_path / "x.rerf"), "--gof", "3",
                                    "--segment-frames", "4"])  # fmt: skip
-    assert "multiple of --gof" in _one_line_error(res)
+    assert "--segment-frames must be a positive multiple of gof" in _one_line_error(res)
 
 
 # --------------------------------------------------------------------------- on Ray

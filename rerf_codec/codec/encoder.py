@@ -159,7 +159,7 @@ class EncoderConfig:
             or self.segment_frames < 1 or self.segment_frames % self.gof
         ):
             raise RerfUsageError(
-                f"--segment-frames must be a positive multiple of --gof ({self.gof}), got {self.segment_frames}"
+                f"must be a positive multiple of gof ({self.gof}), got {self.segment_frames}", param="segment_frames"
             )
 
     @property

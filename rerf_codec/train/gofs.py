@@ -80,7 +80,7 @@ def in_process(fn: Callable[[Any], Any], jobs: list[Any], describe: Callable[[An
 def gof_layout(frames: range, gof: int) -> list[range]:
     """``frames`` cut into GOFs of ``gof`` frames (the last may be shorter)."""
     if gof < 1:
-        raise RerfUsageError(f"--gof must be at least 1, got {gof}")
+        raise RerfUsageError(f"must be at least 1, got {gof}", param="gof")
     return [range(s, min(s + gof, frames.stop)) for s in range(frames.start, frames.stop, gof)]
 
 
@@ -427,14 +427,14 @@ def train_sequence_gofs(
     emit = events or (lambda kind, info: None)
     run = runner or in_process
     if threads < 1:
-        raise RerfUsageError(f"--threads-per-task must be at least 1, got {threads}")
+        raise RerfUsageError(f"must be at least 1, got {threads}", param="threads_per_task")
     ds = open_dataset(req.data)
     wanted = parse_frame_range(req.frames)
     frames = ds.meta.frame_indices if wanted is None else wanted.resolve(ds.meta.frame_indices)
     device = resolve_device(req.device)
     out = Path(req.out)
     if out.exists() and not req.force:
-        raise RerfUsageError(f"{out} exists; use --force to replace it")
+        raise RerfUsageError(f"{out} exists", hint=("force", "to replace it"))
     if not out.parent.is_dir():
         raise RerfUsageError(f"output folder {out.parent} does not exist")
     if not ds.meta.test_cameras or not ds.meta.train_cameras:
