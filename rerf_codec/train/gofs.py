@@ -21,8 +21,9 @@ SHA-256 of each frame file, the run's identity hash and the frames' log records;
 driver commits it to ``state.json`` (the manifest's SHA-256). ``--resume`` keeps every GOF
 whose manifest checks out and re-does none of them. The same functions run in-process
 (serial) or as Ray tasks; with the same GOF layout and torch thread count per GOF the
-output is bit-identical on CPU. The output lists every GOF start after frame A in
-``"keyframes"`` (DESIGN.md decision 14), so the encoder starts a GOF there.
+output is bit-identical on CPU. The output lists every GOF start after frame A (and, as the
+serial trainer does, every refreshed frame) in ``"keyframes"`` (DESIGN.md decision 14), so the
+encoder starts a GOF there.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class _FrameContext:
     def __post_init__(self) -> None:
         m = self.ds.meta
         self.geometry = GridGeometry.for_resolution(m.xyz_min, m.xyz_max, self.config.resolution)
-        self.settings = RenderSettings(m.background, STEP_RATIO)
+        self.settings = RenderSettings(m.background, STEP_RATIO, self.config.shading)
         self.background = torch.tensor(m.background, dtype=torch.float32, device=self.device)
 
     def frame_inputs(self, t: int) -> tuple[Any, np.ndarray]:
@@ -258,7 +259,8 @@ def train_first_frame(job: FirstFrameJob) -> dict[str, Any]:
         key = train_keyframe(rays, hull, ctx.geometry, ctx.background, job.config, job.config.seed + job.frame,
                              ctx.device)  # fmt: skip
         full = GridFrame(density=key.density, features=key.features)
-        silhouette = fit_errors(full, rays, key.mlp, ctx.geometry, job.config.density_shift, ctx.background)[1]
+        silhouette = fit_errors(full, rays, key.mlp, ctx.geometry, job.config.density_shift, ctx.background,
+                                shading=job.config.shading)[1]  # fmt: skip
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         record = {"frame": job.frame, "kind": "key", "iterations": key.iterations, "loss": key.final_loss,
                   "residual_zero_fraction": None, "silhouette_error": round(silhouette, 6),
@@ -309,13 +311,15 @@ def _train_gof(job: GofJob) -> GofResult:
             if prev is None and t == job.first_frame:  # GOF 0 starts with frame A itself
                 full = frame_a
                 stored[t] = frame_a
-                ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background)[1]
+                ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background,
+                                            shading=cfg.shading)[1]  # fmt: skip
                 prev = full
                 continue
             if prev is None:
                 full, loss = _fit_gof_keyframe(frame_a, rays, hull, mlp, ctx, cfg.seed + t)
                 stored[t] = full
-                ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background)[1]
+                ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background,
+                                            shading=cfg.shading)[1]  # fmt: skip
                 record.update(kind="gof-key", iterations=max(1, cfg.iters_refresh), loss=loss, residual_zero_fraction=None,
                               silhouette_error=round(ref_silhouette, 6))  # fmt: skip
             else:
@@ -503,13 +507,14 @@ def _assemble(
     m = ds.meta
     geometry = GridGeometry.for_resolution(m.xyz_min, m.xyz_max, config.resolution)
     mlp_config = MLPConfig(config.feature_channels, config.viewbase_pe, config.mlp_width, 3)
-    settings = RenderSettings(m.background, STEP_RATIO)
+    settings = RenderSettings(m.background, STEP_RATIO, config.shading)
     log = [first_record] + [rec for n in range(len(layout)) for rec in done[n].records]
     log = [{k: v for k, v in r.items() if k != "worker"} for r in log]
     meta = SequenceMeta(
         num_frames=len(frames), fps=m.fps, grid_shape=geometry.shape, feature_channels=config.feature_channels,
         xyz_min=geometry.xyz_min, xyz_max=geometry.xyz_max, density_shift=config.density_shift, motion_block=BLOCK,
-        first_frame=frames.start, keyframes=tuple(r.start for r in layout[1:]),
+        first_frame=frames.start,
+        keyframes=tuple(sorted({r.start for r in layout[1:]} | {r["frame"] for r in log if r["kind"] == "refresh"})),
         extra={"mlp": mlp_config.to_json(), "render": settings.to_json(),
                "trainer": {"seed": config.seed, "config": config.to_json(), "gof": gof,
                            "threads_per_gof": threads}},
