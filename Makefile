@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml setup.py rerf_codec/codec/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install -q -e ".[dev]"
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install -q -e ".[dev,ray]"
 	touch $@
 
 # The JS decoder has no runtime dependency; npm ci installs its lint tools (typescript), pinned by the lockfile.

@@ -143,6 +143,38 @@ class Progress:
             bar.__exit__(None, None, None)
 
 
+class SegmentLines:
+    """One line per finished unit of parallel work (segment, GOF) with an ETA, on a terminal."""
+
+    def __init__(self, enabled: bool, total_frames: int, what: str = "segment") -> None:
+        import time
+
+        self.enabled = enabled and isatty(sys.stderr)
+        self.total_frames = max(1, total_frames)
+        self.frames = 0
+        self.what = what
+        self._clock = time.perf_counter
+        self.t0 = self._clock()
+
+    def __call__(self, result: Any, done: int, total: int) -> None:
+        self.frames += result.stop - result.start
+        if not self.enabled:
+            return
+        elapsed = self._clock() - self.t0
+        left = elapsed / self.frames * (self.total_frames - self.frames)
+        eta = "done" if done == total else f"ETA {fmt_duration(left)}"
+        click.echo(
+            f"{self.what} {result.number} frames {result.start}:{result.stop} {result.seconds:.1f} s on "
+            f"{result.worker}  [{done}/{total}, {eta}]",
+            err=True,
+        )
+
+
+def fmt_duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 @contextlib.contextmanager
 def progress_bar(enabled: bool) -> Iterator[Progress]:
     p = Progress(enabled)

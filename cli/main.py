@@ -21,6 +21,7 @@ from cli.common import (
     FRAMES,
     PositiveFloat,
     RerfGroup,
+    SegmentLines,
     category_line,
     compact,
     fmt_bytes,
@@ -97,11 +98,32 @@ def cli() -> None:
     help="Motion of residual frames: search (encoder search, seeded with the trainer's motion when the "
     "input has it), trainer (the input's motion as given), zero (no motion compensation).",
 )
+@click.option(
+    "--segment-frames", type=click.IntRange(1, None), default=None, metavar="K",
+    help="Frames per segment, a multiple of --gof: the unit of parallel encoding; a GOF never spans two "
+    "segments and rate control budgets per segment. Part of the config (the bytes depend on it, never on "
+    "--workers).  [default: 5 × --gof]",
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 4096), default=1, show_default=True,
+    help="Segments encoded at once, as Ray tasks (needs rerf[ray]); without --ray-address on a local Ray "
+    "instance of that many CPUs. 1: in this process.",
+)
+@click.option(
+    "--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+    help="Run the segments on this Ray cluster (auto: the one this machine belongs to).",
+)
+@click.option(
+    "--sha256/--no-sha256", "sha256", default=True, show_default=True,
+    help="Compute the SHA-256 of the reconstruction (for `rerf decode --verify`). With --workers the driver "
+    "decodes the whole stream for it, one frame after another; --no-sha256 skips that.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON report on stdout instead of the summary.")
 def encode(
     seq_dir: str, output: str, quality: int, density_quality: int | None, gof: int, gof_fixed: bool,
-    block_modes: bool, target_kbpf: float | None, motion: str, force: bool, as_json: bool,
+    block_modes: bool, target_kbpf: float | None, motion: str, segment_frames: int | None, workers: int,
+    ray_address: str | None, sha256: bool, force: bool, as_json: bool,
 ) -> None:
     """Encode the grid-sequence directory SEQ_DIR into a .rerf file.
 
@@ -114,18 +136,33 @@ def encode(
 
     config = EncoderConfig(
         quality=quality, density_quality=density_quality, gof=gof, motion=motion, target_kbpf=target_kbpf,
-        gof_fixed=gof_fixed, block_modes=block_modes,
+        gof_fixed=gof_fixed, block_modes=block_modes, segment_frames=segment_frames,
     )
     config.validate()
+    parallel = workers > 1 or ray_address is not None
+    if parallel:
+        from rerf_codec import cluster
+
+        cluster.require_ray("--workers" if workers > 1 else "--ray-address")
+        cluster.check_address(ray_address)
     meta = read_meta(seq_dir)
+    if parallel:
+        with cluster.connect(workers, ray_address) as ray_cluster:
+            lines = SegmentLines(not as_json, meta.num_frames)
+            report = encode_sequence(
+                seq_dir, output, config, force=force, runner=cluster.segment_runner(ray_cluster), workers=workers,
+                on_segment=lines, reconstruction_hash=sha256,
+            )
+    else:
+        with progress_bar(not as_json) as bar:
 
-    with progress_bar(not as_json) as bar:
+            def progress(fr: Any) -> None:
+                info = f"frame {fr.index} {fr.frame_type} {fmt_bytes(fr.total_bytes)}"
+                bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames, info=info)
 
-        def progress(fr: Any) -> None:
-            info = f"frame {fr.index} {fr.frame_type} {fmt_bytes(fr.total_bytes)}"
-            bar.update("encode", fr.index - meta.first_frame + 1, meta.num_frames, info=info)
-
-        report = encode_sequence(seq_dir, output, config, force=force, progress=progress)
+            report = encode_sequence(
+                seq_dir, output, config, force=force, progress=progress, reconstruction_hash=sha256
+            )
     x, y, z = meta.grid_shape
     n = report.num_frames
     raw = report.raw_float32_bytes
@@ -159,7 +196,12 @@ def encode(
         f"  {mode}, gof {gof}, motion {motion}; {report.seconds:.2f} s, "
         f"{fmt_fps(n / report.seconds if report.seconds > 0 else None)}"
     )
-    echo(f"sha256 {report.sha256}")
+    if len(report.segments) > 1 or parallel:
+        echo(
+            f"  {len(report.segments)} segment(s) of {config.segment_length} frames, "
+            f"{'in this process' if not parallel else f'{workers} at once on Ray'}"
+        )
+    echo(f"sha256 {report.sha256}" if report.sha256 else "sha256 not computed (--no-sha256)")
 
 
 def _fmt_q(g: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from cli.common import FRAMES, isatty, print_json
+from cli.common import FRAMES, SegmentLines, isatty, print_json
 from rerf_codec.framerange import FrameRange
 
 
@@ -26,9 +26,10 @@ def _fmt_record(r: dict[str, Any]) -> str:
 class _TrainProgress:
     """A per-frame bar on a terminal (carriage-return redraw); one summary line per frame always."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, gof_lines: SegmentLines | None = None) -> None:
         self.quiet = quiet
         self.tty = isatty(sys.stderr)
+        self.gof_lines = gof_lines
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if self.quiet:
@@ -49,6 +50,8 @@ class _TrainProgress:
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)
             click.echo(_fmt_record(info), err=True)
+        elif kind == "gof" and self.gof_lines is not None:
+            self.gof_lines(info["result"], info["done"], info["total"])
 
 
 @click.command()
@@ -68,13 +71,27 @@ class _TrainProgress:
               help="per_sample (ReRF: the MLP on every sample; default) or deferred (features composited, "
                    "the MLP once per pixel); recorded in sequence.json render.shading.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
+@click.option("--gof", type=click.IntRange(1, 4096), default=None,
+              help="Train GOF by GOF: frame A (keyframe + MLP) first, then every GOF of this many frames on its own "
+              "(its first frame a keyframe with the MLP frozen, from frame A's grids), listed in \"keyframes\". "
+              "Needed for --workers; the output does not depend on --workers.")
+@click.option("--workers", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="GOFs trained at once, as Ray tasks (needs rerf[ray] and --gof); without --ray-address on a "
+              "local Ray instance.")
+@click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT", help="Train on this Ray cluster.")
+@click.option("--gpus-per-task", type=click.FloatRange(0, 64), default=None,
+              help="GPUs each GOF task asks Ray for.  [default: 1 with --device cuda, else 0]")
+@click.option("--threads-per-task", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="torch threads (and Ray CPUs) per GOF; part of the result on CPU, so serial and parallel "
+              "runs match only at the same value.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing output / discard an old checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the train.json summary on stdout (no progress).")
 def train(
     data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
-    iters_residual: int | None, iters_motion: int | None, l1: float | None, shading: str | None, seed: int, resume: bool,
-    force: bool, as_json: bool,
+    iters_residual: int | None, iters_motion: int | None, l1: float | None, shading: str | None, seed: int,
+    gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float | None, threads_per_task: int,
+    resume: bool, force: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Fit DATA (a multi-view dataset) into the grid sequence SEQ.
 
@@ -94,7 +111,37 @@ def train(
             overrides[key] = value
     config = TrainConfig(**overrides)
     req = TrainRequest(Path(data), Path(output), frames=frames, device=device, resume=resume, force=force)
-    summary = train_sequence(req, config, _TrainProgress(quiet=as_json))
+    parallel = workers > 1 or ray_address is not None
+    if gpus_per_task is None:
+        gpus_per_task = 1.0 if device.startswith("cuda") else 0.0
+    if gof is None:
+        if parallel:
+            raise click.UsageError("--workers / --ray-address train GOFs in parallel: give --gof N too")
+        summary = train_sequence(req, config, _TrainProgress(quiet=as_json))
+    else:
+        from rerf_codec.train.gofs import train_sequence_gofs
+
+        lines = SegmentLines(not as_json, 0, what="GOF")
+        events = _TrainProgress(quiet=as_json, gof_lines=lines)
+
+        def run(runner: Any = None) -> dict[str, Any]:
+            def on(kind: str, info: dict[str, Any]) -> None:
+                if kind == "start":
+                    lines.total_frames = info["frames"][1] - info["frames"][0] - info["resumed"]
+                events(kind, info)
+
+            return train_sequence_gofs(req, config, gof, runner=runner, threads=threads_per_task, workers=workers,
+                                       events=on)  # fmt: skip
+
+        if parallel:
+            from rerf_codec import cluster
+
+            cluster.require_ray("--workers" if workers > 1 else "--ray-address")
+            cluster.check_address(ray_address)
+            with cluster.connect(workers, ray_address, gpus=gpus_per_task > 0) as ray_cluster:
+                summary = run(cluster.task_runner(ray_cluster, num_cpus=threads_per_task, num_gpus=gpus_per_task))
+        else:
+            summary = run()
     if as_json:
         print_json(summary)
         return

@@ -53,9 +53,11 @@ GOF_REASON_MAX_LENGTH = 2  # the previous GOF reached the maximum length
 GOF_REASON_COST = 3  # coding the frame whole cost less than coding it as a residual frame (a cut)
 GOF_REASON_LISTED = 4  # the grid sequence lists the frame in "keyframes"
 GOF_REASON_LATTICE = 5  # the frame's values do not fit the previous GOF's lattice
+GOF_REASON_SEGMENT = 6  # the encoder's segment (its unit of parallel work) starts here
 GOF_REASON_NAMES = {
     GOF_REASON_UNKNOWN: "unknown", GOF_REASON_FIRST: "first", GOF_REASON_MAX_LENGTH: "max-length",
     GOF_REASON_COST: "cost", GOF_REASON_LISTED: "listed", GOF_REASON_LATTICE: "lattice",
+    GOF_REASON_SEGMENT: "segment",
 }
 CODER_RANGE = 1  # constriction queue.RangeEncoder/RangeDecoder, Categorical(perfect=False), u32 words LE
 TRANSFORM_DCT8_INT = 1  # 8³ DCT-II, integer inverse B=14 G=3 (transform.py)

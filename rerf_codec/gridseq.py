@@ -364,15 +364,25 @@ def _iter_full_frames(
 
 
 def iter_frames_with_motion(
-    seq_dir: str | Path, meta: SequenceMeta | None = None
+    seq_dir: str | Path, meta: SequenceMeta | None = None, frames: range | None = None
 ) -> Iterator[tuple[int, GridFrame, np.ndarray | None]]:
-    """Like :func:`iter_full_frames` over the whole sequence, also yielding each frame's
+    """Like :func:`iter_full_frames` (default: the whole sequence), also yielding each frame's
     trainer motion (``None`` for frames stored full), so an encoder can reuse it."""
     seq = Path(seq_dir)
     if meta is None:
         meta = read_meta(seq)
+    wanted = _check_frame_range(frames, meta)
+    return _iter_frames_with_motion(seq, meta, wanted)
+
+
+def _iter_frames_with_motion(
+    seq: Path, meta: SequenceMeta, wanted: range
+) -> Iterator[tuple[int, GridFrame, np.ndarray | None]]:
+    start = wanted[0]
+    while start > meta.first_frame and not _peek_is_full(seq, start):
+        start -= 1
     prev: GridFrame | None = None
-    for index in meta.frame_indices:
+    for index in range(start, wanted[-1] + 1):
         fr = read_frame(seq, index, meta)
         motion = None
         if isinstance(fr, TrainerFrame):
@@ -380,7 +390,8 @@ def iter_frames_with_motion(
             motion = fr.motion
             fr = apply_trainer(prev, fr, meta.motion_block)
         prev = fr
-        yield index, fr, motion
+        if index in wanted:
+            yield index, fr, motion
 
 
 # --------------------------------------------------------------------------- decoder weights

@@ -11,9 +11,12 @@ that each GOF is a chunk decodable on its own, with its own parameters, index en
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import os
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +40,7 @@ from rerf_codec.bitstream import (
     GOF_REASON_LISTED,
     GOF_REASON_MAX_LENGTH,
     GOF_REASON_NAMES,
+    GOF_REASON_SEGMENT,
     INDEX_ENTRY,
     TRANSFORM_DCT8_INT,
     ChannelParams,
@@ -46,6 +50,7 @@ from rerf_codec.bitstream import (
     StreamWriter,
     encode_gof_payload,
 )
+from rerf_codec.codec.decoder import decode_gof
 from rerf_codec.codec.intra import BufferPool, encode_intra
 from rerf_codec.codec.motion import MAX_MV, MV_UNIT
 from rerf_codec.codec.motion_search import SearchConfig, search_motion
@@ -54,13 +59,15 @@ from rerf_codec.codec.quant import MAX_QSTEP, QMATRIX_UNIT, DeadZone, default_qm
 from rerf_codec.codec.residual import GofState, encode_residual, initial_state
 from rerf_codec.codec.threads import single_blas_thread
 from rerf_codec.codec.transform import BLOCK, MAX_SAMPLE
-from rerf_codec.errors import RerfUsageError
+from rerf_codec.errors import RerfError, RerfUsageError
 from rerf_codec.grids import GridFrame, SequenceMeta, raw_float32_bytes, update_frame_hash
-from rerf_codec.gridseq import iter_frames_with_motion, read_decoder, read_meta
+from rerf_codec.gridseq import frame_path, iter_frames_with_motion, read_decoder, read_meta
 
 MOTION_MODES = ("search", "trainer", "zero")
 DEFAULT_QUALITY = 75
 DEFAULT_GOF = 20  # the knee of the GOF-length sweep (BENCHMARKS.md, rerf_codec.bench.gof_sweep)
+DEFAULT_SEGMENT_GOFS = 5
+"""Default segment length in maximum-length GOFs (BENCHMARKS.md, "Scale-out on Ray")."""
 LATTICE_HEADROOM_BITS = 4
 """The lattice exponent leaves this many bits above the keyframe's largest value."""
 
@@ -120,6 +127,11 @@ class EncoderConfig:
     """Channels the motion search compares: density plus the strongest features."""
     target_kbpf: float | None = None
     """Rate control: average kilobytes (1000 B) per frame of the whole file; None = fixed quality."""
+    segment_frames: int | None = None
+    """Frames per segment, a multiple of ``gof`` (None = ``DEFAULT_SEGMENT_GOFS`` × ``gof``). A
+    segment is the unit of parallel encoding: it is coded knowing nothing of the others (its
+    first frame starts a GOF; rate control keeps its budget within it), so the bytes depend on
+    this setting and never on how many workers ran."""
 
     def validate(self) -> None:
         if not 1 <= self.quality <= 100:
@@ -142,6 +154,18 @@ class EncoderConfig:
             raise RerfUsageError("RDOQ lambdas must be in 0..100")
         if not 0 <= self.search_range <= 1024:
             raise RerfUsageError("search range must be in 0..1024 voxels")
+        if self.segment_frames is not None and (
+            isinstance(self.segment_frames, bool) or not isinstance(self.segment_frames, int)
+            or self.segment_frames < 1 or self.segment_frames % self.gof
+        ):
+            raise RerfUsageError(
+                f"must be a positive multiple of gof ({self.gof}), got {self.segment_frames}", param="segment_frames"
+            )
+
+    @property
+    def segment_length(self) -> int:
+        """Frames per segment (``segment_frames`` resolved)."""
+        return self.segment_frames if self.segment_frames is not None else DEFAULT_SEGMENT_GOFS * self.gof
 
     @property
     def effective_density_quality(self) -> int:
@@ -179,10 +203,16 @@ class EncodeReport:
     header_bytes: int
     container_bytes: int
     seconds: float
-    sha256: str
+    sha256: str | None
+    """SHA-256 of the encoder's reconstruction (what ``rerf decode --verify`` checks); None
+    when ``encode_sequence`` was asked not to compute it."""
     config: dict[str, Any]
     frames: list[FrameReport] = field(default_factory=list)
     gof_qualities: list[tuple[int, int]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    """Per segment: number, frames [start, stop), GOFs, bytes on disk, seconds and worker."""
+    workers: int = 1
+    """Segments coded at once (1: in this process, in order)."""
     raw_float32_bytes: int = 0
     """The same frames uncompressed (float32 density + features): the compression yardstick."""
 
@@ -212,6 +242,8 @@ class EncodeReport:
             "frames": [
                 {**asdict(f), "total_bytes": f.total_bytes} for f in self.frames
             ],
+            "workers": self.workers,
+            "segments": self.segments,
         }
 
 
@@ -224,6 +256,7 @@ def sequence_header(meta: SequenceMeta, config: EncoderConfig, tensors: dict[str
     )
     encoder_meta = {
         **asdict(config),
+        "segment_frames": config.segment_length,
         "occupancy_threshold": threshold,
         "rerf_version": rerf_codec.__version__,
         "constriction_version": _constriction_version(),
@@ -337,7 +370,8 @@ def encode_frames(
 
     Each item is ``(index, frame)`` or ``(index, frame, motion)`` where ``motion`` is the
     trainer's backward block motion into the previous frame (voxels, ``(3, bx, by, bz)``)
-    or None.
+    or None. Frames stream through one segment (:class:`_SegmentCoder`) after another;
+    the bytes equal :func:`encode_sequence`'s, serial or parallel, for the same config.
 
     Returns a report with per-frame byte accounting and the SHA-256 of the encoder's
     reconstruction (which the decoder must reproduce).
@@ -347,76 +381,255 @@ def encode_frames(
     header = sequence_header(meta, config, tensors)
     writer = StreamWriter(out, header)
     ctx = _EncodeContext(header, config)
-    digest = _Digest()
-    reports: list[FrameReport] = []
-    gof_q: list[tuple[int, int]] = []
-    container = 0
-    rate = _RateControl(config, meta.num_frames, writer.header_size) if config.target_kbpf else None
-
-    def write(gof: _GofEncoder) -> None:
-        nonlocal container
-        chunk = gof.finish()
-        size = writer.write_gof(chunk)
-        container += size - sum(r.total_bytes for r in gof.reports)
-        reports.extend(gof.reports)
-        gof_q.append((chunk.quality_density, chunk.quality_features))
-        if rate:
-            rate.spent(size, chunk.num_frames)
-
-    gof: _GofEncoder | None = None
-    batch: list[InputFrame3] = []
-    batch_lattice: tuple[ChannelParams, ...] = ()  # of batch[0], computed once per batch
+    digest = _Digest(hashlib.sha256())
+    assembly = _Assembly(writer)
+    length = config.segment_length
     listed = frozenset(meta.keyframes)
-    batch_reason = GOF_REASON_FIRST
-    for item in _checked_frames(frames, meta):
-        if rate is None:  # streaming: one frame in memory at a time
-            reason = _gof_start_reason(gof, item[0], item[1], listed)
-            if reason is None and gof is not None and not gof.add(*item, adaptive=not config.gof_fixed):
-                reason = GOF_REASON_COST
-            if reason is not None:
-                if gof is not None:
-                    write(gof)
-                gof = _GofEncoder(ctx, config, item[1], digest.h, progress, reason)
-                gof.add(*item)
-            continue
-        # Rate control holds one GOF of input frames and encodes it at trial qualities
-        # (GOFs end at the maximum length, the lattice rule and listed keyframes only).
-        reason = None
-        if batch:
-            if item[0] in listed:
-                reason = GOF_REASON_LISTED
-            elif len(batch) == config.gof:
-                reason = GOF_REASON_MAX_LENGTH
-            elif not _frame_fits(batch_lattice, item[1]):
-                reason = GOF_REASON_LATTICE
-        if reason is not None:
-            write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q), batch_reason))
-            batch = []
-            batch_reason = reason
-        if not batch:
-            batch_lattice = _gof_lattice(ctx, config, item[1])
-        batch.append(item)
-    if gof is not None:
-        write(gof)
-    if batch:
-        assert rate is not None
-        write(rate.encode_gof(ctx, batch, digest, progress, len(gof_q), batch_reason))
-    tail = writer.finish()
-    container += tail
-    seconds = time.perf_counter() - t0
-    return EncodeReport(
-        output=output_name,
-        num_frames=meta.num_frames,
-        file_bytes=writer.bytes_written,
-        header_bytes=writer.header_size,
-        container_bytes=container,
-        seconds=seconds,
-        sha256=digest.h.hexdigest(),
-        config=header.meta["encoder"],
-        frames=reports,
-        gof_qualities=gof_q,
-        raw_float32_bytes=raw_float32_bytes(meta.grid_shape, 1 + meta.feature_channels, meta.num_frames),
+    for number, items in itertools.groupby(
+        _checked_frames(frames, meta), key=lambda item: (item[0] - meta.first_frame) // length
+    ):
+        seg = _segment_range(meta, length, number)
+        coder = _SegmentCoder(ctx, config, listed, seg, meta, writer.header_size, digest, progress)
+        ts, cs = time.perf_counter(), time.process_time()
+        size = sum(assembly.add_gof(gof.finish(), gof.reports) for gof in coder.run(items))  # streaming
+        seconds, cpu = time.perf_counter() - ts, time.process_time() - cs
+        assembly.segments.append(
+            SegmentResult(number, seg.start, seg.stop, [], [], seconds, _worker_name(), cpu).to_json(size)
+            | {"gofs": len(coder.finished)}
+        )
+    assert digest.h is not None
+    return assembly.finish(meta, header, config, output_name, digest.h.hexdigest(), time.perf_counter() - t0)
+
+
+def _segment_range(meta: SequenceMeta, length: int, number: int) -> range:
+    start = meta.first_frame + number * length
+    return range(start, min(start + length, meta.first_frame + meta.num_frames))
+
+
+def plan_segments(meta: SequenceMeta, config: EncoderConfig) -> list[range]:
+    """The frame ranges of the segments of a sequence (every ``segment_length`` frames)."""
+    length = config.segment_length
+    return [_segment_range(meta, length, k) for k in range(-(-meta.num_frames // length))]
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """One segment of a grid-sequence directory to encode: what a worker receives (paths and a
+    frame range, never arrays)."""
+
+    seq_dir: str
+    number: int
+    start: int
+    stop: int
+    config: EncoderConfig
+    header_bytes: int
+    """Bytes of the stream's header (the first segment's rate-control budget pays for it)."""
+
+    @property
+    def frames(self) -> range:
+        return range(self.start, self.stop)
+
+    def describe(self) -> str:
+        return f"segment {self.number} (frames {self.start}:{self.stop})"
+
+
+@dataclass
+class SegmentResult:
+    """What a segment returns: its GOF chunks in order and a small report."""
+
+    number: int
+    start: int
+    stop: int
+    chunks: list[GofChunk]
+    frames: list[FrameReport]
+    seconds: float
+    worker: str
+    """``host:pid`` of the process that coded it."""
+    cpu_seconds: float = 0.0
+    """CPU time of that process while it coded the segment (all threads)."""
+
+    @property
+    def num_frames(self) -> int:
+        return self.stop - self.start
+
+    def to_json(self, size: int | None = None) -> dict[str, Any]:
+        return {
+            "segment": self.number, "frames": [self.start, self.stop], "gofs": len(self.chunks),
+            "bytes": size, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "worker": self.worker,
+        }
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def encode_segment(job: SegmentJob, digest: _Digest | None = None, progress: ProgressFn | None = None) -> SegmentResult:
+    """Encode one segment of ``job.seq_dir``: the per-segment function that the serial encoder
+    runs in order and ``rerf encode --workers`` runs as remote tasks.
+
+    Reads only its own frames (and, for trainer-form frames, those back to the latest full
+    frame); ``digest`` (serial runs) continues the stream's reconstruction hash. Errors
+    name the segment.
+    """
+    try:
+        return _encode_segment(job, digest, progress)
+    except RerfError as exc:
+        raise type(exc)(f"{job.describe()}: {exc}") from None
+
+
+def _encode_segment(job: SegmentJob, digest: _Digest | None, progress: ProgressFn | None) -> SegmentResult:
+    t0, c0 = time.perf_counter(), time.process_time()
+    job.config.validate()
+    meta = read_meta(job.seq_dir)
+    header = sequence_header(meta, job.config, None)  # the tensors do not change how frames are coded
+    ctx = _EncodeContext(header, job.config)
+    seg = job.frames
+    if seg != _segment_range(meta, job.config.segment_length, job.number):
+        raise RerfUsageError(f"frames {seg.start}:{seg.stop} are not segment {job.number} of {job.seq_dir}")
+    items = _checked_range(iter_frames_with_motion(job.seq_dir, meta, frames=seg), meta, seg)
+    coder = _SegmentCoder(
+        ctx, job.config, frozenset(meta.keyframes), seg, meta, job.header_bytes, digest or _Digest(), progress
     )
+    chunks = [gof.finish() for gof in coder.run(items)]
+    reports = [rep for gof in coder.finished for rep in gof.reports]
+    return SegmentResult(
+        job.number, seg.start, seg.stop, chunks, reports, time.perf_counter() - t0, _worker_name(),
+        time.process_time() - c0,
+    )
+
+
+class _SegmentCoder:
+    """Codes one segment's frames into GOFs (streaming, or a GOF at a time under rate control).
+
+    The segment's first frame starts a GOF: reason "first" for the stream's first frame,
+    "listed" if the sequence lists it, else "segment"; inside, GOFs start as in one long
+    stream (listed keyframes, maximum length, lattice, cuts).
+    """
+
+    def __init__(
+        self,
+        ctx: _EncodeContext,
+        config: EncoderConfig,
+        listed: frozenset[int],
+        frames: range,
+        meta: SequenceMeta,
+        header_bytes: int,
+        digest: _Digest,
+        progress: ProgressFn | None,
+    ) -> None:
+        self.ctx, self.config, self.listed, self.frames = ctx, config, listed, frames
+        self.digest, self.progress = digest, progress
+        first = frames.start == meta.first_frame
+        last = frames.stop == meta.first_frame + meta.num_frames
+        if first:
+            self.first_reason = GOF_REASON_FIRST
+        elif frames.start in listed:
+            self.first_reason = GOF_REASON_LISTED
+        else:
+            self.first_reason = GOF_REASON_SEGMENT
+        self.rate = (
+            _RateControl(config, len(frames), header_bytes if first else 0, stream_tail=last)
+            if config.target_kbpf else None
+        )
+        self.finished: list[_GofEncoder] = []
+
+    def _done(self, gof: _GofEncoder) -> _GofEncoder:
+        self.finished.append(gof)
+        if self.rate:
+            self.rate.spent(len(encode_gof_payload(gof.finish())) + CHUNK_HEAD.size + 4, len(gof.records))
+        return gof
+
+    def run(self, frames: Iterable[InputFrame3]) -> Iterator[_GofEncoder]:
+        """Yield each finished GOF (in order) of the segment's ``frames``."""
+        ctx, config, listed, digest, progress = self.ctx, self.config, self.listed, self.digest, self.progress
+        rate = self.rate
+        gof: _GofEncoder | None = None
+        batch: list[InputFrame3] = []
+        batch_lattice: tuple[ChannelParams, ...] = ()  # of batch[0], computed once per batch
+        batch_reason = self.first_reason
+        for item in frames:
+            if rate is None:  # streaming: one frame in memory at a time
+                if gof is None:
+                    reason: int | None = self.first_reason
+                else:
+                    reason = _gof_start_reason(gof, item[0], item[1], listed)
+                    if reason is None and not gof.add(*item, adaptive=not config.gof_fixed):
+                        reason = GOF_REASON_COST
+                if reason is not None:
+                    if gof is not None:
+                        yield self._done(gof)
+                    gof = _GofEncoder(ctx, config, item[1], digest.h, progress, reason)
+                    gof.add(*item)
+                continue
+            # Rate control holds one GOF of input frames and encodes it at trial qualities
+            # (GOFs end at the maximum length, the lattice rule and listed keyframes only).
+            reason = None
+            if batch:
+                if item[0] in listed:
+                    reason = GOF_REASON_LISTED
+                elif len(batch) == config.gof:
+                    reason = GOF_REASON_MAX_LENGTH
+                elif not _frame_fits(batch_lattice, item[1]):
+                    reason = GOF_REASON_LATTICE
+            if reason is not None:
+                yield self._done(rate.encode_gof(ctx, batch, digest, progress, len(self.finished), batch_reason))
+                batch = []
+                batch_reason = reason
+            if not batch:
+                batch_lattice = _gof_lattice(ctx, config, item[1])
+            batch.append(item)
+        if gof is not None:
+            yield self._done(gof)
+        if batch:
+            assert rate is not None
+            yield self._done(rate.encode_gof(ctx, batch, digest, progress, len(self.finished), batch_reason))
+
+
+class _Assembly:
+    """The driver's side: segment results in, GOF chunks written in order, the report out."""
+
+    def __init__(self, writer: StreamWriter) -> None:
+        self.writer = writer
+        self.reports: list[FrameReport] = []
+        self.gof_q: list[tuple[int, int]] = []
+        self.segments: list[dict[str, Any]] = []
+        self.container = 0
+
+    def add_gof(self, chunk: GofChunk, frames: list[FrameReport]) -> int:
+        """Write one GOF chunk (``frames``: its frames' reports); returns its bytes on disk."""
+        size = self.writer.write_gof(chunk)
+        self.gof_q.append((chunk.quality_density, chunk.quality_features))
+        self.container += size - sum(r.total_bytes for r in frames)
+        self.reports.extend(frames)
+        return size
+
+    def add(self, result: SegmentResult) -> None:
+        """Write a whole segment's chunks (the next segment in order)."""
+        size, pos = 0, 0
+        for chunk in result.chunks:
+            size += self.add_gof(chunk, result.frames[pos : pos + chunk.num_frames])
+            pos += chunk.num_frames
+        self.segments.append(result.to_json(size))
+
+    def finish(
+        self, meta: SequenceMeta, header: SequenceHeader, config: EncoderConfig, output_name: str, sha256: str | None,
+        seconds: float,
+    ) -> EncodeReport:
+        self.container += self.writer.finish()
+        return EncodeReport(
+            output=output_name,
+            num_frames=meta.num_frames,
+            file_bytes=self.writer.bytes_written,
+            header_bytes=self.writer.header_size,
+            container_bytes=self.container,
+            seconds=seconds,
+            sha256=sha256,
+            config=header.meta["encoder"],
+            frames=self.reports,
+            gof_qualities=self.gof_q,
+            segments=self.segments,
+            raw_float32_bytes=raw_float32_bytes(meta.grid_shape, 1 + meta.feature_channels, meta.num_frames),
+        )
 
 
 InputFrame3 = tuple[int, GridFrame, np.ndarray | None]
@@ -424,7 +637,11 @@ InputFrame3 = tuple[int, GridFrame, np.ndarray | None]
 
 def _checked_frames(frames: Iterable[InputFrame], meta: SequenceMeta) -> Iterable[InputFrame3]:
     """Frames in order with their shapes checked; the count is checked at the end."""
-    expected = iter(meta.frame_indices)
+    return _checked_range(frames, meta, meta.frame_indices)
+
+
+def _checked_range(frames: Iterable[InputFrame], meta: SequenceMeta, wanted: range) -> Iterator[InputFrame3]:
+    expected = iter(wanted)
     for item in frames:
         idx, frame = item[0], item[1]
         motion = item[2] if len(item) > 2 else None
@@ -495,7 +712,7 @@ class _GofEncoder:
         ctx: _EncodeContext,
         config: EncoderConfig,
         first: GridFrame,
-        sha: hashlib._Hash,
+        sha: hashlib._Hash | None,
         progress: ProgressFn | None,
         reason: int = GOF_REASON_FIRST,
     ) -> None:
@@ -559,7 +776,8 @@ class _GofEncoder:
                 self.prev_mv[chooser.blocks] = chooser.chosen
             if "inter_blocks" in stats:
                 modes = {k: int(stats[f"{k}_blocks"]) for k in ("inter", "skip", "intra")}
-        update_frame_hash(self.sha, recon)
+        if self.sha is not None:
+            update_frame_hash(self.sha, recon)
         rep = FrameReport(
             idx, FRAME_TYPE_NAMES[record.frame_type], record.section_sizes(), int(stats["occupied_blocks"]),
             float(stats["ideal_coefficient_bits"]), time.perf_counter() - tf,
@@ -601,22 +819,27 @@ def gof_container_bytes(header: SequenceHeader) -> int:
 class _RateControl:
     """Chooses the quality of each GOF so the file averages ``target_kbpf`` kB (1000 B) per frame.
 
-    Each GOF gets the budget left (target × frames so far − bytes so far, the header
-    included), clamped to [0.5, 2] × its share; its quality is found by a secant search on
-    log(bytes) over integer qualities (bytes roughly double every 10 quality points), at
-    most ``MAX_TRIALS`` trial encodes, keeping the trial closest to the budget.
+    The budget is kept per segment (the unit of parallel work; the stream's header counts
+    in the first, the index chunk and footer in the last, each GOF's index entry in its
+    own segment), so a segment's qualities never depend on another's. Each GOF gets the
+    segment's budget left (target × frames so far − bytes so far), clamped to [0.5, 2] ×
+    its share; its quality is found by a secant search on log(bytes) over integer
+    qualities (bytes roughly double every 10 quality points), at most ``MAX_TRIALS`` trial
+    encodes, keeping the trial closest to the budget. With one segment this is the
+    whole-file budget.
     """
 
     MAX_TRIALS = 5
     TOLERANCE = 0.02
     """Stop searching once a trial is within this fraction of the GOF's budget."""
 
-    def __init__(self, config: EncoderConfig, num_frames: int, header_bytes: int) -> None:
+    def __init__(self, config: EncoderConfig, num_frames: int, header_bytes: int, stream_tail: bool) -> None:
         self.config = config
         self.target = float(config.target_kbpf or 0.0) * 1000.0
         self.bytes = float(header_bytes)
         self.frames = 0
         self.num_frames = num_frames
+        self.stream_tail = stream_tail
         self.last_quality = config.quality
 
     def spent(self, size: int, frames: int) -> None:
@@ -632,19 +855,23 @@ class _RateControl:
         gofs_written: int,
         reason: int = GOF_REASON_FIRST,
     ) -> _GofEncoder:
+        """Encode ``batch`` (one GOF's frames) at the quality that best meets the budget;
+        ``gofs_written``: GOFs of this segment so far."""
         n = len(batch)
         share = self.target * n
         budget = self.target * (self.frames + n) - self.bytes
-        if self.frames + n >= self.num_frames:  # last GOF: the index chunk and footer count too
-            budget -= INDEX_CHUNK_BASE + INDEX_ENTRY.size * (gofs_written + 1) + FOOTER.size
+        if self.frames + n >= self.num_frames:  # the segment's last GOF: its index entries count too
+            budget -= INDEX_ENTRY.size * (gofs_written + 1)
+            if self.stream_tail:  # the stream's last GOF: and the index chunk and footer
+                budget -= INDEX_CHUNK_BASE + FOOTER.size
         budget = min(max(budget, 0.5 * share), 2.0 * share)
-        tried: dict[int, tuple[int, _GofEncoder, hashlib._Hash]] = {}
+        tried: dict[int, tuple[int, _GofEncoder, hashlib._Hash | None]] = {}
 
         def trial(q: int) -> int:
             q = min(100, max(1, q))
             if q not in tried:
                 cfg = _with_quality(self.config, q)
-                h = digest.h.copy()
+                h = digest.h.copy() if digest.h is not None else None
                 gof = _GofEncoder(ctx, cfg, batch[0][1], h, None, reason)
                 for item in batch:
                     gof.add(*item)
@@ -683,10 +910,11 @@ class _RateControl:
 
 
 class _Digest:
-    """The running SHA-256 of the reconstruction; rate control swaps in the chosen trial's."""
+    """The running SHA-256 of the reconstruction; rate control swaps in the chosen trial's.
+    ``h`` is None where no hash is kept (a segment coded apart from its predecessors)."""
 
-    def __init__(self) -> None:
-        self.h = hashlib.sha256()
+    def __init__(self, h: hashlib._Hash | None = None) -> None:
+        self.h = h
 
 
 def _with_quality(config: EncoderConfig, q: int) -> EncoderConfig:
@@ -767,6 +995,13 @@ def _check_frame(frame: GridFrame, meta: SequenceMeta, idx: int) -> None:
         raise RerfUsageError(f"frame {idx}: grids must be float32")
 
 
+SegmentRunner = Callable[[list[SegmentJob]], Iterable[SegmentResult]]
+"""Runs segment jobs (``encode_segment`` each, e.g. as Ray tasks) and yields the results in
+any order; ``rerf_codec.cluster`` has the Ray one."""
+SegmentDone = Callable[[SegmentResult, int, int], None]
+"""``on_segment(result, segments_done, segments_total)`` as each segment finishes."""
+
+
 def encode_sequence(
     seq_dir: str | Path,
     out_path: str | Path,
@@ -774,14 +1009,82 @@ def encode_sequence(
     *,
     force: bool = False,
     progress: ProgressFn | None = None,
+    runner: SegmentRunner | None = None,
+    workers: int = 1,
+    on_segment: SegmentDone | None = None,
+    reconstruction_hash: bool = True,
 ) -> EncodeReport:
-    """Encode a grid-sequence directory into a .rerf file, atomically."""
+    """Encode a grid-sequence directory into a .rerf file, atomically.
+
+    Without ``runner`` the segments are coded here, in order (``progress`` per frame). With
+    one, every segment is a job for it (``workers`` of them at once, say; results come back in
+    any order) and this process, the driver, writes their chunks in order, the index and
+    footer: the same bytes. The reconstruction's SHA-256 is then computed by decoding the
+    chunks as they are written (a hash cannot be continued across processes): one serial
+    decode of the whole stream, which ``reconstruction_hash=False`` skips (the report's
+    ``sha256`` is then None). Everything that can be checked is checked before the first job
+    is handed out.
+    """
     config.validate()
-    meta = read_meta(seq_dir)
-    tensors = read_decoder(seq_dir, meta)
+    seq = Path(seq_dir)
+    meta = read_meta(seq)
+    tensors = read_decoder(seq, meta)
     block_grid_shape(meta.grid_shape)
+    missing = [i for i in meta.frame_indices if not frame_path(seq, i).is_file()]
+    if missing:
+        raise RerfUsageError(f"{seq}: frame file {frame_path(seq, missing[0])} is missing ({len(missing)} missing)")
+    t0 = time.perf_counter()
+    header = sequence_header(meta, config, tensors)
     with atomic_file(out_path, force=force) as f:
-        return encode_frames(
-            meta, iter_frames_with_motion(seq_dir, meta), f, config, tensors=tensors, progress=progress,
-            output_name=str(out_path),
-        )
+        writer = StreamWriter(f, header)
+        assembly = _Assembly(writer)
+        ranges = plan_segments(meta, config)
+        jobs = [
+            SegmentJob(str(seq), k, r.start, r.stop, config, writer.header_size) for k, r in enumerate(ranges)
+        ]
+        sha: str | None = None
+        if runner is None:
+            digest = _Digest(hashlib.sha256() if reconstruction_hash else None)
+            for job in jobs:
+                result = encode_segment(job, digest, progress)
+                assembly.add(result)
+                if on_segment:
+                    on_segment(result, job.number + 1, len(jobs))
+            sha = digest.h.hexdigest() if digest.h is not None else None
+        else:
+            hasher = _ReconstructionHash(header) if reconstruction_hash else None
+            pending: dict[int, SegmentResult] = {}
+            done = 0
+            for result in runner(jobs):
+                pending[result.number] = result
+                done += 1
+                while len(assembly.segments) in pending:
+                    ready = pending.pop(len(assembly.segments))
+                    assembly.add(ready)
+                    if hasher is not None:
+                        hasher.add(ready.chunks)
+                if on_segment:
+                    on_segment(result, done, len(jobs))
+            if pending or len(assembly.segments) != len(jobs):
+                raise RuntimeError(f"the runner returned {done} of {len(jobs)} segments")
+            sha = hasher.hexdigest() if hasher is not None else None
+        report = assembly.finish(meta, header, config, str(out_path), sha, time.perf_counter() - t0)
+    report.workers = 1 if runner is None else workers
+    return report
+
+
+class _ReconstructionHash:
+    """The stream's reconstruction SHA-256 from its GOF chunks, decoded in order."""
+
+    def __init__(self, header: SequenceHeader) -> None:
+        self.header = header
+        self.buffers = BufferPool(header.grid_shape, header.feature_channels)
+        self.h = hashlib.sha256()
+
+    def add(self, chunks: Iterable[GofChunk]) -> None:
+        for chunk in chunks:
+            for frame in decode_gof(chunk, self.header, self.buffers):
+                update_frame_hash(self.h, frame.frame)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()

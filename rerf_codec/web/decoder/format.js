@@ -30,10 +30,12 @@ export const GOF_REASON_MAX_LENGTH = 2;
 export const GOF_REASON_COST = 3;
 export const GOF_REASON_LISTED = 4;
 export const GOF_REASON_LATTICE = 5;
+export const GOF_REASON_SEGMENT = 6;
 /** @type {Record<number, string>} */
 export const GOF_REASON_NAMES = {
   [GOF_REASON_UNKNOWN]: 'unknown', [GOF_REASON_FIRST]: 'first', [GOF_REASON_MAX_LENGTH]: 'max-length',
   [GOF_REASON_COST]: 'cost', [GOF_REASON_LISTED]: 'listed', [GOF_REASON_LATTICE]: 'lattice',
+  [GOF_REASON_SEGMENT]: 'segment',
 };
 export const CODER_RANGE = 1;
 export const TRANSFORM_DCT8_INT = 1;
@@ -530,7 +532,7 @@ export function decodeSideInfo(section) {
  * @property {number} first_frame
  * @property {number} num_frames
  * @property {string | null} start_reason why the GOF starts (GOF_REASON_NAMES: 'first', 'max-length', 'cost',
- *   'listed', 'lattice'; 'unknown' in 1.0/1.1 streams); null until the GOF chunk has been read
+ *   'listed', 'lattice', 'segment'; 'unknown' in 1.0/1.1 streams); null until the GOF chunk has been read
  * @property {number | null} start_reason_id the GOF reason id (§8), null until known
  */
 

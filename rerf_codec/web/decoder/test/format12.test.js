@@ -123,7 +123,7 @@ if (has12) {
     const bad = {
       'unknown flag bit': edited(bytes, 0, (b) => { b[at1 + 1] |= 2; }),
       'block_modes flag on the keyframe': edited(bytes, 0, (b) => { b[at0 + 1] = 1; }),
-      'gof_reason 6': edited(bytes, 0, (b) => { b[at0 + 2] = 6; }),
+      'gof_reason 7': edited(bytes, 0, (b) => { b[at0 + 2] = 7; }),
       'gof_reason on a record that does not start the GOF': edited(bytes, 0, (b) => { b[at1 + 2] = 1; }),
       'reserved byte 3': edited(bytes, 0, (b) => { b[at0 + 3] = 1; }),
       'block_modes flag cleared (the modes section is read as the next frame)': edited(bytes, 0, (b) => { b[at1 + 1] = 0; }),
@@ -132,7 +132,7 @@ if (has12) {
       await assert.rejects(() => decode(data, 'stream'), RerfFormatError, what);
     }
     // every valid reason id decodes (it is informational) and is reported
-    for (const id of [0, 2, 5]) {
+    for (const id of [0, 2, 5, 6]) {
       const { s, r } = await decode(edited(bytes, 0, (b) => { b[at0 + 2] = id; }));
       assert.equal(r.sha256, want('block_modes'));
       assert.equal(s.gofs?.[0].start_reason, GOF_REASON_NAMES[id]);
