@@ -206,3 +206,71 @@ def test_many_gofs_seek_to_last_frame_reads_only_it(chromium: Any, tmp_path: Pat
         recs = server.take_records()
     touched = gofs_read(recs, spans)
     assert touched <= {0, 99} and 99 in touched, touched
+
+
+STREAM_FETCHES = "performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/stream.rerf')).length"
+
+
+def test_seek_aborts_the_decode_it_supersedes(chromium: Any, streams: dict[str, Path]) -> None:
+    spans = gof_spans(streams["long"])
+    with serve(streams["long"]) as server:
+        page = open_player(chromium, server.url)
+        res = page.evaluate("""async () => {
+            const p = window.rerfPlayer; const first = p.seek(13); const second = p.seek(33);
+            await second; await first; await new Promise((r) => setTimeout(r, 300));
+            return { frame: p.currentFrame, shown: p.shownFrame, buffered: [...p.buffer.keys()] }; }""")
+        assert not page.errors, page.errors
+    g13 = next(range(f, f + n) for f, n, _, _ in spans if f <= 13 < f + n)
+    assert res["frame"] == 33 and res["shown"] == 33
+    assert 33 in res["buffered"] and not set(g13) & set(res["buffered"]), res["buffered"]
+
+
+FALLBACKS = {
+    "no-worker": "delete window.Worker;",
+    # A worker whose script does not load (blocked, 404): the messages sent to it are replayed on the page.
+    "worker-fails": "{ const W = window.Worker; window.Worker = class extends W {"
+    " constructor(u, o) { super(new URL('/no-such-worker.js', location.href), o); } }; }",
+}
+
+
+def test_decodes_in_a_worker_else_inline(chromium: Any, streams: dict[str, Path]) -> None:
+    """Decoding runs in a Web Worker; with no Worker, or one that fails to load, it runs on the
+    page (the messages sent to the dead worker are replayed) and the same picture comes out."""
+    cam = eval_cameras(size=48)[0].to_json()
+    shots, modes = {}, {}
+    with serve(streams["per_sample"]) as server:
+        server.take_records()
+        for how in ["worker", *FALLBACKS]:
+            page = chromium.new_page(viewport={"width": 360, "height": 300}, device_scale_factor=1)
+            errors: list[str] = []
+            page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+            if how in FALLBACKS:
+                page.add_init_script(FALLBACKS[how])
+            page.goto(server.url)
+            page.wait_for_function("() => window.rerfPlayer && window.rerfPlayer.shownFrame >= 0", timeout=30000)
+            page.evaluate("async (c) => { const p = window.rerfPlayer; p.setView(c); await p.seek(5); await p.rendered(); }",
+                          cam)  # fmt: skip
+            shots[how] = page.evaluate("document.getElementById('view').toDataURL('image/png')")
+            stats = page.evaluate("window.rerfPlayer.stats()")
+            modes[how] = stats["decoder"]
+            on_page = page.evaluate(STREAM_FETCHES)
+            assert not errors, (how, errors)
+            page.close()
+            records = server.take_records()
+            served = [r for r in records if r.path == "/stream.rerf"]
+            if how == "worker":
+                # Every Range request for the stream came from the worker (the page's own timeline has
+                # none), and the worker's count (its Resource Timing) is what the server answered.
+                assert on_page == 0 and stats["requests"] == len(served) >= 5, (on_page, stats["requests"], len(served))
+                assert stats["bytesFetched"] == sum(r.bytes for r in served)
+                assert stats["framesDecoded"] >= 2 and stats["decodeMs"] > 0 and stats["prepareMs"] > 0
+            else:
+                assert on_page == len(served) >= 5
+            missing = [r.status for r in records if r.path == "/no-such-worker.js"]
+            assert missing == ([404] if how == "worker-fails" else []), (how, missing)
+    assert modes == {"worker": "worker", "no-worker": "inline", "worker-fails": "inline"}, modes
+    ref = png_rgb(base64.b64decode(shots["worker"].split(",")[1]))
+    for how in FALLBACKS:
+        img = png_rgb(base64.b64decode(shots[how].split(",")[1]))
+        assert np.abs(img - ref).max() <= 1 / 255, how
+    assert np.abs(ref - 1.0).max() > 0.2  # the object is on the picture, not just the background

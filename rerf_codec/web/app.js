@@ -26,7 +26,9 @@ const fmt = (s) => `${Math.floor(s / 60)}:${(s % 60).toFixed(2).padStart(5, "0")
 /** @type {Player} */
 let player;
 try {
-  player = new Player(canvas, { banner: showBanner });
+  // ?worker=0 decodes on the page (the fallback when no module worker can be created).
+  const worker = new URLSearchParams(location.search).get("worker") !== "0";
+  player = new Player(canvas, { banner: showBanner, worker });
 } catch (e) {
   if (e instanceof RenderUnsupportedError) {
     showBanner(`${e.message}. Try a current Chrome, Firefox, Edge or Safari, with hardware acceleration on.`, "error");
@@ -143,7 +145,7 @@ function refresh() {
     const s = player.stats();
     hud.textContent = [
       `frame ${s.frame} / ${player.numFrames}  ${s.state}  ${s.shading}`,
-      `fps ${s.fps}  render ${s.renderMs.toFixed(1)} ms  decode ${s.decodeMs.toFixed(1)} ms  prepare ${s.prepareMs.toFixed(1)} ms`,
+      `fps ${s.fps}  render ${s.renderMs.toFixed(1)} ms  decode ${s.decodeMs.toFixed(1)} ms  prepare ${s.prepareMs.toFixed(1)} ms (${s.decoder})`,
       `${s.kBPerFrame.toFixed(1)} kB/frame  buffered ${s.bufferedSeconds.toFixed(2)} s  (${(s.bufferBytes / 2 ** 20).toFixed(1)} MiB)`,
       `GPU ${(s.gpuBytes / 2 ** 20).toFixed(1)} MiB  fetched ${(s.bytesFetched / 1e3).toFixed(0)} kB in ${s.requests} requests`,
     ].join("\n");

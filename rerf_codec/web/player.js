@@ -1,4 +1,6 @@
 // The player: a <video>-like state machine over a .rerf stream, a frame buffer, and the renderer.
+// Decoding (and brick preparation) runs in a Web Worker (frame-source.js; on the page when no
+// worker can be created); the page only uploads and renders.
 //
 // States (hls.js style): "idle" → "loading" → "paused" | "playing" | "waiting" | "ended",
 // "error" on a fatal error. Seeking is orthogonal (a pending target frame). The buffer holds
@@ -9,8 +11,7 @@
 // fails its CRC or does not parse is marked damaged: a banner says so and playback resumes
 // at the next GOF.
 
-import { openStream } from "./decoder/stream.js";
-import { prepareFrame } from "./render/bricks.js";
+import { FrameSource } from "./frame-source.js";
 import { OrbitCamera, fromJson } from "./render/camera.js";
 import { Renderer, mlpFromTensors } from "./render/renderer.js";
 
@@ -23,6 +24,7 @@ import { Renderer, mlpFromTensors } from "./render/renderer.js";
  * @property {number} [memoryBudget] bytes of prepared frames to hold (default 512 MiB)
  * @property {number} [aheadSeconds] decode ahead this far while playing (default 2 s)
  * @property {(msg: string, kind: "info" | "error") => void} [banner] shows a message to the user
+ * @property {boolean} [worker] decode in a Web Worker (default true; false: on the page)
  */
 
 /** Buffered frame ranges in seconds, as HTMLMediaElement.buffered. */
@@ -55,7 +57,9 @@ export class Player extends EventTarget {
     this.opts = { memoryBudget: 512 * 2 ** 20, aheadSeconds: 2, ...opts };
     this.state = "idle";
     this.renderer = new Renderer(canvas); // throws RenderUnsupportedError without WebGL2
-    /** @type {any} */
+    /** The decoder: a worker (or inline) speaking frame-protocol.js. */
+    this.source = new FrameSource({ worker: this.opts.worker });
+    /** @type {{header: any, numFrames: number, firstFrame: number, gofs: {offset: number, first_frame: number, num_frames: number}[]} | null} */
     this.stream = null;
     /** @type {Map<number, {frame: PreparedFrame, bytes: number}>} */
     this.buffer = new Map();
@@ -79,13 +83,15 @@ export class Player extends EventTarget {
     this.autoRotate = false;
     this.viewDirty = true;
     this.size = { w: canvas.width, h: canvas.height };
-    /** @type {{gof: number, ctrl: AbortController} | null} */
+    /** @type {{gof: number, id: number} | null} the decode request in flight (one at a time) */
     this.job = null;
     this.counters = { decodeMs: 0, decoded: 0, prepareMs: 0, uploadMs: 0, renderMs: 0, rendered: 0, gofBytes: 0, gofFrames: 0 };
     /** @type {number[]} */
     this.presentTimes = [];
     this.lastTick = 0;
     this.destroyed = false;
+    /** Wait for the GPU after each picture (true while the HUD shows timings). */
+    this.hudSync = false;
     this.raf = requestAnimationFrame((t) => this.tick(t));
   }
 
@@ -100,18 +106,19 @@ export class Player extends EventTarget {
     this.reset();
     this.state = "loading";
     try {
-      const src = typeof Blob !== "undefined" && source instanceof Blob ? await source.arrayBuffer() : source;
-      const stream = await openStream(/** @type {any} */ (src));
-      if (!stream.seekable || !stream.gofs) throw new Error("the stream has no index (a seekable .rerf is needed)");
-      this.stream = stream;
-      const h = stream.header;
+      // The worker resolves URLs against its own script: hand it an absolute one.
+      const src = typeof source === "string" ? new URL(source, location.href).href : source;
+      const opened = await this.source.open(src);
+      if (!opened.gofs) throw new Error("the stream has no index (a seekable .rerf is needed)");
+      this.stream = { header: opened.header, numFrames: opened.numFrames, firstFrame: opened.firstFrame, gofs: opened.gofs };
+      const h = opened.header;
       const seq = (h.meta && h.meta.sequence) || {};
       if (!seq.mlp) throw new Error("the stream carries no colour MLP (grids only): nothing to render");
       /** @type {Record<string, {data: Float32Array, shape: number[]}>} */
       const tensors = {};
-      for (const [name, t] of h.tensors) {
-        if (t.dtype !== "<f4") throw new Error(`tensor ${name} has dtype ${t.dtype}, expected <f4`);
-        tensors[name] = { data: new Float32Array(t.data.slice().buffer), shape: t.shape };
+      for (const t of h.tensors) {
+        if (t.dtype !== "<f4") throw new Error(`tensor ${t.name} has dtype ${t.dtype}, expected <f4`);
+        tensors[t.name] = { data: new Float32Array(t.data.slice().buffer), shape: t.shape };
       }
       const render = seq.render || {};
       /** @type {StreamInfo} */
@@ -139,9 +146,8 @@ export class Player extends EventTarget {
 
   /** Forget the current stream (buffers, jobs, GPU frame). */
   reset() {
-    this.job?.ctrl.abort();
-    this.job = null;
-    this.stream?.close?.();
+    this.abortJob();
+    if (this.stream) this.source.reset();
     this.stream = null;
     this.buffer.clear();
     this.bufferBytes = 0;
@@ -210,10 +216,7 @@ export class Player extends EventTarget {
       this.dispatch("pause");
     }
     // Decode-ahead stops; a job for a GOF nobody waits for is aborted.
-    if (this.job && this.seekTarget === null) {
-      this.job.ctrl.abort();
-      this.job = null;
-    }
+    if (this.seekTarget === null) this.abortJob();
   }
 
   /**
@@ -229,13 +232,10 @@ export class Player extends EventTarget {
     this.mediaTime = (f - this.firstFrame) / this.fps;
     if (this.state === "ended") this.state = "paused";
     this.dispatch("seeking");
-    const p = new Promise((resolve, reject) => this.seekWaiters.push({ resolve, reject }));
+    const p = new Promise((resolve, reject) => this.seekWaiters.push({ resolve: () => resolve(undefined), reject }));
     // A job decoding a GOF that does not hold the target is aborted (hls.js onMediaSeeking).
     const g = this.gofOf(f);
-    if (this.job && this.job.gof !== g && !this.buffer.has(f)) {
-      this.job.ctrl.abort();
-      this.job = null;
-    }
+    if (this.job && this.job.gof !== g && !this.buffer.has(f)) this.abortJob();
     this.schedule();
     return /** @type {Promise<void>} */ (p);
   }
@@ -290,7 +290,6 @@ export class Player extends EventTarget {
     const recent = this.presentTimes.filter((t) => now - t < 1000);
     let ahead = 0;
     for (let f = this.frame; this.buffer.has(f); f++) ahead++;
-    const log = this.stream?.stats?.log ?? [];
     return {
       state: this.state,
       frame: this.frame,
@@ -305,9 +304,9 @@ export class Player extends EventTarget {
       bufferedSeconds: ahead / (this.fps || 1),
       bufferBytes: this.bufferBytes,
       gpuBytes: this.renderer.gpuMemory(),
-      bytesFetched: this.stream?.stats?.bytes ?? 0,
-      requests: this.stream?.stats?.requests ?? 0,
-      ranges: log.map((/** @type {number[]} */ r) => [r[0], r[1]]),
+      bytesFetched: this.source.net.bytes,
+      requests: this.source.net.requests,
+      decoder: this.source.mode,
       damagedGofs: [...this.damaged].sort((a, b) => a - b),
       shading: this.info?.render.shading,
     };
@@ -322,6 +321,7 @@ export class Player extends EventTarget {
     this.destroyed = true;
     cancelAnimationFrame(this.raf);
     this.reset();
+    this.source.terminate();
     this.renderer.dispose();
     this.state = "idle";
   }
@@ -343,7 +343,7 @@ export class Player extends EventTarget {
 
   /** @param {number} frame */
   gofOf(frame) {
-    const gofs = this.stream.gofs;
+    const gofs = /** @type {NonNullable<Player["stream"]>} */ (this.stream).gofs;
     let lo = 0, hi = gofs.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
@@ -388,41 +388,38 @@ export class Player extends EventTarget {
     this.decodeGof(want);
   }
 
-  /** @param {number} g */
+  /** Stop the decode request in flight (a seek moved on, or pause). */
+  abortJob() {
+    if (!this.job) return;
+    this.source.abort(this.job.id);
+    this.job = null;
+  }
+
+  /** Decode GOF ``g`` (from its keyframe) in the worker; its frames land in the buffer. @param {number} g */
   async decodeGof(g) {
-    const entry = this.stream.gofs[g];
-    const ctrl = new AbortController();
-    const job = { gof: g, ctrl };
-    this.job = job;
-    const start = entry.first_frame; // a GOF decodes from its keyframe
-    const bytesBefore = this.stream.stats.bytes;
-    try {
-      let t = performance.now();
-      let n = 0;
-      for await (const fr of this.stream.frames({ start, end: entry.first_frame + entry.num_frames, signal: ctrl.signal })) {
-        const t1 = performance.now();
-        this.counters.decodeMs += t1 - t;
-        const prep = prepareFrame(fr.density, fr.features, {
-          shape: this.info.shape, channels: this.info.channels, densityShift: this.info.densityShift,
-          stepRatio: this.info.render.stepRatio,
-        });
-        const t2 = performance.now();
-        this.counters.prepareMs += t2 - t1;
+    const entry = /** @type {NonNullable<Player["stream"]>} */ (this.stream).gofs[g];
+    let lastBytes = this.source.net.bytes;
+    const req = this.source.decode(entry.first_frame, entry.first_frame + entry.num_frames, {
+      onFrame: (m) => {
+        this.counters.decodeMs += m.decodeMs;
+        this.counters.prepareMs += m.prepareMs;
         this.counters.decoded++;
-        n++;
-        this.store(fr.index, prep);
-        // Let the page breathe between frames (input, rendering) while the decoder runs here.
-        await new Promise((r) => setTimeout(r, 0));
-        if (ctrl.signal.aborted) break;
-        t = performance.now();
-      }
-      this.counters.gofBytes += this.stream.stats.bytes - bytesBefore;
-      this.counters.gofFrames += n;
+        this.counters.gofFrames++;
+        this.store(m.index, m.frame);
+      },
+      onProgress: (p) => {
+        this.counters.gofBytes += Math.max(0, p.bytes - lastBytes);
+        lastBytes = p.bytes;
+      },
+    });
+    const job = { gof: g, id: req.id };
+    this.job = job;
+    try {
+      await req.done; // aborted requests resolve too
     } catch (e) {
       const err = /** @type {Error} */ (e);
-      if (err.name === "RerfAbortError" || ctrl.signal.aborted) {
-        // a seek moved on
-      } else if (err.name === "RerfFormatError") {
+      if (this.job !== job && this.job !== null) return; // superseded
+      if (err.name === "RerfFormatError") {
         this.damaged.add(g);
         const end = entry.first_frame + entry.num_frames;
         const next = end < this.firstFrame + this.numFrames ? `; playback resumes at frame ${end}` : "";
@@ -441,7 +438,7 @@ export class Player extends EventTarget {
 
   /** A seek into a damaged GOF lands on the next good GOF's first frame. @param {number} g */
   skipDamaged(g) {
-    const gofs = this.stream.gofs;
+    const gofs = /** @type {NonNullable<Player["stream"]>} */ (this.stream).gofs;
     let k = g;
     while (k < gofs.length && this.damaged.has(k)) k++;
     if (k >= gofs.length) {
