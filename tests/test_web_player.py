@@ -274,3 +274,28 @@ def test_decodes_in_a_worker_else_inline(chromium: Any, streams: dict[str, Path]
         img = png_rgb(base64.b64decode(shots[how].split(",")[1]))
         assert np.abs(img - ref).max() <= 1 / 255, how
     assert np.abs(ref - 1.0).max() > 0.2  # the object is on the picture, not just the background
+
+
+def test_orbit_drag_is_damped_and_comes_to_rest(chromium: Any, streams: dict[str, Path]) -> None:
+    """OrbitControls with enableDamping (factor 0.05): a drag glides on after the pointer stops and
+    ends exactly where an undamped drag would; the URL hash gets the resting view at once."""
+    with serve(streams["per_sample"]) as server:
+        page = new_page(chromium, server.url, 240, 240)  # the orbit view fills the stage: keep it small
+        page.wait_for_function("() => window.rerfPlayer && window.rerfPlayer.shownFrame >= 0", timeout=30000)
+        box = page.locator("#stage").bounding_box()
+        theta0, h = page.evaluate("[window.rerfPlayer.orbit.theta, document.getElementById('stage').clientHeight]")
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 40, y, steps=4)
+        page.mouse.up()
+        right_after = page.evaluate("(() => { const o = window.rerfPlayer.orbit; return [o.theta, o.moving, o.toState()[4]]; })()")
+        page.wait_for_function("() => !window.rerfPlayer.orbit.moving", timeout=20000)
+        rest = page.evaluate("window.rerfPlayer.orbit.theta")
+        rendered = page.evaluate("window.rerfPlayer.stats().framesRendered")
+        assert not page.errors, page.errors
+    want = theta0 - 2 * np.pi * 40 / h
+    assert abs(rest - want) < 1e-9, (rest, want)
+    assert right_after[1] and abs(right_after[0] - want) > 0.01 * abs(want - theta0), right_after
+    assert abs(right_after[2] - want) < 1e-4
+    assert rendered >= 3  # the glide was drawn, not only its end

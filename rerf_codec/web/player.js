@@ -532,6 +532,8 @@ export class Player extends EventTarget {
       this.orbit.rotate(-0.4 * dt, 0);
       this.viewDirty = true;
     }
+    // Damped orbit/pan glide on (render/camera.js): the view changes until it comes to rest.
+    if (!this.fixedCamera && this.orbit?.update(dt)) this.viewDirty = true;
     const want = this.seekTarget ?? this.frame;
     const entry = this.buffer.get(want);
     let changed = false;

@@ -69,6 +69,15 @@ export class OrbitCamera {
   constructor(xyzMin, xyzMax) {
     this.box = { min: xyzMin, max: xyzMax };
     this.fovY = (40 * Math.PI) / 180;
+    /** OrbitControls' dampingFactor: the share of a drag applied per 1/60 s (0: at once). */
+    this.damping = 0.05;
+    /** Motion still to apply (drags and pans: damped): azimuth, polar angle, target offset. */
+    this.pending = { theta: 0, phi: 0, pan: [0, 0, 0] };
+    /** @type {number[]} */
+    this.target = [0, 0, 0];
+    this.radius = 1;
+    this.theta = 0;
+    this.phi = 0;
     this.reset();
   }
 
@@ -80,6 +89,57 @@ export class OrbitCamera {
     this.radius = (diag / 2 / Math.tan(this.fovY / 2)) * 1.05;
     this.theta = 0; // azimuth about +y, 0 = on +z
     this.phi = (75 * Math.PI) / 180; // polar angle from +y
+    this.stop();
+  }
+
+  /** Drop the motion still to apply (a reset, a fixed camera taking over). */
+  stop() {
+    this.pending = { theta: 0, phi: 0, pan: [0, 0, 0] };
+  }
+
+  /** Whether damped motion is still to apply. */
+  get moving() {
+    const p = this.pending;
+    return Math.abs(p.theta) + Math.abs(p.phi) + Math.abs(p.pan[0]) + Math.abs(p.pan[1]) + Math.abs(p.pan[2]) > 0;
+  }
+
+  /**
+   * A damped drag (controls): rotates by (dTheta, dPhi) over the next frames, as OrbitControls
+   * with enableDamping. Without damping it is ``rotate``.
+   * @param {number} dTheta @param {number} dPhi
+   */
+  rotateDamped(dTheta, dPhi) {
+    if (!(this.damping > 0)) return this.rotate(dTheta, dPhi);
+    this.pending.theta += dTheta;
+    this.pending.phi += dPhi;
+  }
+
+  /** A damped pan (controls); arguments as ``pan``. @param {number} dx @param {number} dy @param {number} h */
+  panDamped(dx, dy, h) {
+    if (!(this.damping > 0)) return this.pan(dx, dy, h);
+    const d = this.panOffset(dx, dy, h);
+    for (let i = 0; i < 3; i++) this.pending.pan[i] += d[i];
+  }
+
+  /**
+   * Apply the share of the pending motion due after ``dt`` seconds: 1 - (1 - damping)^(60·dt),
+   * OrbitControls' per-frame factor made independent of the frame rate (a slow software GPU
+   * glides as far as a 144 Hz screen). Returns whether the view changed.
+   * @param {number} dt
+   */
+  update(dt) {
+    if (!this.moving) return false;
+    const p = this.pending;
+    const k = 1 - Math.pow(1 - this.damping, 60 * Math.max(0, dt));
+    const tiny = Math.abs(p.theta) + Math.abs(p.phi) < 1e-5 && Math.hypot(...p.pan) < 1e-6 * this.radius;
+    const f = tiny ? 1 : k;
+    this.rotate(p.theta * f, p.phi * f);
+    for (let i = 0; i < 3; i++) this.target[i] += p.pan[i] * f;
+    p.theta -= p.theta * f;
+    p.phi -= p.phi * f;
+    p.pan = p.pan.map((v) => v - v * f);
+    if (tiny) this.stop();
+    return true;
   }
 
   /** @returns {number[]} */
@@ -119,6 +179,7 @@ export class OrbitCamera {
     this.phi = Math.acos(Math.max(-1, Math.min(1, d[1] / dist)));
     this.theta = Math.atan2(d[0], d[2]);
     this.fovY = 2 * Math.atan(cam.h / 2 / cam.fy);
+    this.stop();
   }
 
   /** @param {number} dTheta @param {number} dPhi */
@@ -137,14 +198,23 @@ export class OrbitCamera {
    * @param {number} dx @param {number} dy @param {number} h
    */
   pan(dx, dy, h) {
-    const m = lookAt(this.eye(), this.target);
-    const k = (2 * this.radius * Math.tan(this.fovY / 2)) / h;
-    for (let i = 0; i < 3; i++) this.target[i] += (-dx * m[i * 4] + dy * m[i * 4 + 1]) * k;
+    const d = this.panOffset(dx, dy, h);
+    for (let i = 0; i < 3; i++) this.target[i] += d[i];
   }
 
-  /** Compact state for the URL hash. */
+  /** World offset of the target for a pan by a pixel offset. @param {number} dx @param {number} dy @param {number} h */
+  panOffset(dx, dy, h) {
+    const m = lookAt(this.eye(), this.target);
+    const k = (2 * this.radius * Math.tan(this.fovY / 2)) / h;
+    return [0, 1, 2].map((i) => (-dx * m[i * 4] + dy * m[i * 4 + 1]) * k);
+  }
+
+  /** Compact state for the URL hash: where the view comes to rest (pending motion included). */
   toState() {
-    return [...this.target, this.radius, this.theta, this.phi, this.fovY].map((v) => +v.toFixed(5));
+    const p = this.pending;
+    const phi = Math.max(0.01, Math.min(Math.PI - 0.01, this.phi - p.phi));
+    const target = this.target.map((v, i) => v + p.pan[i]);
+    return [...target, this.radius, this.theta - p.theta, phi, this.fovY].map((v) => +v.toFixed(5));
   }
 
   /** @param {number[]} s */
@@ -152,6 +222,7 @@ export class OrbitCamera {
     if (s.length !== 7 || !s.every(Number.isFinite)) return false;
     this.target = s.slice(0, 3);
     [this.radius, this.theta, this.phi, this.fovY] = s.slice(3);
+    this.stop();
     return true;
   }
 }
@@ -159,7 +230,8 @@ export class OrbitCamera {
 /**
  * Mouse, touch and key controls on ``el`` (OrbitControls: left drag orbits, right or
  * shift/ctrl/meta + left drag pans, wheel dollies; one finger orbits, two pinch + pan;
- * arrows pan, +/- dolly). ``onChange`` runs after every change; returns a dispose function.
+ * arrows pan, +/- dolly). Orbit and pan are damped (OrbitControls' enableDamping with
+ * dampingFactor 0.05: the view glides to rest; the owner calls ``OrbitCamera.update`` per frame). ``onChange`` runs after every change; returns a dispose function.
  * @param {HTMLElement} el
  * @param {() => OrbitCamera} getOrbit
  * @param {() => void} onChange
@@ -198,12 +270,12 @@ export function attachControls(el, getOrbit, onChange) {
       if (lastPinch > 0 && s > 0) orbit.dolly(lastPinch / s);
       lastPinch = s;
       const m1 = mid();
-      orbit.pan(m1.x - m0.x, m1.y - m0.y, h());
+      orbit.panDamped(m1.x - m0.x, m1.y - m0.y, h());
     } else {
       const dx = e.clientX - prev.x, dy = e.clientY - prev.y;
       pointers.set(e.pointerId, { x: e.clientX, y: e.clientY });
-      if (mode === "pan") orbit.pan(dx, dy, h());
-      else orbit.rotate((2 * Math.PI * dx) / h(), (2 * Math.PI * dy) / h());
+      if (mode === "pan") orbit.panDamped(dx, dy, h());
+      else orbit.rotateDamped((2 * Math.PI * dx) / h(), (2 * Math.PI * dy) / h());
     }
     onChange();
   };
@@ -223,10 +295,10 @@ export function attachControls(el, getOrbit, onChange) {
     const o = getOrbit();
     const step = 20;
     const keys = /** @type {Record<string, () => void>} */ ({
-      ArrowLeft: () => (e.shiftKey ? o.rotate(-0.05, 0) : o.pan(step, 0, h())),
-      ArrowRight: () => (e.shiftKey ? o.rotate(0.05, 0) : o.pan(-step, 0, h())),
-      ArrowUp: () => (e.shiftKey ? o.rotate(0, -0.05) : o.pan(0, step, h())),
-      ArrowDown: () => (e.shiftKey ? o.rotate(0, 0.05) : o.pan(0, -step, h())),
+      ArrowLeft: () => (e.shiftKey ? o.rotateDamped(-0.05, 0) : o.panDamped(step, 0, h())),
+      ArrowRight: () => (e.shiftKey ? o.rotateDamped(0.05, 0) : o.panDamped(-step, 0, h())),
+      ArrowUp: () => (e.shiftKey ? o.rotateDamped(0, -0.05) : o.panDamped(0, step, h())),
+      ArrowDown: () => (e.shiftKey ? o.rotateDamped(0, 0.05) : o.panDamped(0, -step, h())),
       "+": () => o.dolly(0.9),
       "=": () => o.dolly(0.9),
       "-": () => o.dolly(1 / 0.9),
