@@ -110,7 +110,16 @@ def test_seek_and_set_view_match_python(chromium: Any, streams: dict[str, Path],
         shot = base64.b64decode(page.evaluate("document.getElementById('view').toDataURL('image/png')").split(",")[1])
         assert page.evaluate("window.rerfPlayer.currentFrame") == k
         assert page.evaluate("window.rerfPlayer.stats().shading") == shading
+        # Double-buffered frame textures: frame k-1 uploaded into the back set is not drawn until swapped in.
+        back = page.evaluate("""(k) => { const p = window.rerfPlayer, r = p.renderer, cam = p.currentCamera();
+            const png = () => document.getElementById('view').toDataURL('image/png');
+            r.upload(p.buffer.get(k).frame, k); r.render(cam); const before = png();
+            r.swap(); r.render(cam); const after = png(); r.swap(); r.render(cam); return [before, after]; }""", k - 1)
         assert not page.errors, page.errors
+    before, after = (base64.b64decode(b.split(",")[1]) for b in back)
+    assert png_rgb(before).tobytes() == png_rgb(shot).tobytes()
+    swapped = foreground_psnr(png_rgb(after), python_render(decoded(stream, k - 1), cam, shading), BACKGROUND)
+    assert swapped >= 35, swapped
     img = png_rgb(shot)
     assert img.shape == (64, 64, 3)
     other = "deferred" if shading == "per_sample" else "per_sample"
@@ -176,6 +185,8 @@ def test_play_in_order_at_speed_and_pause_holds(chromium: Any, streams: dict[str
     assert rate <= 24, rate
     assert waits > 0 or slow_ticks > 0 or rate >= 16, (rate, waits, slow_ticks)
     assert len(frames) >= 5  # time-based like <video>: a slow (software) GPU drops frames, never reorders
+    # Double buffering: while playing, the next frame is uploaded ahead and shown by a texture swap.
+    assert stats["framesPreUploaded"] > 0 or slow_ticks > 0, stats
 
 
 def test_damaged_gof_banner_and_resume(chromium: Any, streams: dict[str, Path]) -> None:

@@ -85,7 +85,9 @@ export class Player extends EventTarget {
     this.size = { w: canvas.width, h: canvas.height };
     /** @type {{gof: number, id: number} | null} the decode request in flight (one at a time) */
     this.job = null;
-    this.counters = { decodeMs: 0, decoded: 0, prepareMs: 0, uploadMs: 0, renderMs: 0, rendered: 0, gofBytes: 0, gofFrames: 0 };
+    this.counters = {
+      decodeMs: 0, decoded: 0, prepareMs: 0, uploadMs: 0, renderMs: 0, rendered: 0, gofBytes: 0, gofFrames: 0, preUploaded: 0,
+    };
     /** @type {number[]} */
     this.presentTimes = [];
     this.lastTick = 0;
@@ -300,6 +302,7 @@ export class Player extends EventTarget {
       renderMs: c.rendered ? c.renderMs / c.rendered : 0,
       framesDecoded: c.decoded,
       framesRendered: c.rendered,
+      framesPreUploaded: c.preUploaded,
       kBPerFrame: c.gofFrames ? c.gofBytes / c.gofFrames / 1000 : 0,
       bufferedSeconds: ahead / (this.fps || 1),
       bufferBytes: this.bufferBytes,
@@ -539,11 +542,17 @@ export class Player extends EventTarget {
     let changed = false;
     if (entry && want !== this.shownFrame) {
       const t0 = performance.now();
-      this.renderer.setFrame(entry.frame);
+      if (this.renderer.backKey() === want) {
+        this.renderer.swap(); // uploaded ahead (preUpload): nothing to copy now
+        this.counters.preUploaded++;
+      } else {
+        this.renderer.setFrame(entry.frame, want);
+      }
       this.counters.uploadMs += performance.now() - t0;
       this.shownFrame = want;
       changed = true;
     }
+    this.preUpload();
     if (!changed && !this.viewDirty) return;
     if (this.shownFrame < 0) return;
     const t0 = performance.now();
@@ -563,6 +572,21 @@ export class Player extends EventTarget {
       this.schedule();
     }
     for (const w of this.renderWaiters.splice(0)) w();
+  }
+
+  /** While playing, upload the next frame into the renderer's back textures: showing it is then a swap. */
+  preUpload() {
+    if (this.paused || this.seekTarget !== null || this.shownFrame < 0) return;
+    let next = this.shownFrame + 1;
+    if (next >= this.firstFrame + this.numFrames) {
+      if (!this.loop) return;
+      next = this.firstFrame;
+    }
+    const e = this.buffer.get(next);
+    if (!e || this.renderer.backKey() === next) return;
+    const t0 = performance.now();
+    this.renderer.upload(e.frame, next);
+    this.counters.uploadMs += performance.now() - t0;
   }
 
   /** While playing, frames behind the play head are not needed (unless looping will reach them soon). */

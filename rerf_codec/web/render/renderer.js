@@ -276,6 +276,18 @@ function mlpFetches(layers) {
   return layers.reduce((n, l) => n + l.out * (Math.ceil(l.in / 4) + 1), 0);
 }
 
+/**
+ * @typedef {object} FrameSlot one set of frame textures
+ * @property {Record<string, WebGLTexture>} tex occ, blockOcc, brickOf, atlas0..
+ * @property {number} atlasA bricks per atlas row
+ * @property {number} atlasDepth allocated atlas depth (texels)
+ * @property {number[]} atlasSize
+ * @property {number} numBricks
+ * @property {number} bytes GPU bytes of this slot
+ * @property {number | null} key the frame it holds
+ * @property {boolean} ready holds a frame
+ */
+
 export class Renderer {
   /**
    * @param {HTMLCanvasElement | OffscreenCanvas} canvas
@@ -293,9 +305,11 @@ export class Renderer {
     this.stream = null;
     /** @type {Record<string, WebGLProgram>} */
     this.programs = {};
-    /** @type {Record<string, WebGLTexture>} */
+    /** @type {Record<string, WebGLTexture>} textures shared by both frame slots (the MLP) */
     this.tex = {};
-    this.atlasDepth = 0;
+    /** @type {FrameSlot[]} two sets of frame textures: one drawn from, one uploaded into */
+    this.slots = [];
+    this.front = 0;
     this.gpuBytes = { grids: 0, mlp: 0 };
     this.hasFrame = false;
     this.vao = gl.createVertexArray();
@@ -331,50 +345,87 @@ export class Renderer {
     const [X, Y, Z] = stream.shape;
     const B = [X, Y, Z].map((v) => Math.ceil(v / BLOCK));
     this.blocks = B;
-    this.tex.occ = this.texture3D(gl.R8UI, Z, Y, X, gl.NEAREST);
-    this.tex.blockOcc = this.texture3D(gl.R8UI, B[2], B[1], B[0], gl.NEAREST);
-    this.tex.brickOf = this.texture3D(gl.R16UI, B[2], B[1], B[0], gl.NEAREST);
-    this.atlasA = atlasWidth(B[0] * B[1] * B[2]);
-    this.atlasDepth = 0;
+    this.slots = [0, 1].map(() => ({
+      tex: {
+        occ: this.texture3D(gl.R8UI, Z, Y, X, gl.NEAREST),
+        blockOcc: this.texture3D(gl.R8UI, B[2], B[1], B[0], gl.NEAREST),
+        brickOf: this.texture3D(gl.R16UI, B[2], B[1], B[0], gl.NEAREST),
+      },
+      atlasA: atlasWidth(B[0] * B[1] * B[2]), atlasDepth: 0, atlasSize: [1, 1, 1], numBricks: 0, bytes: 0,
+      key: null, ready: false,
+    }));
+    this.front = 0;
+    this.gpuBytes.grids = 0;
     this.hasFrame = false;
   }
 
   /**
-   * Upload one prepared frame (see bricks.js prepareFrame).
+   * Upload one prepared frame (see bricks.js prepareFrame) and show it: into the textures not
+   * being drawn from, then swapped in (double buffering: an upload never waits for a draw still
+   * reading the textures it would overwrite).
    * @param {import("./bricks.js").PreparedFrame} f
+   * @param {number | null} [key] what the frame is (the player's frame number)
    */
-  setFrame(f) {
+  setFrame(f, key = null) {
+    this.upload(f, key);
+    this.swap();
+  }
+
+  /**
+   * Upload a frame into the back textures without showing it (the player does this for the next
+   * frame while the current one is on screen; ``swap`` then shows it at no cost).
+   * @param {import("./bricks.js").PreparedFrame} f
+   * @param {number | null} [key]
+   */
+  upload(f, key = null) {
     const gl = this.gl;
     const s = /** @type {StreamInfo} */ (this.stream);
     const [X, Y, Z] = s.shape;
     const B = /** @type {number[]} */ (this.blocks);
+    const slot = this.slots[1 - this.front];
+    const t = slot.tex;
     gl.pixelStorei(gl.UNPACK_ALIGNMENT, 1);
-    gl.bindTexture(gl.TEXTURE_3D, this.tex.occ);
+    gl.bindTexture(gl.TEXTURE_3D, t.occ);
     gl.texSubImage3D(gl.TEXTURE_3D, 0, 0, 0, 0, Z, Y, X, gl.RED_INTEGER, gl.UNSIGNED_BYTE, f.occupancy);
-    gl.bindTexture(gl.TEXTURE_3D, this.tex.blockOcc);
+    gl.bindTexture(gl.TEXTURE_3D, t.blockOcc);
     gl.texSubImage3D(gl.TEXTURE_3D, 0, 0, 0, 0, B[2], B[1], B[0], gl.RED_INTEGER, gl.UNSIGNED_BYTE, f.blockOccupied);
-    gl.bindTexture(gl.TEXTURE_3D, this.tex.brickOf);
+    gl.bindTexture(gl.TEXTURE_3D, t.brickOf);
     gl.texSubImage3D(gl.TEXTURE_3D, 0, 0, 0, 0, B[2], B[1], B[0], gl.RED_INTEGER, gl.UNSIGNED_SHORT, f.brickOf);
     const { width: W, height: H, depth: D } = f.atlas;
-    if (D > this.atlasDepth || f.atlas.bricksPerRow !== this.atlasA) {
+    if (D > slot.atlasDepth || f.atlas.bricksPerRow !== slot.atlasA) {
       // Grow the atlas (immutable storage: a new texture), with headroom for the next frames.
       const slabs = Math.min(Math.ceil((D / BRICK) * 1.25), Math.floor(256 / BRICK) || 1);
       const depth = Math.max(D, slabs * BRICK);
       for (let j = 0; j < f.brickData.length; j++) {
-        if (this.tex[`atlas${j}`]) gl.deleteTexture(this.tex[`atlas${j}`]);
-        this.tex[`atlas${j}`] = this.texture3D(gl.RGBA16F, W, H, depth, gl.LINEAR);
+        if (t[`atlas${j}`]) gl.deleteTexture(t[`atlas${j}`]);
+        t[`atlas${j}`] = this.texture3D(gl.RGBA16F, W, H, depth, gl.LINEAR);
       }
-      this.atlasDepth = depth;
-      this.atlasA = f.atlas.bricksPerRow;
+      slot.atlasDepth = depth;
+      slot.atlasA = f.atlas.bricksPerRow;
     }
     for (let j = 0; j < f.brickData.length; j++) {
-      gl.bindTexture(gl.TEXTURE_3D, this.tex[`atlas${j}`]);
+      gl.bindTexture(gl.TEXTURE_3D, t[`atlas${j}`]);
       gl.texSubImage3D(gl.TEXTURE_3D, 0, 0, 0, 0, W, H, D, gl.RGBA, gl.FLOAT, f.brickData[j]);
     }
-    this.atlasSize = [W, H, this.atlasDepth];
-    this.gpuBytes.grids = X * Y * Z + 3 * B[0] * B[1] * B[2] + W * H * this.atlasDepth * 8 * f.brickData.length;
-    this.numBricks = f.numBricks;
-    this.hasFrame = true;
+    slot.atlasSize = [W, H, slot.atlasDepth];
+    slot.bytes = X * Y * Z + 3 * B[0] * B[1] * B[2] + W * H * slot.atlasDepth * 8 * f.brickData.length;
+    slot.numBricks = f.numBricks;
+    slot.key = key;
+    slot.ready = true;
+    this.gpuBytes.grids = this.slots[0].bytes + this.slots[1].bytes;
+  }
+
+  /** Show the frame last uploaded (the back textures become the ones drawn from). */
+  swap() {
+    this.front = 1 - this.front;
+    this.hasFrame = this.slots[this.front].ready;
+    this.numBricks = this.slots[this.front].numBricks;
+  }
+
+  /** What the back textures hold (``upload``'s key), or null. */
+  backKey() {
+    const b = this.slots[1 - this.front];
+    return b && b.ready ? b.key : null;
   }
 
   /**
@@ -413,9 +464,11 @@ export class Renderer {
     gl.useProgram(prog);
     const loc = (/** @type {string} */ n) => gl.getUniformLocation(prog, n);
     const NT = Math.ceil((s.channels + 1) / 4);
+    const slot = this.slots[this.front];
+    const ft = slot.tex;
     for (let j = 0; j < NT; j++) {
       gl.activeTexture(gl.TEXTURE0 + j);
-      gl.bindTexture(gl.TEXTURE_3D, this.tex[`atlas${j}`]);
+      gl.bindTexture(gl.TEXTURE_3D, ft[`atlas${j}`]);
       gl.uniform1i(loc(`uAtlas[${j}]`), j);
     }
     const bind = (/** @type {string} */ name, /** @type {WebGLTexture} */ t, /** @type {number} */ unit, /** @type {number} */ kind) => {
@@ -423,9 +476,9 @@ export class Renderer {
       gl.bindTexture(kind, t);
       gl.uniform1i(loc(name), unit);
     };
-    bind("uOcc", this.tex.occ, NT, gl.TEXTURE_3D);
-    bind("uBlockOcc", this.tex.blockOcc, NT + 1, gl.TEXTURE_3D);
-    bind("uBrickOf", this.tex.brickOf, NT + 2, gl.TEXTURE_3D);
+    bind("uOcc", ft.occ, NT, gl.TEXTURE_3D);
+    bind("uBlockOcc", ft.blockOcc, NT + 1, gl.TEXTURE_3D);
+    bind("uBrickOf", ft.brickOf, NT + 2, gl.TEXTURE_3D);
     bind("uMLP", this.tex.mlp, NT + 3, gl.TEXTURE_2D);
     const [X, Y, Z] = s.shape;
     const spacing = [0, 1, 2].map((i) => (s.xyzMax[i] - s.xyzMin[i]) / (s.shape[i] - 1));
@@ -435,8 +488,8 @@ export class Renderer {
     gl.uniform3i(loc("uShape"), X, Y, Z);
     const B = /** @type {number[]} */ (this.blocks);
     gl.uniform3i(loc("uBlocks"), B[0], B[1], B[2]);
-    gl.uniform1i(loc("uAtlasA"), /** @type {number} */ (this.atlasA));
-    gl.uniform3fv(loc("uAtlasSize"), /** @type {number[]} */ (this.atlasSize));
+    gl.uniform1i(loc("uAtlasA"), slot.atlasA);
+    gl.uniform3fv(loc("uAtlasSize"), slot.atlasSize);
     gl.uniform1f(loc("uStep"), s.render.stepRatio * voxel);
     gl.uniform1f(loc("uStepRatio"), s.render.stepRatio);
     gl.uniform1f(loc("uShift"), s.densityShift);
@@ -466,7 +519,7 @@ export class Renderer {
     this.gl.readPixels(0, 0, 1, 1, this.gl.RGBA, this.gl.UNSIGNED_BYTE, px);
   }
 
-  /** GPU memory held, bytes (textures this renderer allocated). */
+  /** GPU memory held, bytes (textures this renderer allocated; both frame slots). */
   gpuMemory() {
     return this.gpuBytes.grids + this.gpuBytes.mlp;
   }
@@ -533,8 +586,10 @@ export class Renderer {
   dispose(all = true) {
     const gl = this.gl;
     for (const t of Object.values(this.tex)) gl.deleteTexture(t);
+    for (const slot of this.slots) for (const t of Object.values(slot.tex)) gl.deleteTexture(t);
     for (const p of Object.values(this.programs)) gl.deleteProgram(p);
     this.tex = {};
+    this.slots = [];
     this.programs = {};
     this.gpuBytes = { grids: 0, mlp: 0 };
     this.hasFrame = false;
