@@ -95,3 +95,33 @@ def test_webgl_matches_python_renderer(shading: str) -> None:
     assert wrong_frame < min(scores) - 6 and wrong_mode < min(scores) - 6, (wrong_frame, wrong_mode, scores)
     w = out["work"]
     assert w["marched"] >= w["kept"] >= w["shaded"] > 0
+
+
+def test_bricks_are_half_floats_rounded_to_nearest_even() -> None:
+    """The worker converts brick texels to float16 itself (RGBA16F atlases): numpy's float16 cast
+    (round to nearest, ties to even; subnormals, overflow to inf, NaN) is the oracle."""
+    import subprocess
+
+    from rerf_codec.web.node_runner import find_node
+
+    node = find_node()
+    if node is None:
+        pytest.skip("Node.js 20+ not found on PATH (.ci/run installs it)")
+    rng = np.random.default_rng(7)
+    v = (rng.standard_normal(20000) * np.exp2(rng.uniform(-28, 18, 20000))).astype(np.float32)
+    halves = np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)
+    ties = (halves[:-1] + (halves[1:] - halves[:-1]) / 2).astype(np.float32)  # exact midpoints
+    edge = np.array([0.0, -0.0, 65504, 65519.996, 65520, 1e9, -1e9, 2**-24, 2**-25, 3 * 2**-26, np.inf, np.nan], np.float32)
+    v = np.concatenate([v, ties[::97], -ties[::89], edge])
+    bricks = ROOT / "rerf_codec" / "web" / "render" / "bricks.js"
+    script = (f"import {{ toHalf }} from {json.dumps(bricks.as_uri())};"
+              "const v = new Float32Array(Buffer.from(process.argv[1], 'base64').buffer.slice(0));"
+              "process.stdout.write(Buffer.from(Uint16Array.from(v, toHalf).buffer).toString('base64'));")  # fmt: skip
+    out = subprocess.run([node, "--input-type=module", "-e", script, base64.b64encode(v.tobytes()).decode()],
+                         capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    got = np.frombuffer(base64.b64decode(out), np.uint16)
+    with np.errstate(over="ignore"):
+        want = v.astype(np.float16).view(np.uint16)
+    nan = np.isnan(v)
+    assert np.array_equal(got[~nan], want[~nan]), v[~nan][got[~nan] != want[~nan]][:5]
+    assert np.isnan(got[nan].view(np.float16)).all()

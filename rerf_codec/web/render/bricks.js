@@ -29,7 +29,9 @@ export const BRICK = BLOCK + 1;
  * @property {Uint8Array} blockOccupied BX*BY*BZ, 1 where the 8³ block of occupancy holds any set voxel
  * @property {Uint16Array} brickOf BX*BY*BZ, brick number + 1 in the atlas (0: no brick)
  * @property {number} numBricks bricks used
- * @property {Float32Array[]} brickData one RGBA atlas image per texture (density, features 0-2 | 3-6 | ...)
+ * @property {Uint16Array[]} brickData one RGBA atlas image per texture (density, features 0-2 | 3-6 | ...), as
+ *   IEEE half floats: the atlas textures are RGBA16F, so converting here (in the worker) halves what is
+ *   buffered and uploaded and spares the driver a float32 → float16 pass on the page's thread
  * @property {{bricksPerRow: number, width: number, height: number, depth: number}} atlas atlas image size
  * @property {number} occupiedVoxels voxels set in ``occupancy``
  */
@@ -105,7 +107,7 @@ export function prepareFrame(density, features, info) {
   const A = atlasWidth(BX * BY * BZ);
   const slabs = Math.max(1, Math.ceil(numBricks / (A * A)));
   const W = A * BRICK, H = A * BRICK, D = slabs * BRICK;
-  const brickData = Array.from({ length: textures }, () => new Float32Array(W * H * D * 4));
+  const brickData = Array.from({ length: textures }, () => new Uint16Array(W * H * D * 4));
   const clampX = new Int32Array(BRICK), clampY = new Int32Array(BRICK), clampZ = new Int32Array(BRICK);
   for (let bx = 0; bx < BX; bx++) {
     for (let i = 0; i < BRICK; i++) clampX[i] = Math.min(bx * BLOCK + i, X - 1);
@@ -122,10 +124,10 @@ export function prepareFrame(density, features, info) {
             let o = (((oz + k) * H + oy + j) * W + ox) * 4;
             for (let i = 0; i < BRICK; i++, o += 4) {
               const v = (clampX[i] * Y + clampY[j]) * Z + clampZ[k];
-              brickData[0][o] = density[v];
+              brickData[0][o] = toHalf(density[v]);
               for (let c = 0; c < C; c++) {
                 const t = (c + 1) >> 2;
-                brickData[t][o + ((c + 1) & 3)] = features[c * n + v];
+                brickData[t][o + ((c + 1) & 3)] = toHalf(features[c * n + v]);
               }
             }
           }
@@ -135,6 +137,40 @@ export function prepareFrame(density, features, info) {
   }
   const atlas = { bricksPerRow: A, width: W, height: H, depth: D };
   return { occupancy, blockOccupied, brickOf, numBricks, brickData, atlas, occupiedVoxels };
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/**
+ * IEEE 754 binary16 bits of a number, rounded to nearest, ties to even (what a GPU driver does
+ * when it converts float32 texels for an RGBA16F texture): overflow → ±inf, NaN stays NaN,
+ * subnormals kept.
+ * @param {number} v
+ */
+export function toHalf(v) {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 112; // rebias 127 → 15
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && h & 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++; // a carry into the exponent is right (up to inf)
+  return sign | h;
 }
 
 /**

@@ -405,7 +405,7 @@ export class Renderer {
     }
     for (let j = 0; j < f.brickData.length; j++) {
       gl.bindTexture(gl.TEXTURE_3D, t[`atlas${j}`]);
-      gl.texSubImage3D(gl.TEXTURE_3D, 0, 0, 0, 0, W, H, D, gl.RGBA, gl.FLOAT, f.brickData[j]);
+      gl.texSubImage3D(gl.TEXTURE_3D, 0, 0, 0, 0, W, H, D, gl.RGBA, gl.HALF_FLOAT, f.brickData[j]);
     }
     slot.atlasSize = [W, H, slot.atlasDepth];
     slot.bytes = X * Y * Z + 3 * B[0] * B[1] * B[2] + W * H * slot.atlasDepth * 8 * f.brickData.length;
