@@ -103,12 +103,19 @@ def _proc_tree_pss(tag: str) -> int | None:
     return total
 
 
-def measure(stream: Path, mbit: float, runs: int, size: int, count_size: tuple[int, int], max_frames: int) -> dict[str, Any]:
+def measure(
+    stream: Path, mbit: float, runs: int, size: int, count_size: tuple[int, int], max_frames: int
+) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     server = PlayServer(SiteFiles(stream), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    out: dict[str, Any] = {"stream": str(stream), "bytes": stream.stat().st_size, "mbit": mbit, "load_before": loadavg()}
+    out: dict[str, Any] = {
+        "stream": str(stream),
+        "bytes": stream.stat().st_size,
+        "mbit": mbit,
+        "load_before": loadavg(),
+    }
     tag = f"--rerf-web-bench={uuid.uuid4().hex}"
     try:
         with sync_playwright() as pw:
