@@ -310,3 +310,21 @@ def test_orbit_drag_is_damped_and_comes_to_rest(chromium: Any, streams: dict[str
     assert right_after[1] and abs(right_after[0] - want) > 0.01 * abs(want - theta0), right_after
     assert abs(right_after[2] - want) < 1e-4
     assert rendered >= 3  # the glide was drawn, not only its end
+
+
+def test_local_file_plays_from_memory_in_the_worker(chromium: Any, streams: dict[str, Path]) -> None:
+    """A picked (or dropped) file goes to the worker as a Blob (cloned by reference, read there); seeking
+    in it fetches nothing."""
+    with serve(streams["per_sample"]) as server:
+        page = open_player(chromium, server.url)
+        server.take_records()
+        page.set_input_files("#file", str(streams["long"]))
+        page.wait_for_function("() => window.rerfPlayer.numFrames === 40 && window.rerfPlayer.shownFrame === 0", timeout=30000)
+        page.evaluate("async () => { await window.rerfPlayer.seek(29); }")
+        stats = page.evaluate("window.rerfPlayer.stats()")
+        title = page.title()
+        assert not page.errors, page.errors
+        fetched = [r.path for r in server.take_records() if r.path == "/stream.rerf"]
+    assert stats["decoder"] == "worker" and stats["frame"] == 29 and stats["framesDecoded"] >= 2
+    assert fetched == [] and stats["requests"] == 0
+    assert "long.rerf" in title
