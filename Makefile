@@ -37,10 +37,11 @@ demo: install  ## the whole pipeline on the built-in scene: dataset, train, enco
 bench: install  ## measure the codec on the synthetic 128^3 x 13 benchmark (see BENCHMARKS.md)
 	$(PY) -m rerf_codec.bench.codec_bench --json-out bench-out/codec.json
 
-lint:  install ## ruff over everything, mypy --strict on the format-defining code (config: setup.cfg [mypy]), tsc --checkJs on the JS decoder
+lint:  install ## ruff over everything, mypy --strict on the format-defining code (config: setup.cfg [mypy]), tsc --checkJs on the JS decoder and the player
 	$(VENV)/bin/ruff check rerf_codec cli tests bitstreams
 	$(VENV)/bin/mypy rerf_codec/bitstream.py rerf_codec/codec/
 	cd $(JSDEC) && npx --no-install tsc -p jsconfig.json
+	cd $(JSDEC) && npx --no-install tsc -p ../jsconfig.json
 
 clean:  ## remove the venv and build outputs
 	rm -rf $(VENV) build dist *.egg-info demo-out bench-out $(JSDEC)/node_modules
