@@ -35,6 +35,7 @@ from rerf_codec.gridseq import SequenceWriter
 from rerf_codec.metrics import psnr
 from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import BLOCK, fit_errors, train_residual_frame
@@ -148,12 +149,13 @@ def train_sequence(
             stored: Any = full
             motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
             record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
-            ckpt.state["reference_silhouette"] = fit_errors(full, rays, mlp, geometry, shift, background,
-                                                          shading=config.shading)[1]
+            context = FieldContext(mlp, geometry, shift, background, config.shading)
+            ckpt.state["reference_silhouette"] = fit_errors(full, rays, context)[1]
             record["silhouette_error"] = round(ckpt.state["reference_silhouette"], 6)
         else:
             assert mlp is not None and prev_motion is not None
-            res = train_residual_frame(prev, prev_motion, rays, hull, mlp, geometry, shift, background, config, seed,
+            context = FieldContext(mlp, geometry, shift, background, config.shading)
+            res = train_residual_frame(prev, prev_motion, rays, hull, context, config, seed,
                                        progress, reference_silhouette=ckpt.state.get("reference_silhouette"),
                                        reference_fit=ckpt.state.get("reference_fit"))  # fmt: skip
             full, stored, motion = res.full, res.frame, res.motion
