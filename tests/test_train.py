@@ -411,3 +411,18 @@ def test_residual_sparsity_does_not_depend_on_resolution(moving: Path, tmp_path:
         assert zeros[res] >= 0.85, zeros
         assert "keyframes" not in json.loads((out / "sequence.json").read_text())
     assert abs(zeros[24] - zeros[48]) <= 0.05, zeros
+
+
+def test_hull_motion_search_finds_a_large_translation() -> None:
+    """The grid-domain search between two visual hulls recovers a 6-voxel move (the start of the motion step)."""
+    from rerf_codec.train.residual import hull_motion_search
+
+    idx = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).astype(np.float64)
+    radii = np.array([9.0, 5.0, 6.0])
+    shift = np.array([6.0, 0.0, -4.0])
+    prev = (((idx - 14.0) / radii) ** 2).sum(-1) <= 1
+    cur = (((idx - 14.0 - shift) / radii) ** 2).sum(-1) <= 1
+    motion = hull_motion_search(prev, cur, [np.zeros((3, 4, 4, 4), np.float32)])
+    has = cur.reshape(4, 8, 4, 8, 4, 8).any(axis=(1, 3, 5))
+    err = np.linalg.norm(motion - (-shift)[:, None, None, None], axis=0)[has]
+    assert (err <= 0.5).mean() >= 0.9, np.round(err, 2)

@@ -120,6 +120,7 @@ def train_sequence(
     mlp: ColorMLP | None = None
     prev: GridFrame | None = None
     prev_motion: np.ndarray | None = None
+    prev_hull: np.ndarray | None = None
     if done:
         mlp = ColorMLP.from_arrays(mlp_config, ckpt.load_decoder(), str(ckpt.root / "decoder.npz")).to(device).eval()
         prev, prev_motion = ckpt.load_last()
@@ -135,6 +136,8 @@ def train_sequence(
         images = load_frame_images(ds, t, cams)
         rays = frame_rays(cams, images, meta_ds.background, t, device)
         hull = visual_hull(geometry, cams, images)
+        if prev is not None and prev_hull is None:  # resumed: frame t-1's hull, as an uninterrupted run has it
+            prev_hull = visual_hull(geometry, cams, load_frame_images(ds, t - 1, cams))
         seed = config.seed + t
 
         def progress(i: int, n: int, stats: dict[str, float], t: int = t) -> None:
@@ -157,7 +160,7 @@ def train_sequence(
             context = FieldContext(mlp, geometry, shift, background, config.shading)
             res = train_residual_frame(prev, prev_motion, rays, hull, context, config, seed,
                                        progress, reference_silhouette=ckpt.state.get("reference_silhouette"),
-                                       reference_fit=ckpt.state.get("reference_fit"))  # fmt: skip
+                                       reference_fit=ckpt.state.get("reference_fit"), prev_hull=prev_hull)  # fmt: skip
             full, stored, motion = res.full, res.frame, res.motion
             kind = "refresh" if res.refreshed else "residual"
             if not res.refreshed and ckpt.state.get("reference_fit") is None:
@@ -180,7 +183,7 @@ def train_sequence(
         record["cpu_seconds"] = round(cpu_seconds, 3)  # all threads; differs from wall on a shared machine
         ckpt.commit_frame(t, stored, full, motion, record)
         emit("frame", record)
-        prev, prev_motion = full, motion
+        prev, prev_motion, prev_hull = full, motion, hull
 
     assert mlp is not None
     log = ckpt.state["log"]

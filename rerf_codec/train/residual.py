@@ -352,6 +352,7 @@ def train_residual_frame(
     progress: Progress | None = None,
     reference_silhouette: float | None = None,
     reference_fit: float | None = None,
+    prev_hull: np.ndarray | None = None,
 ) -> ResidualResult:
     """Motion, then residual, for one frame; returns the trainer-form frame and its reconstruction.
 
@@ -364,11 +365,18 @@ def train_residual_frame(
     compounding over the rest of the sequence. ``reference_fit`` (the colour MSE from ``fit_errors`` of
     the sequence's first residual frame) catches slow drift: a
     frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
+
+    With ``prev_hull`` (frame t-1's visual hull) and ``config.motion_search_range`` > 0, the
+    motion starts from ``hull_motion_search`` (seeded with ``prev_motion``) instead of
+    ``prev_motion`` alone.
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(rays.origins.device)
     t0 = time.perf_counter()
-    motion = estimate_motion(prev, prev_motion, rays, hull_t, field, config, gen, progress)
+    init = prev_motion
+    if prev_hull is not None and config.motion_search_range > 0:
+        init = hull_motion_search(prev_hull, hull, [prev_motion], search_range=config.motion_search_range)
+    motion = estimate_motion(prev, init, rays, hull_t, field, config, gen, progress)
     t1 = time.perf_counter()
     warped = warp_previous(prev, motion, BLOCK)
     r_d, r_f, mse = fit_residual(warped, rays, hull_t, field, config, gen, progress)
@@ -416,3 +424,43 @@ def train_residual_frame(
         silhouette_error=silhouette,
         fit_mse=fit,
     )
+
+
+def hull_motion_search(hull_prev: np.ndarray, hull_cur: np.ndarray, candidates: list[np.ndarray],
+                       sigma: float = 1.5, search_range: float = 12.0, coarse_step: int = 2) -> np.ndarray:  # fmt: skip
+    """Block motion (3, bx, by, bz) from the codec's grid-domain block search between two visual hulls.
+
+    A quick coarse "fit" of each frame: its visual hull (what the cameras' silhouettes
+    allow), blurred by ``sigma`` voxels so the search error falls smoothly with distance.
+    Both frames' hulls are built the same way, so their biases (concavities filled in) move
+    with the object. The codec's search (``codec.motion_search``: candidates, Lucas–Kanade,
+    neighbour propagation) is seeded with ``candidates`` (block motion in voxels, e.g. the
+    previous frame's) plus a brute-force lattice of integer vectors every ``coarse_step``
+    voxels within ``search_range`` (its Lucas–Kanade steps alone reach only ~4.5 voxels).
+    """
+    from rerf_codec.codec.motion import MV_UNIT
+    from rerf_codec.codec.motion_search import SearchConfig, search_motion
+
+    prev_t = _blur(torch.from_numpy(hull_prev.astype(np.float32))[None, None], sigma)[0, 0].numpy()
+    cur_t = _blur(torch.from_numpy(hull_cur.astype(np.float32))[None, None], sigma)[0, 0].numpy()
+    shape = cur_t.shape
+    nb = [-(-n // BLOCK) for n in shape]
+    padded = np.zeros([n * BLOCK for n in nb], np.float32)
+    padded[: shape[0], : shape[1], : shape[2]] = cur_t
+    blocks5 = padded.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK).transpose(0, 2, 4, 1, 3, 5).reshape(-1, BLOCK**3)
+    bx, by, bz = np.meshgrid(*[np.arange(n) for n in nb], indexing="ij")
+    rows = np.flatnonzero(blocks5.max(1) > 0.05)  # blocks the current hull reaches
+    out = np.zeros((3, *nb), np.float32)
+    if rows.size == 0:
+        return out
+    blocks = (bx.ravel()[rows], by.ravel()[rows], bz.ravel()[rows])
+    cur = blocks5[rows][None].astype(np.float64)
+    r = np.arange(-int(search_range), int(search_range) + 1, coarse_step)
+    lattice = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) * MV_UNIT
+    cands = [np.round(c.reshape(3, -1).T[rows] * MV_UNIT).astype(np.int64) for c in candidates]
+    cands += [np.broadcast_to(v, (rows.size, 3)).astype(np.int64) for v in lattice]
+    cfg = SearchConfig(search_range=search_range, early_exit=0.0)
+    mv = search_motion(cur, [np.ascontiguousarray(prev_t, np.float64)], shape, blocks, np.ones(1), cands, cfg, np.ones(1))
+    flat = out.reshape(3, -1)
+    flat[:, rows] = (mv / MV_UNIT).T
+    return out
