@@ -20,6 +20,7 @@ from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.gridseq import iter_full_frames, read_decoder, read_frame, read_meta
 from rerf_codec.metrics import psnr
 from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, train_sequence
 from rerf_codec.train.keyframe import train_keyframe
@@ -95,8 +96,8 @@ def test_motion_estimation_recovers_a_known_translation() -> None:
     hull = torch.from_numpy(visual_hull(geo, cams, images))
     config = TrainConfig(iters_motion=100, batch_rays_residual=1024, lr_motion=0.05, tv_motion=1e-2)
     gen = torch.Generator().manual_seed(0)
-    motion = estimate_motion(f0, np.zeros((3, 2, 2, 2), np.float32), rays, hull, mlp, geo, 0.0,
-                             torch.ones(3), config, gen)  # fmt: skip
+    motion = estimate_motion(f0, np.zeros((3, 2, 2, 2), np.float32), rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)),
+                             config, gen)  # fmt: skip
     # Every block holds part of the ball's surface; each must point back to where it came from.
     err = np.abs(motion - (-shift)[:, None, None, None]).max()
     assert err < 0.35, motion.reshape(3, -1).T
@@ -170,8 +171,8 @@ def test_motion_step_recovers_large_translation_and_rotation(kind: str) -> None:
     rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
     hull = torch.from_numpy(visual_hull(geo, cams, images))
     config = TrainConfig(iters_motion=80, batch_rays_residual=1024, shading="per_sample")
-    motion = estimate_motion(f0, np.zeros((3, 4, 4, 4), np.float32), rays, hull, mlp, geo, 0.0, torch.ones(3), config,
-                             torch.Generator().manual_seed(0))  # fmt: skip
+    motion = estimate_motion(f0, np.zeros((3, 4, 4, 4), np.float32), rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)),
+                             config, torch.Generator().manual_seed(0))  # fmt: skip
     err = np.linalg.norm(motion - truth, axis=0)[has]
     if kind == "translation":
         assert (err <= 0.5).mean() >= 0.9, (kind, np.round(err, 2))
@@ -216,9 +217,9 @@ def test_residual_fit_is_sparse_and_improves_the_frame() -> None:
     rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
     hull = torch.from_numpy(visual_hull(geo, cams, images))
     gen = torch.Generator
-    dense_d, dense_f, _ = fit_residual(start, rays, hull, mlp, geo, 0.0, torch.ones(3),
+    dense_d, dense_f, _ = fit_residual(start, rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)),
                                        TrainConfig(iters_residual=100, batch_rays_residual=1024, l1=0.0), gen().manual_seed(0))
-    r_d, r_f, _ = fit_residual(start, rays, hull, mlp, geo, 0.0, torch.ones(3),
+    r_d, r_f, _ = fit_residual(start, rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)),
                                TrainConfig(iters_residual=100, batch_rays_residual=1024, l1=2e-4), gen().manual_seed(0))
 
     def zeros(d: np.ndarray, f: np.ndarray) -> float:
@@ -372,7 +373,7 @@ def test_refresh_decision_follows_the_colour_fit_reference() -> None:
     hull = visual_hull(geo, cams, images)
     config = TrainConfig(iters_motion=10, iters_residual=10, iters_refresh=10, batch_rays_residual=512)
     zero = np.zeros((3, 2, 2, 2), np.float32)
-    args = (f0, zero, rays, hull, mlp, geo, 0.0, torch.ones(3), config, 0)
+    args = (f0, zero, rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)), config, 0)
     kept = train_residual_frame(*args, reference_fit=1e9)
     assert not kept.refreshed and isinstance(kept.frame, TrainerFrame)
     fresh = train_residual_frame(*args, reference_fit=1e-12)
@@ -410,3 +411,18 @@ def test_residual_sparsity_does_not_depend_on_resolution(moving: Path, tmp_path:
         assert zeros[res] >= 0.85, zeros
         assert "keyframes" not in json.loads((out / "sequence.json").read_text())
     assert abs(zeros[24] - zeros[48]) <= 0.05, zeros
+
+
+def test_hull_motion_search_finds_a_large_translation() -> None:
+    """The grid-domain search between two visual hulls recovers a 6-voxel move (the start of the motion step)."""
+    from rerf_codec.train.residual import hull_motion_search
+
+    idx = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).astype(np.float64)
+    radii = np.array([9.0, 5.0, 6.0])
+    shift = np.array([6.0, 0.0, -4.0])
+    prev = (((idx - 14.0) / radii) ** 2).sum(-1) <= 1
+    cur = (((idx - 14.0 - shift) / radii) ** 2).sum(-1) <= 1
+    motion = hull_motion_search(prev, cur, [np.zeros((3, 4, 4, 4), np.float32)])
+    has = cur.reshape(4, 8, 4, 8, 4, 8).any(axis=(1, 3, 5))
+    err = np.linalg.norm(motion - (-shift)[:, None, None, None], axis=0)[has]
+    assert (err <= 0.5).mean() >= 0.9, np.round(err, 2)

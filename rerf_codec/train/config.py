@@ -69,6 +69,10 @@ class TrainConfig:
     Off by default: on crane (300 iterations) 1e-2 cut shaded samples by only 9% and cost 1 dB."""
     motion_silhouette: float = 1.0
     """Weight of the silhouette term (rendered opacity vs image alpha) in the motion loss."""
+    motion_search_range: float = 12.0
+    """Start each residual frame's motion from the codec's grid-domain block search between the
+    visual hulls of frames t-1 and t, within this many voxels (0: off; then the previous frame's
+    motion is the start). Measured on the demo's fastest frame: 22.4 → 24.0 dB after motion."""
     tv_motion: float = 1e-3
     """Smoothness weight between neighbouring block motion vectors."""
     l1: float = 5e-4

@@ -35,6 +35,7 @@ from rerf_codec.gridseq import SequenceWriter
 from rerf_codec.metrics import psnr
 from rerf_codec.train.checkpoint import Checkpoint, checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
 from rerf_codec.train.residual import BLOCK, fit_errors, train_residual_frame
@@ -119,6 +120,7 @@ def train_sequence(
     mlp: ColorMLP | None = None
     prev: GridFrame | None = None
     prev_motion: np.ndarray | None = None
+    prev_hull: np.ndarray | None = None
     if done:
         mlp = ColorMLP.from_arrays(mlp_config, ckpt.load_decoder(), str(ckpt.root / "decoder.npz")).to(device).eval()
         prev, prev_motion = ckpt.load_last()
@@ -134,6 +136,8 @@ def train_sequence(
         images = load_frame_images(ds, t, cams)
         rays = frame_rays(cams, images, meta_ds.background, t, device)
         hull = visual_hull(geometry, cams, images)
+        if prev is not None and prev_hull is None:  # resumed: frame t-1's hull, as an uninterrupted run has it
+            prev_hull = visual_hull(geometry, cams, load_frame_images(ds, t - 1, cams))
         seed = config.seed + t
 
         def progress(i: int, n: int, stats: dict[str, float], t: int = t) -> None:
@@ -148,14 +152,15 @@ def train_sequence(
             stored: Any = full
             motion = np.zeros((3, *[-(-n // BLOCK) for n in geometry.shape]), np.float32)
             record.update(kind="key", iterations=key.iterations, loss=key.final_loss, residual_zero_fraction=None)
-            ckpt.state["reference_silhouette"] = fit_errors(full, rays, mlp, geometry, shift, background,
-                                                          shading=config.shading)[1]
+            context = FieldContext(mlp, geometry, shift, background, config.shading)
+            ckpt.state["reference_silhouette"] = fit_errors(full, rays, context)[1]
             record["silhouette_error"] = round(ckpt.state["reference_silhouette"], 6)
         else:
             assert mlp is not None and prev_motion is not None
-            res = train_residual_frame(prev, prev_motion, rays, hull, mlp, geometry, shift, background, config, seed,
+            context = FieldContext(mlp, geometry, shift, background, config.shading)
+            res = train_residual_frame(prev, prev_motion, rays, hull, context, config, seed,
                                        progress, reference_silhouette=ckpt.state.get("reference_silhouette"),
-                                       reference_fit=ckpt.state.get("reference_fit"))  # fmt: skip
+                                       reference_fit=ckpt.state.get("reference_fit"), prev_hull=prev_hull)  # fmt: skip
             full, stored, motion = res.full, res.frame, res.motion
             kind = "refresh" if res.refreshed else "residual"
             if not res.refreshed and ckpt.state.get("reference_fit") is None:
@@ -178,7 +183,7 @@ def train_sequence(
         record["cpu_seconds"] = round(cpu_seconds, 3)  # all threads; differs from wall on a shared machine
         ckpt.commit_frame(t, stored, full, motion, record)
         emit("frame", record)
-        prev, prev_motion = full, motion
+        prev, prev_motion, prev_hull = full, motion, hull
 
     assert mlp is not None
     log = ckpt.state["log"]

@@ -60,6 +60,7 @@ from rerf_codec.gridseq import SequenceWriter
 from rerf_codec.jsonfile import loads_strict, read_bounded
 from rerf_codec.train.checkpoint import checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import TRAIN_JSON, TRAIN_LOG, Events, Interrupted, TrainRequest, heldout_psnr
 from rerf_codec.train.keyframe import density_floor, train_keyframe
@@ -244,6 +245,10 @@ class _FrameContext:
         images = load_frame_images(self.ds, t, cams)
         return frame_rays(cams, images, self.ds.meta.background, t, self.device), visual_hull(self.geometry, cams, images)
 
+    def field(self, mlp: ColorMLP) -> FieldContext:
+        """The trainer's frozen field context for ``mlp`` (geometry, shift, background, shading of this run)."""
+        return FieldContext(mlp, self.geometry, self.config.density_shift, self.background, self.config.shading)
+
     def test_psnr(self, mlp: ColorMLP, t: int, full: GridFrame) -> float:
         fld = RadianceField(mlp, self.geometry, self.config.density_shift, self.settings, self.device)
         fld.set_grids(full.density, full.features)
@@ -259,8 +264,7 @@ def train_first_frame(job: FirstFrameJob) -> dict[str, Any]:
         key = train_keyframe(rays, hull, ctx.geometry, ctx.background, job.config, job.config.seed + job.frame,
                              ctx.device)  # fmt: skip
         full = GridFrame(density=key.density, features=key.features)
-        silhouette = fit_errors(full, rays, key.mlp, ctx.geometry, job.config.density_shift, ctx.background,
-                                shading=job.config.shading)[1]  # fmt: skip
+        silhouette = fit_errors(full, rays, ctx.field(key.mlp))[1]
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         record = {"frame": job.frame, "kind": "key", "iterations": key.iterations, "loss": key.final_loss,
                   "residual_zero_fraction": None, "silhouette_error": round(silhouette, 6),
@@ -289,7 +293,6 @@ def _train_gof(job: GofJob) -> GofResult:
     t_start = time.perf_counter()
     root = Path(job.ckdir)
     cfg = job.config
-    shift = cfg.density_shift
     with _torch_threads(job.threads):
         ctx = _FrameContext(open_dataset(job.data), cfg, resolve_device(job.device))
         first = root / "first"
@@ -301,7 +304,9 @@ def _train_gof(job: GofJob) -> GofResult:
         stored: dict[int, GridFrame | TrainerFrame] = {}
         records: list[dict[str, Any]] = []
         prev: GridFrame | None = None
+        field_ctx = ctx.field(mlp)
         motion = np.zeros((3, *[-(-n // BLOCK) for n in ctx.geometry.shape]), np.float32)
+        prev_hull: np.ndarray | None = None
         ref_silhouette: float | None = None
         ref_fit: float | None = None
         for t in range(job.start, job.stop):
@@ -311,21 +316,19 @@ def _train_gof(job: GofJob) -> GofResult:
             if prev is None and t == job.first_frame:  # GOF 0 starts with frame A itself
                 full = frame_a
                 stored[t] = frame_a
-                ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background,
-                                            shading=cfg.shading)[1]  # fmt: skip
-                prev = full
+                ref_silhouette = fit_errors(full, rays, field_ctx)[1]
+                prev, prev_hull = full, hull
                 continue
             if prev is None:
                 full, loss = _fit_gof_keyframe(frame_a, rays, hull, mlp, ctx, cfg.seed + t)
                 stored[t] = full
-                ref_silhouette = fit_errors(full, rays, mlp, ctx.geometry, shift, ctx.background,
-                                            shading=cfg.shading)[1]  # fmt: skip
+                ref_silhouette = fit_errors(full, rays, field_ctx)[1]
                 record.update(kind="gof-key", iterations=max(1, cfg.iters_refresh), loss=loss, residual_zero_fraction=None,
                               silhouette_error=round(ref_silhouette, 6))  # fmt: skip
             else:
-                res = train_residual_frame(prev, motion, rays, hull, mlp, ctx.geometry, shift, ctx.background, cfg,
-                                           cfg.seed + t, None, reference_silhouette=ref_silhouette,
-                                           reference_fit=ref_fit)  # fmt: skip
+                res = train_residual_frame(prev, motion, rays, hull, field_ctx, cfg, cfg.seed + t, None,
+                                           reference_silhouette=ref_silhouette, reference_fit=ref_fit,
+                                           prev_hull=prev_hull)  # fmt: skip
                 full, stored[t], motion = res.full, res.frame, res.motion
                 if not res.refreshed and ref_fit is None:
                     ref_fit = res.fit_mse  # the GOF's first residual frame is its colour yardstick
@@ -340,7 +343,7 @@ def _train_gof(job: GofJob) -> GofResult:
             record["seconds"] = round(seconds, 3)
             record["cpu_seconds"] = round(cpu, 3)
             records.append(record)
-            prev = full
+            prev, prev_hull = full, hull
     tmp = root / "gofs" / f".{job.start:06d}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     for t, fr in stored.items():
@@ -367,7 +370,7 @@ def _fit_gof_keyframe(
     fit = replace(cfg, l1=0.0, lr_residual=cfg.lr_grid, iters_residual=max(1, cfg.iters_refresh))
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(ctx.device)
-    r_d, r_f, mse = fit_residual(init, rays, hull_t, mlp, ctx.geometry, cfg.density_shift, ctx.background, fit, gen)
+    r_d, r_f, mse = fit_residual(init, rays, hull_t, ctx.field(mlp), fit, gen)
     density = np.where(hull, init.density + r_d, floor).astype(np.float32)  # outside the hull: nothing was seen
     return GridFrame(density=density, features=(init.features + r_f).astype(np.float32)), float(mse)
 

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rerf_codec.field import ColorMLP, GridGeometry, occupancy_from_density, render_rays
+from rerf_codec.field import GridGeometry, occupancy_from_density
 from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.train.config import TrainConfig
+from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import FrameRays, rays_meeting
 from rerf_codec.train.keyframe import Progress
 from rerf_codec.trainer_form import warp_previous
@@ -122,10 +123,7 @@ def estimate_motion(
     init: np.ndarray,
     rays: FrameRays,
     hull: torch.Tensor,
-    mlp: ColorMLP,
-    geometry: GridGeometry,
-    density_shift: float,
-    background: torch.Tensor,
+    field: FieldContext,
     config: TrainConfig,
     gen: torch.Generator,
     progress: Progress | None = None,
@@ -147,7 +145,8 @@ def estimate_motion(
     both = torch.cat([pd, pf], 1)
     # Only voxels rays can reach are warped: frame t's hull and the space frame t-1 occupies.
     # The rest stays empty, as no sample sees it.
-    occupancy = hull | occupancy_from_density(pd, density_shift)
+    geometry = field.geometry
+    occupancy = hull | occupancy_from_density(pd, field.density_shift)
     active = occupancy.reshape(-1).nonzero()[:, 0]
     coords = _voxel_coords(geometry.shape, dev).reshape(-1, 3)[active]
     floor = float(prev.density.min())
@@ -162,10 +161,7 @@ def estimate_motion(
         vals = warp_torch(grid, motion, coords)
         d = base_d.index_copy(0, active, vals[0]).view(1, 1, *shape)
         f = base_f.index_copy(1, active, vals[1:]).view(1, -1, *shape)
-        out = render_rays(
-            d, f, mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick], background, occupancy=occupancy,
-            shading=config.shading,
-        )  # fmt: skip
+        out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse
         if rays.alpha is not None and config.motion_silhouette > 0:
@@ -241,10 +237,7 @@ def fit_residual(
     warped: GridFrame,
     rays: FrameRays,
     hull: torch.Tensor,
-    mlp: ColorMLP,
-    geometry: GridGeometry,
-    density_shift: float,
-    background: torch.Tensor,
+    field: FieldContext,
     config: TrainConfig,
     gen: torch.Generator,
     progress: Progress | None = None,
@@ -266,6 +259,7 @@ def fit_residual(
     wd = torch.from_numpy(warped.density).to(dev)
     wf = torch.from_numpy(warped.features).to(dev)
     c = wf.shape[0]
+    geometry, density_shift = field.geometry, field.density_shift
     active = (hull | occupancy_from_density(wd, density_shift)).reshape(-1).nonzero()[:, 0]
     rd = torch.zeros(active.numel(), device=dev, requires_grad=True)
     rf = torch.zeros(c, active.numel(), device=dev, requires_grad=True)
@@ -288,10 +282,7 @@ def fit_residual(
         opt.param_groups[0]["lr"] = config.decayed_lr(config.lr_residual, i, n_iters)
         pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
         d, f = grids()
-        out = render_rays(
-            d, f, mlp, geometry, density_shift, rays.origins[pick], rays.dirs[pick], background, occupancy=occupancy,
-            shading=config.shading,
-        )  # fmt: skip
+        out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         opt.zero_grad(set_to_none=True)
         mse.backward()
@@ -329,10 +320,7 @@ def fit_residual(
 
 
 @torch.no_grad()
-def fit_errors(
-    frame: GridFrame, rays: FrameRays, mlp: ColorMLP, geometry: GridGeometry, density_shift: float,
-    background: torch.Tensor, count: int = 16384, shading: str = "per_sample",
-) -> tuple[float, float]:  # fmt: skip
+def fit_errors(frame: GridFrame, rays: FrameRays, field: FieldContext, count: int = 16384) -> tuple[float, float]:
     """(colour MSE, mean |rendered opacity − image alpha|) over a fixed, evenly spaced subset of training rays.
 
     The refresh tests' yardsticks. The silhouette is compared with the keyframe's: it
@@ -345,10 +333,9 @@ def fit_errors(
     dev = rays.origins.device
     d = torch.from_numpy(frame.density)[None, None].to(dev)
     f = torch.from_numpy(frame.features)[None].to(dev)
-    occ = occupancy_from_density(d, density_shift)
+    occ = occupancy_from_density(d, field.density_shift)
     idx = torch.linspace(0, rays.origins.shape[0] - 1, min(count, rays.origins.shape[0]), device=dev).long()
-    out = render_rays(d, f, mlp, geometry, density_shift, rays.origins[idx], rays.dirs[idx], background, occupancy=occ,
-                      shading=shading)
+    out = field.render(d, f, rays.origins[idx], rays.dirs[idx], occ)
     mse = float(F.mse_loss(out.rgb, rays.rgb[idx]))
     silhouette = 0.0 if rays.alpha is None else float((out.acc - rays.alpha[idx]).abs().mean())
     return mse, silhouette
@@ -359,15 +346,13 @@ def train_residual_frame(
     prev_motion: np.ndarray,
     rays: FrameRays,
     hull: np.ndarray,
-    mlp: ColorMLP,
-    geometry: GridGeometry,
-    density_shift: float,
-    background: torch.Tensor,
+    field: FieldContext,
     config: TrainConfig,
     seed: int,
     progress: Progress | None = None,
     reference_silhouette: float | None = None,
     reference_fit: float | None = None,
+    prev_hull: np.ndarray | None = None,
 ) -> ResidualResult:
     """Motion, then residual, for one frame; returns the trainer-form frame and its reconstruction.
 
@@ -380,22 +365,28 @@ def train_residual_frame(
     compounding over the rest of the sequence. ``reference_fit`` (the colour MSE from ``fit_errors`` of
     the sequence's first residual frame) catches slow drift: a
     frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
+
+    With ``prev_hull`` (frame t-1's visual hull) and ``config.motion_search_range`` > 0, the
+    motion starts from ``hull_motion_search`` (seeded with ``prev_motion``) instead of
+    ``prev_motion`` alone.
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hull_t = torch.from_numpy(hull).to(rays.origins.device)
     t0 = time.perf_counter()
-    motion = estimate_motion(prev, prev_motion, rays, hull_t, mlp, geometry, density_shift, background, config, gen,
-                             progress)  # fmt: skip
+    init = prev_motion
+    if prev_hull is not None and config.motion_search_range > 0:
+        init = hull_motion_search(prev_hull, hull, [prev_motion], search_range=config.motion_search_range)
+    motion = estimate_motion(prev, init, rays, hull_t, field, config, gen, progress)
     t1 = time.perf_counter()
     warped = warp_previous(prev, motion, BLOCK)
-    r_d, r_f, mse = fit_residual(warped, rays, hull_t, mlp, geometry, density_shift, background, config, gen, progress)
+    r_d, r_f, mse = fit_residual(warped, rays, hull_t, field, config, gen, progress)
     r_d = np.ascontiguousarray(r_d, np.float32)
     r_f = np.ascontiguousarray(r_f, np.float32)
     full = GridFrame(density=warped.density + r_d, features=warped.features + r_f)
     zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
     stored: GridFrame | TrainerFrame = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
     refreshed = False
-    fit, silhouette = fit_errors(full, rays, mlp, geometry, density_shift, background, shading=config.shading)
+    fit, silhouette = fit_errors(full, rays, field)
 
     def drifting(fit: float, silhouette: float) -> bool:
         out = reference_silhouette is not None and silhouette > config.refresh_factor * reference_silhouette + 0.002
@@ -406,10 +397,9 @@ def train_residual_frame(
         # Last resort comes last: first a stronger residual (a quarter of the L1, twice the step, the
         # refresh's iteration count) on top of this one. It stays a residual frame if that is enough.
         strong = replace(config, l1=config.l1 / 4, lr_residual=2 * config.lr_residual, iters_residual=config.iters_refresh)
-        s_d, s_f, s_mse = fit_residual(full, rays, hull_t, mlp, geometry, density_shift, background, strong, gen,
-                                       progress)  # fmt: skip
+        s_d, s_f, s_mse = fit_residual(full, rays, hull_t, field, strong, gen, progress)
         cand = GridFrame(density=full.density + s_d, features=full.features + s_f)
-        c_fit, c_sil = fit_errors(cand, rays, mlp, geometry, density_shift, background, shading=config.shading)
+        c_fit, c_sil = fit_errors(cand, rays, field)
         if not drifting(c_fit, c_sil):
             r_d, r_f = np.ascontiguousarray(r_d + s_d, np.float32), np.ascontiguousarray(r_f + s_f, np.float32)
             full = GridFrame(density=warped.density + r_d, features=warped.features + r_f)
@@ -417,11 +407,10 @@ def train_residual_frame(
             stored = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
             fit, silhouette, mse, drifted = c_fit, c_sil, s_mse, False
     if drifted and config.iters_refresh > 0:
-            fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
-            r_d, r_f, mse = fit_residual(full, rays, hull_t, mlp, geometry, density_shift, background, fresh, gen,
-                                         progress)  # fmt: skip
-            full = GridFrame(density=full.density + r_d, features=full.features + r_f)
-            stored, refreshed, zeros = full, True, 0
+        fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
+        r_d, r_f, mse = fit_residual(full, rays, hull_t, field, fresh, gen, progress)
+        full = GridFrame(density=full.density + r_d, features=full.features + r_f)
+        stored, refreshed, zeros = full, True, 0
     t2 = time.perf_counter()
     return ResidualResult(
         frame=stored,
@@ -435,3 +424,43 @@ def train_residual_frame(
         silhouette_error=silhouette,
         fit_mse=fit,
     )
+
+
+def hull_motion_search(hull_prev: np.ndarray, hull_cur: np.ndarray, candidates: list[np.ndarray],
+                       sigma: float = 1.5, search_range: float = 12.0, coarse_step: int = 2) -> np.ndarray:  # fmt: skip
+    """Block motion (3, bx, by, bz) from the codec's grid-domain block search between two visual hulls.
+
+    A quick coarse "fit" of each frame: its visual hull (what the cameras' silhouettes
+    allow), blurred by ``sigma`` voxels so the search error falls smoothly with distance.
+    Both frames' hulls are built the same way, so their biases (concavities filled in) move
+    with the object. The codec's search (``codec.motion_search``: candidates, Lucas–Kanade,
+    neighbour propagation) is seeded with ``candidates`` (block motion in voxels, e.g. the
+    previous frame's) plus a brute-force lattice of integer vectors every ``coarse_step``
+    voxels within ``search_range`` (its Lucas–Kanade steps alone reach only ~4.5 voxels).
+    """
+    from rerf_codec.codec.motion import MV_UNIT
+    from rerf_codec.codec.motion_search import SearchConfig, search_motion
+
+    prev_t = _blur(torch.from_numpy(hull_prev.astype(np.float32))[None, None], sigma)[0, 0].numpy()
+    cur_t = _blur(torch.from_numpy(hull_cur.astype(np.float32))[None, None], sigma)[0, 0].numpy()
+    shape = cur_t.shape
+    nb = [-(-n // BLOCK) for n in shape]
+    padded = np.zeros([n * BLOCK for n in nb], np.float32)
+    padded[: shape[0], : shape[1], : shape[2]] = cur_t
+    blocks5 = padded.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK).transpose(0, 2, 4, 1, 3, 5).reshape(-1, BLOCK**3)
+    bx, by, bz = np.meshgrid(*[np.arange(n) for n in nb], indexing="ij")
+    rows = np.flatnonzero(blocks5.max(1) > 0.05)  # blocks the current hull reaches
+    out = np.zeros((3, *nb), np.float32)
+    if rows.size == 0:
+        return out
+    blocks = (bx.ravel()[rows], by.ravel()[rows], bz.ravel()[rows])
+    cur = blocks5[rows][None].astype(np.float64)
+    r = np.arange(-int(search_range), int(search_range) + 1, coarse_step)
+    lattice = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) * MV_UNIT
+    cands = [np.round(c.reshape(3, -1).T[rows] * MV_UNIT).astype(np.int64) for c in candidates]
+    cands += [np.broadcast_to(v, (rows.size, 3)).astype(np.int64) for v in lattice]
+    cfg = SearchConfig(search_range=search_range, early_exit=0.0)
+    mv = search_motion(cur, [np.ascontiguousarray(prev_t, np.float64)], shape, blocks, np.ones(1), cands, cfg, np.ones(1))
+    flat = out.reshape(3, -1)
+    flat[:, rows] = (mv / MV_UNIT).T
+    return out
