@@ -187,7 +187,7 @@ def train_sequence(
 
     assert mlp is not None
     log = ckpt.state["log"]
-    summary = _summary(req, config, geometry, log, time.perf_counter() - wall)
+    summary = train_summary(req, config, geometry, log, time.perf_counter() - wall)
     meta = SequenceMeta(
         num_frames=len(frames), fps=meta_ds.fps, grid_shape=geometry.shape, feature_channels=config.feature_channels,
         xyz_min=geometry.xyz_min, xyz_max=geometry.xyz_max, density_shift=shift, motion_block=BLOCK,
@@ -206,9 +206,10 @@ def train_sequence(
     return summary
 
 
-def _summary(
+def train_summary(
     req: TrainRequest, config: TrainConfig, geometry: GridGeometry, log: list[dict[str, Any]], seconds: float
 ) -> dict[str, Any]:
+    """The ``train.json`` summary from the training log (the GOF-parallel trainer extends it)."""
     res = [r for r in log if r["kind"] == "residual"]
     later = [r for r in log if r["kind"] != "key"]
     key = [r for r in log if r["kind"] == "key"]

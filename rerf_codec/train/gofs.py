@@ -62,7 +62,15 @@ from rerf_codec.train.checkpoint import checkpoint_dir, dataset_fingerprint
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
-from rerf_codec.train.driver import TRAIN_JSON, TRAIN_LOG, Events, Interrupted, TrainRequest, heldout_psnr
+from rerf_codec.train.driver import (
+    TRAIN_JSON,
+    TRAIN_LOG,
+    Events,
+    Interrupted,
+    TrainRequest,
+    heldout_psnr,
+    train_summary,
+)
 from rerf_codec.train.keyframe import density_floor, train_keyframe
 from rerf_codec.train.residual import BLOCK, fit_errors, fit_residual, train_residual_frame
 
@@ -543,32 +551,21 @@ def _summary(
     req: TrainRequest, config: TrainConfig, geometry: GridGeometry, log: list[dict[str, Any]], seconds: float,
     gof: int, threads: int, workers: int, layout: list[range], done: dict[int, GofResult],
 ) -> dict[str, Any]:  # fmt: skip
-    later = [r for r in log if r["kind"] != "key"]
     res = [r for r in log if r["kind"] == "residual"]
-    return {
-        "dataset": str(req.data),
-        "output": str(req.out),
-        "frames": len(log),
-        "grid_shape": list(geometry.shape),
-        "seed": config.seed,
-        "config": config.to_json(),
-        "device": req.device,
-        "torch": torch.__version__,
+    summary = train_summary(req, config, geometry, log, seconds)
+    seconds_this_session = summary.pop("seconds_this_session")
+    summary.update({
         "gof": gof,
         "threads_per_gof": threads,
         "workers": workers,
-        "keyframe_test_psnr": log[0]["test_psnr"],
-        "keyframe_seconds": log[0]["seconds"],
         "gof_keyframe_test_psnr_min": min((r["test_psnr"] for r in log if r["kind"] == "gof-key"), default=None),
-        "residual_test_psnr_min": min((r["test_psnr"] for r in later), default=None),
-        "residual_test_psnr_mean": float(np.mean([r["test_psnr"] for r in later])) if later else None,
+        # GOF keyframes are refits, not residual frames: the median is over residual frames only
         "residual_seconds_median": float(np.median([r["seconds"] for r in res])) if res else None,
-        "refreshed_frames": [r["frame"] for r in later if r["kind"] == "refresh"],
-        "residual_zero_fraction_min": min((r["residual_zero_fraction"] for r in res), default=None),
         "gofs": [
             {"gof": n, "frames": [layout[n].start, layout[n].stop], "seconds": round(done[n].seconds, 3),
              "worker": done[n].worker, "resumed": done[n].reused}
             for n in range(len(layout))
         ],
-        "seconds_this_session": round(seconds, 3),
-    }
+        "seconds_this_session": seconds_this_session,
+    })  # fmt: skip
+    return summary
