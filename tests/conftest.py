@@ -58,3 +58,14 @@ def encode_to_bytes(
 def rng() -> np.random.Generator:
     """A seeded generator (used by test_format_doc.py)."""
     return np.random.default_rng(20240607)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray instance per test module (Ray's testing advice: ray.init(num_cpus=2), shared, shut down)."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing is sent anywhere from a test
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+             _system_config={"worker_niceness": 0})  # workers at our priority, as rerf starts them
+    yield
+    ray.shutdown()

@@ -40,15 +40,6 @@ CONFIG = EncoderConfig(gof=2, segment_frames=4)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing is sent anywhere from a test
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             _system_config={"worker_niceness": 0})  # workers at our priority, as rerf starts them
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def seq(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("cluster") / "seq"
     write_synthetic_sequence(d, SPEC)

@@ -39,15 +39,6 @@ TINY_ARGS = ["--resolution", "16", "--iters-key", "60", "--iters-motion", "10", 
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # nothing is sent anywhere from a test
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-             _system_config={"worker_niceness": 0})  # workers at our priority, as rerf starts them
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gofs") / "demo"
     render_demo_dataset(out, frames=4, cameras=5, test_cameras=1, size=24)
