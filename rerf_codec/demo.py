@@ -213,7 +213,8 @@ QUICK_SCENE: dict[str, Any] = {"frames": 4, "cameras": 6, "test_cameras": 1, "si
 
 DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 80,
                               "iters_refresh": 100, "batch_rays": 2048, "batch_rays_residual": 1024,
-                              "mlp_width": 64, "lr_residual": 0.08, "l1": 3e-4, "iters_residual": 150}  # fmt: skip
+                              "mlp_width": 64, "lr_residual": 0.08, "l1": 3e-4, "iters_residual": 150,
+                              "tv_features": 0.01}  # fmt: skip
 QUICK_TRAIN: dict[str, Any] = {"resolution": 32, "iters_key": 200, "iters_motion": 15, "iters_residual": 30,
                                "iters_refresh": 40, "batch_rays": 1024, "batch_rays_residual": 512, "mlp_width": 32,
                                "growth": (0.3,)}  # fmt: skip

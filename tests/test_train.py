@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -313,7 +314,7 @@ def test_refresh_replaces_a_drifting_residual_frame_by_a_full_one(demo: Path, tm
     full frame and listed in the sequence's "keyframes" so the encoder starts a GOF there."""
     never = _run(demo, tmp_path / "never")
     always = train_sequence(TrainRequest(demo, tmp_path / "always", frames=range(0, 3)),
-                            TrainConfig(**{**TINY, "refresh_factor": 0.0}))  # fmt: skip
+                            TrainConfig(**{**TINY, "refresh_factor": 0.0, "refresh_gain_db": 0.0}))  # fmt: skip
     assert never["refreshed_frames"] == [] and always["refreshed_frames"] == [1, 2]
     meta = read_meta(tmp_path / "always")
     assert isinstance(read_frame(tmp_path / "always", 2, meta), GridFrame)
@@ -371,14 +372,22 @@ def test_refresh_decision_follows_the_colour_fit_reference() -> None:
     images = _render(field, f1, cams)
     rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
     hull = visual_hull(geo, cams, images)
-    config = TrainConfig(iters_motion=10, iters_residual=10, iters_refresh=10, batch_rays_residual=512)
+    config = TrainConfig(iters_motion=10, iters_residual=10, iters_refresh=10, batch_rays_residual=512,
+                         refresh_gain_db=0.0)  # fmt: skip
     zero = np.zeros((3, 2, 2, 2), np.float32)
-    args = (f0, zero, rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)), config, 0)
+    context = FieldContext(mlp, geo, 0.0, torch.ones(3))
+    args = (f0, zero, rays, hull, context, config, 0)
     kept = train_residual_frame(*args, reference_fit=1e9)
     assert not kept.refreshed and isinstance(kept.frame, TrainerFrame)
     fresh = train_residual_frame(*args, reference_fit=1e-12)
     assert fresh.refreshed and isinstance(fresh.frame, GridFrame)
     assert np.array_equal(fresh.frame.density, fresh.full.density)
+    # A refresh that neither repairs the drift nor beats the residual by refresh_gain_db is not kept: the frame
+    # stays a residual frame (a refreshed one costs a keyframe's bytes), with the better of the two residuals.
+    costly = replace(config, refresh_gain_db=100.0)
+    unpaid = train_residual_frame(f0, zero, rays, hull, context, costly, 0, reference_fit=1e-12)
+    assert not unpaid.refreshed and isinstance(unpaid.frame, TrainerFrame)
+    assert unpaid.fit_mse <= kept.fit_mse
 
 
 # --------------------------------------------------------------------------- issue 12: sparsity, no refresh

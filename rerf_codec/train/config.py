@@ -41,6 +41,17 @@ class TrainConfig:
     """A residual frame is refreshed when its silhouette error exceeds this many times the keyframe's."""
     refresh_db: float = 3.0
     """...or when its colour fit is this many dB worse than the sequence's first residual frame's."""
+    refresh_gain_db: float = 1.0
+    """A refresh is kept only when it repairs the drift (passes both tests) or fits the training
+    rays at least this many dB better than the residual frame it replaces; otherwise the residual
+    frame is stored. Why: a refreshed frame starts a GOF and costs a keyframe's bytes (demo: ~190 kB
+    against ~50-80 kB); measured on the demo's fast stretch, 100 refresh iterations from a poor
+    prediction gained 0.3 dB over the residual and still failed the colour test."""
+    lr_rescue: float = 1.0
+    """Adam step of the stronger residual tried on a drifting frame before any refresh (same L1,
+    ``iters_refresh`` iterations, on top of the first residual). Measured on the demo's frames 2-3:
+    the drifting frames passed the colour test at 1.0 (training MSE 0.0019 / 0.0018 against a
+    0.0022 threshold) where twice the residual step with a quarter of the L1 did not."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048

@@ -82,7 +82,7 @@ class ResidualResult:
     motion: np.ndarray
     refreshed: bool
     silhouette_error: float
-    fit_mse: float  # before any refresh
+    fit_mse: float  # training colour MSE of the frame as stored (fit_errors)
 
 
 def _blur(grid: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -366,6 +366,13 @@ def train_residual_frame(
     the sequence's first residual frame) catches slow drift: a
     frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
 
+    The refresh is the last resort, in three steps: a drifting frame first gets a stronger
+    residual (``config.lr_rescue``) and stays a residual frame if that passes both tests; only
+    then is the whole grid re-fitted, and the refresh is *kept* only when it passes both tests
+    or fits the training rays ``config.refresh_gain_db`` better than the best residual —
+    a refreshed frame starts a GOF and costs a keyframe's bytes, so one that repairs nothing
+    is not worth storing.
+
     With ``prev_hull`` (frame t-1's visual hull) and ``config.motion_search_range`` > 0, the
     motion starts from ``hull_motion_search`` (seeded with ``prev_motion``) instead of
     ``prev_motion`` alone.
@@ -394,9 +401,9 @@ def train_residual_frame(
 
     drifted = drifting(fit, silhouette)
     if drifted and config.iters_refresh > 0:
-        # Last resort comes last: first a stronger residual (a quarter of the L1, twice the step, the
-        # refresh's iteration count) on top of this one. It stays a residual frame if that is enough.
-        strong = replace(config, l1=config.l1 / 4, lr_residual=2 * config.lr_residual, iters_residual=config.iters_refresh)
+        # Last resort comes last: first a stronger residual (a larger step, the refresh's iteration
+        # count) on top of this one. It stays a residual frame if that is enough.
+        strong = replace(config, lr_residual=config.lr_rescue, iters_residual=config.iters_refresh)
         s_d, s_f, s_mse = fit_residual(full, rays, hull_t, field, strong, gen, progress)
         cand = GridFrame(density=full.density + s_d, features=full.features + s_f)
         c_fit, c_sil = fit_errors(cand, rays, field)
@@ -406,11 +413,21 @@ def train_residual_frame(
             zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
             stored = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
             fit, silhouette, mse, drifted = c_fit, c_sil, s_mse, False
+        elif c_fit < fit:  # keep the better residual for the comparison below
+            r_d, r_f = np.ascontiguousarray(r_d + s_d, np.float32), np.ascontiguousarray(r_f + s_f, np.float32)
+            full = GridFrame(density=warped.density + r_d, features=warped.features + r_f)
+            zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
+            stored = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
+            fit, silhouette, mse = c_fit, c_sil, s_mse
     if drifted and config.iters_refresh > 0:
         fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
-        r_d, r_f, mse = fit_residual(full, rays, hull_t, field, fresh, gen, progress)
-        full = GridFrame(density=full.density + r_d, features=full.features + r_f)
-        stored, refreshed, zeros = full, True, 0
+        f_d, f_f, f_mse = fit_residual(full, rays, hull_t, field, fresh, gen, progress)
+        cand = GridFrame(density=full.density + f_d, features=full.features + f_f)
+        c_fit, c_sil = fit_errors(cand, rays, field)
+        # A refresh costs a keyframe's bytes: keep it only when it repairs the drift or clearly beats the residual.
+        if not drifting(c_fit, c_sil) or c_fit * 10 ** (config.refresh_gain_db / 10) <= fit:
+            full, mse, fit, silhouette = cand, f_mse, c_fit, c_sil
+            stored, refreshed, zeros = full, True, 0
     t2 = time.perf_counter()
     return ResidualResult(
         frame=stored,
