@@ -136,8 +136,10 @@ def estimate_motion(
     constrained), then per 2³ blocks, then per block on the sharp grid, each level starting
     from the previous one. The loss is the colour error plus the silhouette error
     (rendered opacity vs the images' alpha: independent of texture, wide basin) plus a
-    smoothness term. The start is the better (on a fixed batch) of zero motion and
-    ``init`` (the previous frame's motion: constant velocity).
+    smoothness term. The start is the better (on a fixed probe of rays) of zero motion and
+    ``init`` (the previous frame's motion, or the hull search's), and a level's result is kept
+    only when it lowers the probe's colour error below the best so far — so the motion step
+    never returns a motion that explains the images worse than standing still.
     """
     dev = rays.origins.device
     pd = torch.from_numpy(prev.density)[None, None].to(dev)
@@ -171,11 +173,19 @@ def estimate_motion(
     start = torch.from_numpy(np.array(init, np.float32)).to(dev)
     if n_total == 0:
         return start.cpu().numpy()
-    if start.abs().max() > 0:
+    probe = useful[torch.linspace(0, useful.numel() - 1, min(8192, useful.numel()), device=dev).long()]
+
+    def probe_loss(motion: torch.Tensor) -> float:
         with torch.no_grad():
-            probe = useful[torch.linspace(0, useful.numel() - 1, min(4096, useful.numel()), device=dev).long()]
-            if loss_of(both, torch.zeros_like(start), probe)[0] < loss_of(both, start, probe)[0]:
-                start = torch.zeros_like(start)
+            return float(loss_of(both, motion, probe)[1])  # colour only: the silhouette term is a guide
+
+    zero_loss = probe_loss(torch.zeros_like(start))
+    best_loss = zero_loss
+    if start.abs().max() > 0:
+        start_loss = probe_loss(start)
+        if zero_loss < start_loss:
+            start = torch.zeros_like(start)
+        best_loss = min(zero_loss, start_loss)
     current = start
     done = 0
     for level, (factor, sigma, share) in enumerate(MOTION_LEVELS):
@@ -207,7 +217,15 @@ def estimate_motion(
             if progress is not None and done % 20 == 0:
                 progress(done, n_total, {"stage": 0.0, "mse": float(mse.detach())})
         with torch.no_grad():
-            current = (_expand(param, factor, blocks) if factor > 1 else param).detach().clone()
+            moved = (_expand(param, factor, blocks) if factor > 1 else param).detach().clone()
+        # Keep a level only if it explains the images' colours better (on the fixed probe, sharp
+        # grid) than where it started. The silhouette term widens the basin for large motion, but on
+        # a slow scene it pulls surfaces towards the masks' soft edges at the colours' expense, and
+        # Adam takes lr-sized steps even on gradient noise (crane frame 1: 0.44 voxels of motion where
+        # there is ~0.03; colour MSE 0.00079 against 0.00019 unmoved; 29.9 dB test against 33.8).
+        moved_loss = probe_loss(moved)
+        if moved_loss < best_loss:
+            current, best_loss = moved, moved_loss
     return current.cpu().numpy().astype(np.float32)
 
 
