@@ -5,7 +5,7 @@
     out_dir/dataset/          the built-in procedural scene rendered into a multi-view dataset
                               (rerf_codec.datasets.demo_scene; 12 train + 2 test cameras)
     out_dir/sequence/         the grid sequence trained from it (short, small: DEMO_TRAIN)
-    out_dir/demo.rerf         the sequence encoded with the default encoder settings
+    out_dir/demo.rerf         the sequence encoded (default encoder settings at DEMO_QUALITY)
     out_dir/decoded/          the stream decoded back to a grid sequence (SHA-256 checked)
     out_dir/eval.json         rerf eval of the stream on the test cameras, with the sequence as reference
     out_dir/turntable.mp4     the stream rendered along an orbit (one revolution)
@@ -220,6 +220,13 @@ QUICK_TRAIN: dict[str, Any] = {"resolution": 32, "iters_key": 200, "iters_motion
                                "growth": (0.3,)}  # fmt: skip
 """``TrainConfig`` overrides: a few minutes (full) or seconds (quick) of training on a 2-core CPU."""
 
+DEMO_QUALITY = 65
+"""Encoder quality of the full demo: the knee of its rate–distortion curve. Measured on the demo's
+trained sequence (BENCHMARKS, "Session 3", run 9), PSNR against ground truth / stream bytes:
+q55 26.32 dB / 163 kB, q60 26.77 / 251 kB, **q65 27.06 / 413 kB**, q70 27.21 / 701 kB,
+q75 (the encoder's default) 27.26 / 1,111 kB — q65 keeps 0.2 dB of the 75's quality in 37 % of
+its bytes. ``--quick`` keeps the encoder's default."""
+
 TURNTABLE_SIZE = {False: (128, 128), True: (64, 64)}
 SHEET_ROWS = 4
 SHEET_GAP = 2
@@ -294,7 +301,7 @@ def run_demo(
     summary_train = train_sequence(TrainRequest(data_dir, seq_dir, device=device, force=force), train_cfg, train_events)
     t_train = time.perf_counter() - t1
 
-    config = EncoderConfig()
+    config = EncoderConfig() if quick else EncoderConfig(quality=DEMO_QUALITY)
     enc = encode_sequence(seq_dir, rerf_path, config, force=force,
                           progress=lambda rep: step("encode", rep.index + 1, n))  # fmt: skip
     with open(rerf_path, "rb") as f:
