@@ -425,18 +425,13 @@ def train_residual_frame(
         s_d, s_f, s_mse = fit_residual(full, rays, hull_t, field, strong, gen, progress)
         cand = GridFrame(density=full.density + s_d, features=full.features + s_f)
         c_fit, c_sil = fit_errors(cand, rays, field)
-        if not drifting(c_fit, c_sil):
+        still_drifting = drifting(c_fit, c_sil)
+        if not still_drifting or c_fit < fit:  # keep the better residual (for the refresh's comparison too)
             r_d, r_f = np.ascontiguousarray(r_d + s_d, np.float32), np.ascontiguousarray(r_f + s_f, np.float32)
             full = GridFrame(density=warped.density + r_d, features=warped.features + r_f)
             zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
             stored = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
-            fit, silhouette, mse, drifted = c_fit, c_sil, s_mse, False
-        elif c_fit < fit:  # keep the better residual for the comparison below
-            r_d, r_f = np.ascontiguousarray(r_d + s_d, np.float32), np.ascontiguousarray(r_f + s_f, np.float32)
-            full = GridFrame(density=warped.density + r_d, features=warped.features + r_f)
-            zeros = int(np.count_nonzero(r_d == 0)) + int(np.count_nonzero(r_f == 0))
-            stored = TrainerFrame(motion=motion, residual_density=r_d, residual_features=r_f)
-            fit, silhouette, mse = c_fit, c_sil, s_mse
+            fit, silhouette, mse, drifted = c_fit, c_sil, s_mse, still_drifting
     if drifted and config.iters_refresh > 0:
         fresh = replace(config, l1=0.0, lr_residual=config.lr_grid, iters_residual=config.iters_refresh)
         f_d, f_f, f_mse = fit_residual(full, rays, hull_t, field, fresh, gen, progress)
