@@ -68,8 +68,8 @@ class _TrainProgress:
 @click.option("--l1", type=click.FloatRange(0, 1e3), default=None,
               help="L1 weight on the residual grids (per voxel, divided by the resolution squared).")
 @click.option("--shading", type=click.Choice(["per_sample", "deferred"]), default=None,
-              help="per_sample (ReRF: the MLP on every sample; default) or deferred (features composited, "
-                   "the MLP once per pixel); recorded in sequence.json render.shading.")
+              help="deferred (default: a composited diffuse colour plus the MLP once per pixel) or "
+                   "per_sample (ReRF: the MLP on every sample); recorded in sequence.json render.shading.")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--gof", type=click.IntRange(1, 4096), default=None,
               help="Train GOF by GOF: frame A (keyframe + MLP) first, then every GOF of this many frames on its own "

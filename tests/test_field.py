@@ -243,6 +243,31 @@ def test_distortion_prefers_a_thin_surface_and_has_correct_gradients() -> None:
     assert torch.autograd.gradcheck(f, (dens,), eps=1e-6, atol=1e-6, fast_mode=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_marching_only_the_occupied_box_keeps_exactly_the_same_samples(dtype: torch.dtype) -> None:
+    """The occupancy window skips samples before they cost anything; the occupancy test would drop them anyway."""
+    from rerf_codec.field.render import march_rays, occupied, occupied_window
+
+    geo = GridGeometry((-1.0, -0.8, -1.2), (1.0, 1.1, 0.9), (20, 17, 23))
+    g = torch.Generator().manual_seed(4)
+    occ = torch.zeros(20, 17, 23, dtype=torch.bool)
+    occ[3:9, 5:12, 10:18] = torch.rand(6, 7, 8, generator=g) > 0.5
+    occ[3, 5, 10] = occ[8, 11, 17] = True
+    assert occupied_window(occ) == ((3, 5, 10), (8, 11, 17))
+    assert occupied_window(torch.zeros_like(occ)) is None
+    o, d = _rays(3000, dtype, seed=5)
+    o = o * 0.5  # some rays start inside the box
+    step = 0.5 * geo.voxel_size
+    full = march_rays(o, d, geo, step)
+    part = march_rays(o, d, geo, step, occupied_window(occ))
+    keep_full = occupied(occ, geo, full[2])
+    keep_part = occupied(occ, geo, part[2])
+    assert part[0].shape[0] < 0.5 * full[0].shape[0]
+    assert int(keep_full.sum()) > 500
+    assert torch.equal(full[0][keep_full], part[0][keep_part]) and torch.equal(full[1][keep_full], part[1][keep_part])
+    assert torch.equal(full[3], part[3]) and torch.equal(full[4], part[4])
+
+
 # --------------------------------------------------------------------------- deferred shading (issue 12)
 
 
@@ -277,7 +302,7 @@ def test_deferred_shading_gradients_match_finite_differences() -> None:
 
 
 def test_deferred_shading_formula_and_work() -> None:
-    """rgb = W·MLP(F/W, PE(d)) + T·bg, one MLP call per ray that is not background (vs one per sample)."""
+    """rgb = D + W·(2·MLP(F/W, PE(d)) − 1) + T·bg, one MLP call per ray that is not background (vs one per sample)."""
     geo = GridGeometry((-1, -1, -1), (1, 1, 1), (16, 16, 16))
     g = torch.Generator().manual_seed(3)
     idx = torch.stack(torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij"), 0)
@@ -295,11 +320,20 @@ def test_deferred_shading_formula_and_work() -> None:
     assert torch.allclose(per.acc, dfr.acc)
     lit = int((per.acc > 1e-3).sum())
     assert dfr.shaded <= lit + 8 and per.shaded >= 5 * dfr.shaded, (per.shaded, dfr.shaded)
-    # a constant feature field makes both modes the same picture
-    const = torch.zeros_like(feat) + torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)[None, :, None, None, None]
-    a = render_rays(dens, const, mlp, geo, 0.0, o, d, bg).rgb
-    b = render_rays(dens, const, mlp, geo, 0.0, o, d, bg, shading="deferred").rgb
-    assert torch.allclose(a, b, atol=1e-9)
+    # a constant feature field c: F/W = c and D = W·sigmoid(c[0:3]) on every ray, W = 1 - T
+    c = torch.tensor([0.3, -0.2, 0.5, 0.1], dtype=torch.float64)
+    const = torch.zeros_like(feat) + c[None, :, None, None, None]
+    out = render_rays(dens, const, mlp, geo, 0.0, o, d, bg, weight_threshold=0, shading="deferred")
+    with torch.no_grad():
+        view = mlp(c.expand(o.shape[0], 4), encode_directions(d, 2))
+    w = out.acc[:, None]
+    expected = w * torch.sigmoid(c[:3]) + w * (2 * view - 1) + (1 - w) * bg
+    assert torch.allclose(out.rgb, expected, atol=1e-9)
+    # a fresh MLP (last bias 0) adds only a small residual: the picture starts from the diffuse colour
+    assert float((view - 0.5).abs().max()) < 0.25
+    with pytest.raises(RerfUsageError, match="3 feature channels"):
+        render_rays(dens, feat[:, :2], seeded_mlp(MLPConfig(feature_channels=2, width=8), 0).double(), geo, 0.0, o, d,
+                    bg, shading="deferred")  # fmt: skip
 
 
 def test_render_settings_record_the_shading_mode() -> None:

@@ -19,26 +19,30 @@ Two shading modes (``RenderSettings.shading``, recorded in ``sequence.json["rend
 ``"per_sample"`` (ReRF / DVGO): every sample i with weight ``w_i > weight_threshold``
 gets its own colour ``c_i = MLP(f_i, PE(d))`` and ``rgb = Σ_i w_i c_i + T·bg``.
 
-``"deferred"`` (SNeRG / MobileNeRF-style deferred shading): the features are
-composited along the ray first and the MLP runs **once per ray**::
+``"deferred"`` (SNeRG-style deferred shading, Hedman et al. 2021): feature channels 0..2
+are a diffuse colour (through a sigmoid per sample, composited like per-sample colour);
+the features are composited along the ray and the MLP runs **once per ray** to add a
+view-dependent residual::
 
     S      = { i : w_i > weight_threshold }            (the same samples per_sample shades)
     W      = Σ_{i∈S} w_i
-    F      = Σ_{i∈S} w_i · f_i                         (composited features, C channels)
+    D      = Σ_{i∈S} w_i · sigmoid(f_i[0:3])           (composited diffuse colour)
+    F      = Σ_{i∈S} w_i · f_i                         (composited features, C ≥ 3 channels)
     T      = exp(-Σ_i τ_i)                             (all samples, as in per_sample)
-    rgb    = W · MLP(F / W, PE(d)) + T · bg            if W > weight_threshold (W > 0 when it is 0)
-    rgb    = T · bg                                    otherwise (the MLP is not run)
+    rgb    = D + W · (2·MLP(F / W, PE(d)) − 1) + T · bg   if W > weight_threshold (W > 0 when it is 0)
+    rgb    = D + T · bg                                    otherwise (the MLP is not run)
 
 with the same ``τ_i``, ``w_i = exp(-Σ_{j<i} τ_j)·(1 - exp(-τ_i))``, sample positions,
 trilinear lookups and view encoding ``PE(d) = [d, sin(2^k d), cos(2^k d)]`` (k < viewbase_pe,
 ``d`` the unit ray direction) as per-sample shading, and ``MLP`` the same network (its
-output already through the sigmoid). The MLP sees the weight-normalised feature ``F / W``
-(a convex combination of the samples' features, the same kind of input per-sample shading
-gives it; measured 0.4 dB better than the raw sum ``F`` on the demo keyframe). Why: the MLP is what costs (a 64–128-wide 3-layer MLP per
-shaded sample, ~35–50 samples per foreground ray on soft trained density); deferred
-shading replaces it by one 12-channel weighted sum per sample and one MLP per ray. It
-is the same formula a WebGL2 player evaluates in a fragment shader after compositing
-features in a first pass.
+output already through the sigmoid, so the residual lies in (−W, W); a freshly initialised
+MLP adds ≈ 0). Why the diffuse term: compositing colour is linear, compositing features
+is not — an MLP on the weighted mean feature alone (this mode before session 4) lost
+3.4 dB to per-sample shading on the demo keyframe, diffuse + residual 2.1 dB (BENCHMARKS,
+"Deferred shading"). Why deferred at all: the MLP is what costs in a renderer (a 64–128-wide
+3-layer MLP per shaded sample, ~35–50 samples per foreground ray on soft trained density);
+deferred shading replaces it by one sigmoid and one weighted sum per sample and one MLP per
+ray. It is the formula the WebGL2 player evaluates in its fragment shader.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class RenderOutput:
     samples: int  # samples that passed the occupancy test (cost indicator)
     shaded: int  # MLP evaluations: shaded samples (per_sample) or shaded rays (deferred)
     distortion: torch.Tensor | None = None  # mean mip-NeRF 360 distortion loss, when asked for
+    view_residual: torch.Tensor | None = None  # deferred: mean over rays of |W·(2·MLP − 1)|² (RGB summed)
 
 
 def _exclusive_cumsum(x: torch.Tensor, ray_id: torch.Tensor, first: torch.Tensor, rays: int) -> torch.Tensor:
@@ -83,19 +88,50 @@ def _exclusive_cumsum(x: torch.Tensor, ray_id: torch.Tensor, first: torch.Tensor
 
 
 def march_rays(
-    origins: torch.Tensor, dirs: torch.Tensor, geometry: GridGeometry, step: float
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    geometry: GridGeometry,
+    step: float,
+    window: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Samples every ``step`` (world units) at interval midpoints inside the grid box.
 
     Returns ``(ray_id, t, points, t_near, t_far)``; samples are sorted by ray, then by
-    distance (the compositing relies on it).
+    distance (the compositing relies on it). ``window`` (lowest, highest voxel index per axis)
+    leaves out samples whose nearest voxel lies outside that box — on the same lattice
+    ``t_near + (k + ½)·step`` of the whole grid box, so the samples kept are exactly those a
+    full march would keep there (the occupancy test drops the rest anyway; this skips them
+    before they cost anything). ``t_near``/``t_far`` are always the grid box's.
     """
     t_near, t_far = ray_box(origins, dirs, geometry)
     n = torch.ceil((t_far - t_near) / step).clamp_min(0).long()
+    k0 = torch.zeros_like(n)
+    if window is not None:
+        sp = np.asarray(geometry.spacing)
+        lo = np.asarray(geometry.xyz_min) + (np.asarray(window[0]) - 1.0) * sp  # a voxel of margin past the ½
+        hi = np.asarray(geometry.xyz_min) + (np.asarray(window[1]) + 1.0) * sp  # that rounding reaches
+        w_near, w_far = ray_box(origins, dirs, GridGeometry(tuple(lo), tuple(hi), geometry.shape))
+        k0 = torch.floor((w_near - t_near) / step - 0.5).clamp(min=0).long()
+        k1 = torch.ceil((w_far - t_near) / step - 0.5).long() + 1
+        k0 = torch.minimum(k0, n)
+        n = (torch.minimum(k1, n) - k0).clamp_min(0)
     ray_id = torch.repeat_interleave(torch.arange(origins.shape[0], device=origins.device), n)
-    k = torch.arange(ray_id.shape[0], device=origins.device) - (torch.cumsum(n, 0) - n)[ray_id]
+    k = torch.arange(ray_id.shape[0], device=origins.device) - (torch.cumsum(n, 0) - n)[ray_id] + k0[ray_id]
     t = t_near[ray_id] + (k.to(origins.dtype) + 0.5) * step
     return ray_id, t, origins[ray_id] + dirs[ray_id] * t[:, None], t_near, t_far
+
+
+def occupied_window(occupancy: torch.Tensor) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """The smallest voxel box holding every set voxel of ``occupancy`` (None when none is set)."""
+    lo, hi = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = occupancy.any(dim=other).nonzero()[:, 0]
+        if idx.numel() == 0:
+            return None
+        lo.append(int(idx[0]))
+        hi.append(int(idx[-1]))
+    return (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])
 
 
 def occupied(occupancy: torch.Tensor, geometry: GridGeometry, points: torch.Tensor) -> torch.Tensor:
@@ -158,7 +194,8 @@ def render_rays(
     dev, dt = origins.device, origins.dtype
     r = origins.shape[0]
     step = step_ratio * geometry.voxel_size
-    ray_id, t, pts, t_near, t_far = march_rays(origins, dirs, geometry, step)
+    window = occupied_window(occupancy) if occupancy is not None else None
+    ray_id, t, pts, t_near, t_far = march_rays(origins, dirs, geometry, step, window)
     keep = None
     if occupancy is not None and pts.shape[0]:
         keep = occupied(occupancy, geometry, pts)
@@ -185,6 +222,7 @@ def render_rays(
         intra = weights.double() ** 2 * (step / span).double() / 3
         dist = ((inter + intra).sum() / max(r, 1)).to(dt)
 
+    view_residual = None
     shade = weights.detach() > weight_threshold if weight_threshold > 0 else torch.ones_like(weights, dtype=torch.bool)
     sid = ray_id[shade]
     feats = sample_grid(features, unit[shade])
@@ -194,18 +232,24 @@ def render_rays(
         rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, sid, weights[shade, None] * colour)
         shaded = int(sid.shape[0])
     elif shading == "deferred":
+        if features.shape[1] < 3:
+            raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {features.shape[1]}")
         w_s = weights[shade]
         w_ray = torch.zeros(r, dtype=dt, device=dev).index_add(0, sid, w_s)
         f_ray = torch.zeros(r, feats.shape[1], dtype=dt, device=dev).index_add(0, sid, w_s[:, None] * feats)
+        diffuse = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, sid, w_s[:, None] * torch.sigmoid(feats[:, :3]))
         lit = (w_ray.detach() > max(weight_threshold, 0.0)).nonzero()[:, 0]  # W = 0: nothing to shade (and F/W undefined)
         # the MLP sees the weighted *mean* feature (measured: 0.4 dB better than the raw sum on the demo keyframe)
-        colour = mlp(f_ray[lit] / w_ray[lit, None], encode_directions(dirs[lit], mlp.config.viewbase_pe))
-        rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, lit, w_ray[lit, None] * colour)
+        view = mlp(f_ray[lit] / w_ray[lit, None], encode_directions(dirs[lit], mlp.config.viewbase_pe))
+        residual = w_ray[lit, None] * (2 * view - 1)
+        rgb = diffuse.index_add(0, lit, residual)
+        view_residual = (residual**2).sum() / max(r, 1)
         shaded = int(lit.shape[0])
     else:
         raise RerfUsageError(f"must be one of {', '.join(SHADING_MODES)}, got {shading!r}", param="shading")
     rgb = rgb + t_final[:, None] * background.to(dt)
-    return RenderOutput(rgb=rgb, acc=1 - t_final, samples=int(ray_id.shape[0]), shaded=shaded, distortion=dist)
+    return RenderOutput(rgb=rgb, acc=1 - t_final, samples=int(ray_id.shape[0]), shaded=shaded, distortion=dist,
+                        view_residual=view_residual)  # fmt: skip
 
 
 def resolve_device(device: str) -> torch.device:

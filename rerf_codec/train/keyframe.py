@@ -144,6 +144,8 @@ def train_keyframe(
             loss = mse + config.entropy * opacity_entropy(out.acc)
             if out.distortion is not None:
                 loss = loss + config.distortion * out.distortion
+            if out.view_residual is not None and config.view_residual:
+                loss = loss + config.view_residual * out.view_residual
             if config.tv_density:
                 loss = loss + config.tv_density * total_variation(density)
             if config.tv_features:

@@ -302,8 +302,11 @@ def fit_residual(
         d, f = grids()
         out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
+        loss = mse
+        if out.view_residual is not None and config.view_residual:
+            loss = mse + config.view_residual * out.view_residual  # deferred shading (TrainConfig.view_residual)
         opt.zero_grad(set_to_none=True)
-        mse.backward()
+        loss.backward()
         with torch.no_grad():
             before = []
             for r in (rd, rf):

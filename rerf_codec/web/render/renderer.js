@@ -7,7 +7,8 @@
 // from a brick atlas (RGBA16F, hardware trilinear inside 9³ bricks) through an indirection
 // texture; alpha = 1 − exp(−softplus(d + shift)·step_ratio); colour by the stream's MLP
 // (weights in an RGBA32F texture read with texelFetch) either per sample (ReRF/DVGO) or once
-// per pixel on the composited features (deferred); rgb = Σ w·c + T·background. The march
+// per pixel on the composited features, added to a composited diffuse colour (deferred);
+// rgb = Σ w·c + T·background. The march
 // stops once transmittance drops below T_STOP (the rest can change a pixel by < T_STOP).
 
 import { BLOCK, BRICK, WEIGHT_THRESHOLD, atlasWidth } from "./bricks.js";
@@ -220,6 +221,7 @@ ${Array.from({ length: NT - 1 }, (_, j) => `      tex[${j + 1}] = texture(uAtlas
 #if DEFERRED
       for (int j = 0; j < NT; j++) facc[j] += w * tex[j];
       wsum += w;
+      rgb += w / (1.0 + exp(-tex[0].yzw));  // diffuse: feature channels 0..2 (texel 0 is density, f0, f1, f2)
 #else
       fillInput(a, tex);
       rgb += w * mlp(a);
@@ -229,12 +231,12 @@ ${Array.from({ length: NT - 1 }, (_, j) => `      tex[${j + 1}] = texture(uAtlas
     if (T < ${T_STOP.toExponential()}) break;
   }
 #if DEFERRED
-  // Deferred shading (field/render.py): F = Σ w·f and W = Σ w over the shaded samples;
-  // rgb = W·MLP(F / W, PE(d)) + T·bg, the MLP only when W > threshold.
+  // Deferred shading (field/render.py): D = Σ w·sigmoid(f[0:3]), F = Σ w·f and W = Σ w over the
+  // shaded samples; rgb = D + W·(2·MLP(F / W, PE(d)) − 1) + T·bg, the MLP only when W > threshold.
   if (wsum > ${WEIGHT_THRESHOLD.toExponential()}) {
     for (int j = 0; j < NT; j++) facc[j] /= wsum;
     fillInput(a, facc);
-    rgb = wsum * mlp(a);
+    rgb += wsum * (2.0 * mlp(a) - 1.0);
     shaded += 1.0;
   }
 #endif
@@ -324,6 +326,9 @@ export class Renderer {
     this.dispose(false);
     this.stream = stream;
     const deferred = stream.render.shading === "deferred";
+    if (deferred && stream.channels < 3) {
+      throw new Error(`deferred shading needs >= 3 feature channels (a diffuse colour), the stream has ${stream.channels}`);
+    }
     this.programs.color = this.compile(fragmentSource(stream, { deferred, count: false }));
     if (this.floatTargets) this.programs.count = this.compile(fragmentSource(stream, { deferred, count: true }));
     // MLP weights: one row per output neuron, inputs packed by 4, the bias in column BIAS.
