@@ -270,7 +270,7 @@ def test_keyframe_training_beats_the_background_baseline(demo: Path) -> None:
     assert 0.02 < hull.mean() < 0.8
     key = train_keyframe(rays, hull, geo, torch.tensor(m.background), config, 0, torch.device("cpu"))
     mlp_cfg = MLPConfig(config.feature_channels, config.viewbase_pe, config.mlp_width)
-    field = RadianceField(key.mlp, geo, config.density_shift, RenderSettings(m.background))
+    field = RadianceField(key.mlp, geo, config.density_shift, RenderSettings(m.background, shading=config.shading))
     field.set_grids(key.density, key.features)
     trained = heldout_psnr(ds, 0, field)
     cam = m.test_cameras[0]

@@ -82,6 +82,19 @@ def _resample(grid: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     return F.interpolate(grid, size=shape, mode="trilinear", align_corners=True)
 
 
+def _diffuse_start(rays: FrameRays) -> torch.Tensor:
+    """Deferred shading's diffuse channels start at the logit of the mean foreground colour.
+
+    Why: a voxel no training view constrains keeps its start colour; at 0 that is grey
+    (sigmoid(0)), while per-sample shading's MLP maps an untrained feature to a learned mean
+    colour. Measured on the 6-camera test scene: held-out 16.8 dB from grey, per-sample 21.0.
+    """
+    fg = rays.alpha > 0.5 if rays.alpha is not None else torch.ones(rays.rgb.shape[0], dtype=torch.bool)
+    mean = rays.rgb[fg].mean(0) if bool(fg.any()) else torch.full((3,), 0.5)
+    mean = mean.clamp(0.02, 0.98)
+    return torch.log(mean / (1 - mean)).to(rays.rgb.dtype)
+
+
 def train_keyframe(
     rays: FrameRays,
     hull: np.ndarray,
@@ -118,6 +131,8 @@ def train_keyframe(
             inside = math.log(math.expm1(-math.log(1 - config.hull_alpha))) - shift
             density = torch.where(stage_hull, inside, floor)[None, None].to(device)
             features = torch.zeros(1, config.feature_channels, *shape, device=device)
+            if config.shading == "deferred":
+                features[0, :3] = _diffuse_start(rays)[:, None, None, None]
         else:
             density = _resample(density.detach(), shape)
             features = _resample(features.detach(), shape)
