@@ -211,21 +211,24 @@ DEMO_SCENE: dict[str, Any] = {"frames": 20, "cameras": 12, "test_cameras": 2, "s
 QUICK_SCENE: dict[str, Any] = {"frames": 4, "cameras": 6, "test_cameras": 1, "size": 48}
 """Arguments of ``render_demo_dataset`` (full demo / ``--quick``)."""
 
-DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 80,
+DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 70,
                               "iters_refresh": 100, "batch_rays": 2048, "batch_rays_residual": 1024,
-                              "mlp_width": 64, "lr_residual": 0.08, "l1": 3e-4, "iters_residual": 150,
+                              "mlp_width": 64, "lr_residual": 0.08, "l1": 3e-4, "iters_residual": 120,
                               "tv_features": 0.01}  # fmt: skip
 QUICK_TRAIN: dict[str, Any] = {"resolution": 32, "iters_key": 200, "iters_motion": 15, "iters_residual": 30,
                                "iters_refresh": 40, "batch_rays": 1024, "batch_rays_residual": 512, "mlp_width": 32,
                                "growth": (0.3,)}  # fmt: skip
-"""``TrainConfig`` overrides: a few minutes (full) or seconds (quick) of training on a 2-core CPU."""
+"""``TrainConfig`` overrides: a few minutes (full) or seconds (quick) of training on a 2-core CPU.
+With deferred shading (session 4) 70 motion / 120 residual iterations give the same residual
+frames as 80 / 150 (mean 27.61 against 27.59 dB test PSNR, worst 26.38 against 25.94) for 22 %
+less CPU per frame (BENCHMARKS, "Deferred shading, session 4")."""
 
-DEMO_QUALITY = 65
+DEMO_QUALITY = 60
 """Encoder quality of the full demo: the knee of its rate–distortion curve. Measured on the demo's
-trained sequence (BENCHMARKS, "Session 3", run 9), PSNR against ground truth / stream bytes:
-q55 26.32 dB / 163 kB, q60 26.77 / 251 kB, **q65 27.06 / 413 kB**, q70 27.21 / 701 kB,
-q75 (the encoder's default) 27.26 / 1,111 kB — q65 keeps 0.2 dB of the 75's quality in 37 % of
-its bytes. ``--quick`` keeps the encoder's default."""
+trained sequence (BENCHMARKS, "Session 4", run 11, deferred shading), PSNR against ground truth /
+stream bytes: q55 27.18 dB / 202 kB, **q60 27.41 / 330 kB**, q65 27.54 / 545 kB, q70 27.61 /
+876 kB — q60 keeps all but 0.2 dB of q70's quality in 38 % of its bytes (session 3, per-sample
+shading: q65). ``--quick`` keeps the encoder's default."""
 
 TURNTABLE_SIZE = {False: (128, 128), True: (64, 64)}
 SHEET_ROWS = 4
