@@ -23,10 +23,10 @@ def measure(data: str | Path, seq: str | Path, frame: int, runs: int, size: int 
     import torch
 
     from rerf_codec.datasets import open_dataset
+    from rerf_codec.datasets.format import composite
     from rerf_codec.field import RadianceField
     from rerf_codec.gridseq import iter_full_frames, read_decoder, read_meta
     from rerf_codec.metrics import psnr
-    from rerf_codec.datasets.format import composite
 
     ds = open_dataset(data)
     meta = read_meta(seq)
@@ -37,7 +37,7 @@ def measure(data: str | Path, seq: str | Path, frame: int, runs: int, size: int 
     field.set_grids(grids.density, grids.features)
     cams = list(ds.meta.test_cameras)
     if size:
-        cams = [c.resized(size, size) for c in cams]
+        cams = [c.resized((size, size)) for c in cams]
     rays = [(torch.from_numpy(o.reshape(-1, 3)), torch.from_numpy(d.reshape(-1, 3))) for o, d in (c.rays() for c in cams)]
     outs = [field.render_rays(o, d) for o, d in rays]  # warm-up, and the work counts
     times = []
