@@ -137,7 +137,7 @@ def occupied_window(occupancy: torch.Tensor) -> tuple[tuple[int, int, int], tupl
 def occupied(occupancy: torch.Tensor, geometry: GridGeometry, points: torch.Tensor) -> torch.Tensor:
     """Bool per point: is its nearest voxel set in ``occupancy`` (X, Y, Z)?"""
     idx = geometry.to_index(points).round().long()
-    nx, ny, nz = geometry.shape
+    _, ny, nz = geometry.shape
     for axis in range(3):
         idx[:, axis].clamp_(0, geometry.shape[axis] - 1)
     flat = (idx[:, 0] * ny + idx[:, 1]) * nz + idx[:, 2]  # one gather instead of three-index advanced indexing
