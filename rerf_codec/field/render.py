@@ -38,8 +38,9 @@ trilinear lookups and view encoding ``PE(d) = [d, sin(2^k d), cos(2^k d)]`` (k <
 output already through the sigmoid, so the residual lies in (−W, W); a freshly initialised
 MLP adds ≈ 0). Why the diffuse term: compositing colour is linear, compositing features
 is not — an MLP on the weighted mean feature alone (this mode before session 4) lost
-3.4 dB to per-sample shading on the demo keyframe, diffuse + residual 2.1 dB (BENCHMARKS,
-"Deferred shading"). Why deferred at all: the MLP is what costs in a renderer (a 64–128-wide
+3.4 dB to per-sample shading on the demo keyframe; diffuse + residual, with the trainer's
+penalty on the residual (``TrainConfig.view_residual``), beats per-sample shading by 0.4–0.6 dB
+on the demo and crane keyframes (BENCHMARKS, "Deferred shading, session 4"). Why deferred at all: the MLP is what costs in a renderer (a 64–128-wide
 3-layer MLP per shaded sample, ~35–50 samples per foreground ray on soft trained density);
 deferred shading replaces it by one sigmoid and one weighted sum per sample and one MLP per
 ray. It is the formula the WebGL2 player evaluates in its fragment shader.
