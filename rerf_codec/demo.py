@@ -225,7 +225,7 @@ less CPU per frame (BENCHMARKS, "Deferred shading, session 4")."""
 
 DEMO_QUALITY = 60
 """Encoder quality of the full demo: the knee of its rate–distortion curve. Measured on the demo's
-trained sequence (BENCHMARKS, "Session 4", run 11, deferred shading), PSNR against ground truth /
+trained sequence (BENCHMARKS, "Deferred shading, session 4", run 11), PSNR against ground truth /
 stream bytes: q55 27.18 dB / 202 kB, **q60 27.41 / 330 kB**, q65 27.54 / 545 kB, q70 27.61 /
 876 kB — q60 keeps all but 0.2 dB of q70's quality in 38 % of its bytes (session 3, per-sample
 shading: q65). ``--quick`` keeps the encoder's default."""
