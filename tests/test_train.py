@@ -481,3 +481,23 @@ def test_hull_motion_search_finds_a_large_translation() -> None:
     has = cur.reshape(4, 8, 4, 8, 4, 8).any(axis=(1, 3, 5))
     err = np.linalg.norm(motion - (-shift)[:, None, None, None], axis=0)[has]
     assert (err <= 0.5).mean() >= 0.9, np.round(err, 2)
+
+
+def test_shading_bench_compares_the_two_modes_in_one_process(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m rerf_codec.bench.shading_bench``: real sequences, one JSON report, ratios against the first."""
+    from rerf_codec.bench import shading_bench
+
+    seqs = []
+    for shading in ("per_sample", "deferred"):
+        out = tmp_path / shading
+        train_sequence(TrainRequest(demo, out, frames=range(0, 1)), TrainConfig(**{**TINY, "shading": shading}))
+        seqs.append(str(out))
+    shading_bench.main([str(demo), *seqs, "--runs", "1", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    per, dfr = report["rows"]
+    assert (per["shading"], dfr["shading"]) == ("per_sample", "deferred")
+    assert per["views"] == 1 and per["pixels_per_view"] == 32 * 32 and 5 < dfr["test_psnr"] < 60
+    assert dfr["mlp_evaluation_ratio_vs_first"] >= 5 and per["render_speedup_vs_first"] == 1.0
+    assert dfr["psnr_vs_first_db"] == pytest.approx(dfr["test_psnr"] - per["test_psnr"])
+    with pytest.raises(SystemExit, match="not a grid sequence"):
+        shading_bench.main([str(demo), str(tmp_path)])
