@@ -23,10 +23,9 @@ def measure(data: str | Path, seq: str | Path, frame: int, runs: int, size: int 
     import torch
 
     from rerf_codec.datasets import open_dataset
-    from rerf_codec.datasets.format import composite
     from rerf_codec.field import RadianceField
     from rerf_codec.gridseq import iter_full_frames, read_decoder, read_meta
-    from rerf_codec.metrics import psnr
+    from rerf_codec.train.driver import heldout_psnr
 
     ds = open_dataset(data)
     meta = read_meta(seq)
@@ -56,12 +55,8 @@ def measure(data: str | Path, seq: str | Path, frame: int, runs: int, size: int 
         "render_ms_per_view": 1000 * statistics.median(times),
         "render_ms_runs": [round(1000 * t, 2) for t in times],
     }
-    if not size:  # PSNR at the dataset's own image size
-        vals = []
-        for c, out in zip(cams, outs, strict=True):
-            img = out.rgb.clamp(0, 1).cpu().numpy().reshape(c.h, c.w, 3)
-            vals.append(psnr(img, composite(ds.load_image(frame, c), ds.meta.background)))
-        result["test_psnr"] = float(np.mean(vals))
+    if not size:  # at the dataset's own image size, as the trainer's log measures it
+        result["test_psnr"] = heldout_psnr(ds, frame, field)
     return result
 
 

@@ -9,6 +9,7 @@ lookup in ``field`` goes through ``GridGeometry`` so trainer and player agree on
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,15 @@ def ray_box(
     origins: torch.Tensor, dirs: torch.Tensor, geometry: GridGeometry, near: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slab test: per ray, the entry and exit distance of the grid box (``t_far <= t_near`` means a miss)."""
-    lo = torch.as_tensor(geometry.xyz_min, dtype=origins.dtype, device=origins.device)
-    hi = torch.as_tensor(geometry.xyz_max, dtype=origins.dtype, device=origins.device)
+    return ray_aabb(origins, dirs, geometry.xyz_min, geometry.xyz_max, near)
+
+
+def ray_aabb(
+    origins: torch.Tensor, dirs: torch.Tensor, box_min: Sequence[float], box_max: Sequence[float], near: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slab test against any axis-aligned box (world units): per ray, entry and exit distance."""
+    lo = torch.as_tensor(box_min, dtype=origins.dtype, device=origins.device)
+    hi = torch.as_tensor(box_max, dtype=origins.dtype, device=origins.device)
     safe = torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
     t0 = (lo - origins) / safe
     t1 = (hi - origins) / safe

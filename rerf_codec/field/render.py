@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from rerf_codec.errors import RerfFormatError, RerfUsageError
 from rerf_codec.field.camera import Camera
-from rerf_codec.field.geometry import GridGeometry, ray_box
+from rerf_codec.field.geometry import GridGeometry, ray_aabb, ray_box
 from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions
 from rerf_codec.grids import SequenceMeta
 
@@ -111,7 +111,7 @@ def march_rays(
         sp = np.asarray(geometry.spacing)
         lo = np.asarray(geometry.xyz_min) + (np.asarray(window[0]) - 1.0) * sp  # a voxel of margin past the ½
         hi = np.asarray(geometry.xyz_min) + (np.asarray(window[1]) + 1.0) * sp  # that rounding reaches
-        w_near, w_far = ray_box(origins, dirs, GridGeometry(tuple(lo), tuple(hi), geometry.shape))
+        w_near, w_far = ray_aabb(origins, dirs, tuple(lo), tuple(hi))
         k0 = torch.floor((w_near - t_near) / step - 0.5).clamp(min=0).long()
         k1 = torch.ceil((w_far - t_near) / step - 0.5).long() + 1
         k0 = torch.minimum(k0, n)

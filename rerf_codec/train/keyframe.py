@@ -29,6 +29,7 @@ from rerf_codec.field import (
     ColorMLP,
     GridGeometry,
     MLPConfig,
+    RenderOutput,
     occupancy_from_density,
     render_rays,
     seeded_mlp,
@@ -76,6 +77,16 @@ def _stage_shapes(final: tuple[int, int, int], stages: int) -> list[tuple[int, i
         out.append(tuple(max(2, round((n - 1) * f) + 1) for n in final))
     out[-1] = final
     return out
+
+
+def view_residual_penalty(out: RenderOutput, config: TrainConfig) -> torch.Tensor | float:
+    """``config.view_residual`` × deferred shading's mean squared view residual; 0 otherwise.
+
+    Every fit adds it to its loss (keyframe, residual, refresh), see ``TrainConfig.view_residual``.
+    """
+    if out.view_residual is None or not config.view_residual:
+        return 0.0
+    return config.view_residual * out.view_residual
 
 
 def _resample(grid: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -159,8 +170,7 @@ def train_keyframe(
             loss = mse + config.entropy * opacity_entropy(out.acc)
             if out.distortion is not None:
                 loss = loss + config.distortion * out.distortion
-            if out.view_residual is not None and config.view_residual:
-                loss = loss + config.view_residual * out.view_residual
+            loss = loss + view_residual_penalty(out, config)
             if config.tv_density:
                 loss = loss + config.tv_density * total_variation(density)
             if config.tv_features:

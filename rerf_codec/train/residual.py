@@ -37,7 +37,7 @@ from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import FrameRays, rays_meeting
-from rerf_codec.train.keyframe import Progress
+from rerf_codec.train.keyframe import Progress, view_residual_penalty
 from rerf_codec.trainer_form import warp_previous
 
 BLOCK = 8
@@ -302,9 +302,7 @@ def fit_residual(
         d, f = grids()
         out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
-        loss = mse
-        if out.view_residual is not None and config.view_residual:
-            loss = mse + config.view_residual * out.view_residual  # deferred shading (TrainConfig.view_residual)
+        loss = mse + view_residual_penalty(out, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
