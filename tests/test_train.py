@@ -501,3 +501,31 @@ def test_shading_bench_compares_the_two_modes_in_one_process(demo: Path, tmp_pat
     assert dfr["psnr_vs_first_db"] == pytest.approx(dfr["test_psnr"] - per["test_psnr"])
     with pytest.raises(SystemExit, match="not a grid sequence"):
         shading_bench.main([str(demo), str(tmp_path)])
+
+
+def test_intra_bench_fits_each_frame_alone_with_the_sequence_settings(demo: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """``python -m rerf_codec.bench.intra_bench``: frame t alone = a one-frame training run with seed + t."""
+    from rerf_codec.bench import intra_bench
+
+    seq = tmp_path / "chain"
+    train_sequence(TrainRequest(demo, seq, frames=range(0, 2)), TrainConfig(**TINY))
+    intra_bench.main([str(demo), str(seq), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    key, later = report["rows"]
+    log = load_log(seq)
+    # frame 0 alone is exactly the chain's keyframe (same config, same seed): the bench's own check
+    assert key["kind"] == "key" and key["intra_test_psnr"] == log[0]["test_psnr"] and key["gap_db"] == 0
+    alone = train_sequence(TrainRequest(demo, tmp_path / "alone1", frames=range(1, 2)),
+                           TrainConfig(**{**TINY, "seed": TINY.get("seed", 0) + 1}))  # fmt: skip
+    assert later["intra_test_psnr"] == alone["keyframe_test_psnr"]
+    assert later["chain_test_psnr"] == log[1]["test_psnr"]
+    assert later["gap_db"] == pytest.approx(log[1]["test_psnr"] - alone["keyframe_test_psnr"])
+    assert report["later_frames"] == 1 and report["later_within_1db_of_intra"] == int(later["gap_db"] >= -1)
+    intra_bench.main([str(demo), str(seq), "--frames", "1"])
+    out = capsys.readouterr().out
+    assert "| 1 | residual |" in out and "| 0 |" not in out and "within 1 dB of the same frame fitted alone" in out
+    with pytest.raises(SystemExit, match="not a grid sequence"):
+        intra_bench.main([str(demo), str(tmp_path)])
+    with pytest.raises(SystemExit, match="outside the frames"):
+        intra_bench.main([str(demo), str(seq), "--frames", "5:7"])
