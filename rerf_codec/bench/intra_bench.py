@@ -33,7 +33,9 @@ def _chain_log(seq: Path) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
         config = meta["trainer"]["config"]
         log = [json.loads(line) for line in (seq / "train_log.jsonl").read_text().splitlines() if line.strip()]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SystemExit(f"error: {seq} is not a grid sequence written by rerf train ({exc.__class__.__name__}: {exc})") from None
+        raise SystemExit(
+            f"error: {seq} is not a grid sequence written by rerf train ({exc.__class__.__name__}: {exc})"
+        ) from None
     return config, {int(r["frame"]): r for r in log}
 
 
