@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0+cpu
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: setup.cfg pyproject.toml setup.py rerf_codec/codec/_native.c
+$(VENV)/.installed: setup.cfg pyproject.toml setup.py rerf_codec/codec/_native.c rerf_codec/field/_march.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

@@ -1,7 +1,9 @@
-"""Builds rerf's optional compiled decode loops (rerf_codec/codec/_native.c) at install time.
+"""Builds rerf's optional compiled code at install time: the decode loops (rerf_codec/codec/_native.c)
+and the CPU inference renderer (rerf_codec/field/_march.c).
 
-Everything else is declared in setup.cfg. The extension is optional: when a compiler is
-missing the build goes on without it and rerf uses its numpy path (rerf_codec/codec/native.py).
+Everything else is declared in setup.cfg. Both extensions are optional: when a compiler is
+missing the build goes on without them and rerf uses its numpy decoder (rerf_codec/codec/native.py)
+and its torch renderer (rerf_codec/field/native_render.py).
 """
 
 from setuptools import Extension, setup
@@ -15,23 +17,32 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # pragma: no cover - no compiler
-            print(f"rerf: compiled decoder not built ({exc}); the numpy path will be used")
+            print(f"rerf: compiled extensions not built ({exc}); the numpy/torch paths will be used")
 
     def build_extension(self, ext: Extension) -> None:
         try:
             super().build_extension(ext)
         except Exception as exc:  # pragma: no cover - no compiler
-            print(f"rerf: compiled decoder not built ({exc}); the numpy path will be used")
+            print(f"rerf: {ext.name} not built ({exc}); its numpy/torch fallback will be used")
 
+
+# -ffp-contract=off: no fused multiply-add, so the C code rounds like the reference paths it mirrors.
+FLAGS = ["-O3", "-std=c99", "-fno-strict-aliasing", "-ffp-contract=off"]
 
 setup(
     ext_modules=[
         Extension(
             "rerf_codec.codec._native",
             sources=["rerf_codec/codec/_native.c"],
-            extra_compile_args=["-O3", "-std=c99", "-fno-strict-aliasing", "-ffp-contract=off"],
+            extra_compile_args=FLAGS,
             optional=True,
-        )
+        ),
+        Extension(
+            "rerf_codec.field._march",
+            sources=["rerf_codec/field/_march.c"],
+            extra_compile_args=FLAGS,
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.errors import RerfFormatError, RerfUsageError
+from rerf_codec.field import native_render
 from rerf_codec.field.camera import Camera
 from rerf_codec.field.geometry import GridGeometry, ray_aabb, ray_box
 from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions
@@ -332,6 +333,7 @@ class RadianceField:
         self.features: torch.Tensor | None = None
         self.occupancy: torch.Tensor | None = None
         self.window: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
+        self._native: native_render.NativeGrids | None = None
 
     @staticmethod
     def for_sequence(meta: SequenceMeta, decoder: dict[str, np.ndarray] | None, device: str | torch.device = "cpu") -> RadianceField:
@@ -373,11 +375,26 @@ class RadianceField:
         self.features = f.to(self.device, torch.float32).reshape(1, *f.shape)
         self.occupancy = occupancy_from_density(self.density, self.density_shift, self.settings.step_ratio)
         self.window = occupied_window(self.occupancy)
+        self._native = None
+        if self._use_native():  # the kernel's channel-last copy, once per frame
+            self._native_grids()
+
+    def _use_native(self) -> bool:
+        """The compiled renderer on CPU (float32 grids), unless ``RERF_RENDERER=torch``."""
+        return self.device.type == "cpu" and native_render.enabled()
+
+    def _native_grids(self) -> native_render.NativeGrids:
+        if self._native is None:
+            assert self.density is not None and self.features is not None and self.occupancy is not None
+            self._native = native_render.prepare(self.density, self.features, self.occupancy, self.geometry, self.window)
+        return self._native
 
     @torch.no_grad()
     def render_rays(self, origins: torch.Tensor, dirs: torch.Tensor, chunk: int = RAY_CHUNK) -> RenderOutput:
         if self.density is None or self.features is None:
             raise RerfUsageError("RadianceField: set_grids() before rendering")
+        if self._use_native() and origins.dtype == torch.float32 and dirs.dtype == torch.float32:
+            return self._render_native(origins.cpu(), dirs.cpu(), chunk)
         rgbs, accs, samples, shaded = [], [], 0, 0
         for i in range(0, origins.shape[0], chunk):
             out = render_rays(
@@ -390,6 +407,38 @@ class RadianceField:
             accs.append(out.acc)
             samples += out.samples
             shaded += out.shaded
+        return RenderOutput(torch.cat(rgbs), torch.cat(accs), samples, shaded)
+
+    def _render_native(self, origins: torch.Tensor, dirs: torch.Tensor, chunk: int) -> RenderOutput:
+        """``render_rays`` with the compiled marcher (native_render.py); the MLP and the final
+        sums are the torch renderer's own, on the kernel's per-ray (deferred) or per-sample output."""
+        grids = self._native_grids()
+        s = self.settings
+        shading = s.shading
+        if shading == "deferred" and grids.channels < 3:
+            raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {grids.channels}")
+        pe = self.mlp.config.viewbase_pe
+        args = (s.step_ratio * self.geometry.voxel_size, self.density_shift, s.step_ratio, WEIGHT_THRESHOLD)
+        rgbs, accs, samples, shaded = [], [], 0, 0
+        for i in range(0, origins.shape[0], chunk):
+            o, d = origins[i : i + chunk], dirs[i : i + chunk]
+            if shading == "deferred":
+                w, rgb, f, t_final, n = native_render.march_deferred(grids, o, d, *args)
+                lit = (w > WEIGHT_THRESHOLD).nonzero()[:, 0]  # as render_rays: W = 0 has no mean feature
+                if lit.numel():
+                    view = self.mlp(f[lit] / w[lit, None], encode_directions(d[lit], pe))
+                    rgb.index_add_(0, lit, w[lit, None] * (2 * view - 1))
+                shaded += int(lit.shape[0])
+            else:
+                t_final, sid, w, f, n = native_render.march_per_sample(grids, o, d, *args)
+                colour = self.mlp(f, encode_directions(d, pe)[sid])
+                rgb = torch.zeros(o.shape[0], 3).index_add_(0, sid, w[:, None] * colour)
+                shaded += int(sid.shape[0])
+            rgbs.append(rgb + t_final[:, None] * self.background)
+            accs.append(1 - t_final)
+            samples += n
+        if not rgbs:
+            return RenderOutput(torch.zeros(0, 3), torch.zeros(0), 0, 0)
         return RenderOutput(torch.cat(rgbs), torch.cat(accs), samples, shaded)
 
     def render_camera(self, camera: Camera, chunk: int = RAY_CHUNK, *, alpha: bool = False) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""The compiled CPU inference renderer (``_march.c``): marching, free-space skip, trilinear
+lookups and compositing per ray in C; the colour MLP stays in torch.
+
+Why: on CPU the torch renderer's time goes into building ragged per-sample tensors
+(``march_rays``' repeat_interleave, advanced indexing, ``grid_sample``, cumulative sums), not
+into the MLP, so deferred shading — whose point is to run the MLP once per ray — saved little.
+The C kernel marches one ray at a time without materialising samples, stops looking up density
+once a ray is opaque, and hands back only what the MLP needs: per-ray composited W, D, F, T
+(deferred) or the shaded samples' ray, weight and features (per sample).
+
+Why C through ctypes (as ``rerf_codec/codec/native.py``): no dependency and no JIT warm-up,
+built by the package's own install (``setup.py``), and ctypes releases the GIL. The torch
+``render_rays`` stays the reference and the trainer's renderer (it needs autograd); this path
+agrees with it to float32 rounding (tests/test_native_render.py). It is used by
+``RadianceField`` on CPU when the library is built; ``RERF_RENDERER=torch`` forces the torch
+path, ``RERF_RENDERER=native`` insists on this one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rerf_codec.errors import RerfUsageError
+from rerf_codec.field.geometry import GridGeometry
+
+ENV = "RERF_RENDERER"
+"""``torch`` forces the torch renderer; ``native`` requires the compiled one; unset: compiled if built."""
+
+INITIAL_SAMPLES_PER_RAY = 8
+"""First guess of shaded samples per ray for the per-sample buffers; a chunk needing more is re-run."""
+
+_lib: ctypes.CDLL | None = None
+_load_error: str | None = None
+_noticed = False
+
+_P = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_I32 = ctypes.c_int32
+_F = ctypes.c_float
+_COMMON = [_P, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64, _P, _I32, _F, _F, _F, _F]
+
+
+def _load() -> ctypes.CDLL | None:
+    global _lib, _load_error
+    if _lib is not None or _load_error is not None:
+        return _lib
+    try:
+        spec = importlib.util.find_spec("rerf_codec.field._march")
+        if spec is None or not spec.origin:
+            raise ImportError("the extension rerf_codec.field._march is not built")
+        lib = ctypes.CDLL(spec.origin)
+        lib.rerf_march_deferred.restype = _I64
+        lib.rerf_march_deferred.argtypes = [*_COMMON, _P, _P, _P, _P]
+        lib.rerf_march_per_sample.restype = _I64
+        lib.rerf_march_per_sample.argtypes = [*_COMMON, _P, _I64, _P, _P, _P, _P]
+        _lib = lib
+    except (ImportError, OSError, AttributeError) as exc:
+        _load_error = str(exc)
+    return _lib
+
+
+def available() -> bool:
+    """Whether the compiled renderer is built and loads."""
+    return _load() is not None
+
+
+def enabled() -> bool:
+    """Whether ``RadianceField`` renders on CPU with the compiled renderer now (``RERF_RENDERER``)."""
+    global _noticed
+    choice = os.environ.get(ENV, "").strip().lower()
+    if choice not in ("", "torch", "native"):
+        raise RerfUsageError(f"{ENV} must be 'torch' or 'native', got {choice!r}")
+    if choice == "torch":
+        return False
+    if available():
+        return True
+    if choice == "native":
+        raise RerfUsageError(f"{ENV}=native: the compiled renderer is unavailable ({_load_error})")
+    if not _noticed:
+        _noticed = True
+        print(f"rerf: note: compiled renderer unavailable ({_load_error}); using the torch renderer", file=sys.stderr)
+    return False
+
+
+@dataclass(frozen=True)
+class NativeGrids:
+    """One frame's grids laid out for the kernel (built once per frame by ``RadianceField.set_grids``).
+
+    Features are channel-last so a voxel's C channels are one contiguous read per trilinear
+    corner; ``box`` holds the float32 constants render.py computes from the geometry: grid box
+    min, max, voxel spacing, and the occupied window's box (march_rays' one-voxel margin).
+    """
+
+    density: torch.Tensor  # (X, Y, Z) float32
+    features: torch.Tensor  # (X, Y, Z, C) float32
+    occupancy: torch.Tensor  # (X, Y, Z) uint8
+    box: np.ndarray  # (15,) float32
+    has_window: bool
+
+    @property
+    def channels(self) -> int:
+        return int(self.features.shape[-1])
+
+
+def prepare(
+    density: torch.Tensor,
+    features: torch.Tensor,
+    occupancy: torch.Tensor,
+    geometry: GridGeometry,
+    window: tuple[tuple[int, int, int], tuple[int, int, int]] | None,
+) -> NativeGrids:
+    """Kernel layout of ``density`` (…, X, Y, Z), ``features`` (1, C, X, Y, Z), ``occupancy`` (X, Y, Z) bool."""
+    shape = geometry.shape
+    dens = density.detach().reshape(shape).to("cpu", torch.float32).contiguous()
+    feats = features.detach().reshape(-1, *shape).to("cpu", torch.float32).permute(1, 2, 3, 0).contiguous()
+    occ = occupancy.detach().reshape(shape).to("cpu", torch.uint8).contiguous()
+    sp = np.asarray(geometry.spacing)
+    if window is None:
+        win_lo = win_hi = np.zeros(3)
+    else:  # as march_rays: a voxel of margin past the ½ that rounding reaches
+        win_lo = np.asarray(geometry.xyz_min) + (np.asarray(window[0]) - 1.0) * sp
+        win_hi = np.asarray(geometry.xyz_min) + (np.asarray(window[1]) + 1.0) * sp
+    box = np.concatenate([geometry.xyz_min, geometry.xyz_max, sp, win_lo, win_hi]).astype(np.float32)
+    return NativeGrids(dens, feats, occ, box, window is not None)
+
+
+def _common(
+    grids: NativeGrids, origins: torch.Tensor, dirs: torch.Tensor, step: float, shift: float, depth_per_step: float,
+    weight_threshold: float,
+) -> list[object]:  # fmt: skip
+    nx, ny, nz = grids.density.shape
+    return [
+        origins.data_ptr(), dirs.data_ptr(), origins.shape[0], grids.density.data_ptr(), grids.features.data_ptr(),
+        grids.occupancy.data_ptr(), nx, ny, nz, grids.channels, grids.box.ctypes.data, int(grids.has_window),
+        step, shift, depth_per_step, weight_threshold,
+    ]  # fmt: skip
+
+
+def _rays(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if origins.dtype != torch.float32 or dirs.dtype != torch.float32 or origins.device.type != "cpu":
+        raise RerfUsageError("the compiled renderer takes float32 CPU rays")
+    return origins.contiguous(), dirs.contiguous()
+
+
+def march_deferred(
+    grids: NativeGrids,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    step: float,
+    shift: float,
+    depth_per_step: float,
+    weight_threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Per ray (R, 3 float32 rays): ``W`` (R,), ``D`` (R, 3), ``F`` (R, C), ``T_final`` (R,), and the
+    number of samples that passed the occupancy test (render.py's deferred sums, before the MLP)."""
+    lib = _load()
+    assert lib is not None
+    origins, dirs = _rays(origins, dirs)
+    r = origins.shape[0]
+    w = torch.empty(r, dtype=torch.float32)
+    d = torch.empty(r, 3, dtype=torch.float32)
+    f = torch.empty(r, grids.channels, dtype=torch.float32)
+    t = torch.empty(r, dtype=torch.float32)
+    samples = lib.rerf_march_deferred(
+        *_common(grids, origins, dirs, step, shift, depth_per_step, weight_threshold),
+        w.data_ptr(), d.data_ptr(), f.data_ptr(), t.data_ptr(),
+    )  # fmt: skip
+    if samples < 0:
+        raise RerfUsageError(f"compiled renderer: unsupported grid {tuple(grids.features.shape)}")
+    return w, d, f, t, int(samples)
+
+
+def march_per_sample(
+    grids: NativeGrids,
+    origins: torch.Tensor,
+    dirs: torch.Tensor,
+    step: float,
+    shift: float,
+    depth_per_step: float,
+    weight_threshold: float,
+    capacity: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Per ray ``T_final`` (R,); the shaded samples' ray index (K,) int64, weight (K,) and features
+    (K, C), sorted by ray then distance; and the samples that passed the occupancy test.
+
+    The kernel writes at most ``capacity`` samples (default ``INITIAL_SAMPLES_PER_RAY`` per ray) and
+    returns how many there are: when that is more, the chunk is marched again into buffers that fit.
+    """
+    lib = _load()
+    assert lib is not None
+    origins, dirs = _rays(origins, dirs)
+    r = origins.shape[0]
+    cap = max(1, INITIAL_SAMPLES_PER_RAY * r if capacity is None else int(capacity))
+    t = torch.empty(r, dtype=torch.float32)
+    samples = np.zeros(1, dtype=np.int64)
+    args = _common(grids, origins, dirs, step, shift, depth_per_step, weight_threshold)
+    while True:
+        ray = torch.empty(cap, dtype=torch.int64)
+        w = torch.empty(cap, dtype=torch.float32)
+        f = torch.empty(cap, grids.channels, dtype=torch.float32)
+        n = lib.rerf_march_per_sample(
+            *args, t.data_ptr(), cap, ray.data_ptr(), w.data_ptr(), f.data_ptr(), samples.ctypes.data
+        )
+        if n < 0:
+            raise RerfUsageError(f"compiled renderer: unsupported grid {tuple(grids.features.shape)}")
+        if n <= cap:
+            return t, ray[:n], w[:n], f[:n], int(samples[0])
+        cap = int(n)
