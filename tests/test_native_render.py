@@ -112,7 +112,7 @@ def test_ball_with_an_occupied_window_agrees(shading: str, monkeypatch) -> None:
     field = _field(dens, feats, shading)
     assert field.window is not None and field.window != ((0, 0, 0), (23, 19, 15))  # the march skips a margin
     ref, _ = _agree(field, *_rays(1200, 2), monkeypatch)
-    assert 0 < ref.samples and float(ref.acc.max()) > 0.99
+    assert ref.samples > 0 and float(ref.acc.max()) > 0.99
 
 
 @pytest.mark.parametrize("shading", ["per_sample", "deferred"])
@@ -133,7 +133,7 @@ def test_empty_grid_renders_the_background(shading: str, monkeypatch) -> None:
     field = _field(np.full(shape, -30.0, np.float32), np.ones((3, *shape), np.float32), shading)
     assert field.window is None
     o, d = _rays(300, 4)
-    ref, nat = _agree(field, o, d, monkeypatch)
+    _, nat = _agree(field, o, d, monkeypatch)
     assert nat.samples == nat.shaded == 0
     assert torch.equal(nat.rgb, torch.tensor([[1.0, 0.5, 0.25]]).expand(300, 3))
     assert torch.equal(nat.acc, torch.zeros(300))
@@ -156,7 +156,7 @@ def test_per_sample_buffers_regrow_for_a_soft_trained_like_field(monkeypatch) ->
     feats = np.random.default_rng(6).standard_normal((12, *shape)).astype(np.float32)
     field = _field(dens, feats, "per_sample")
     o, d = _rays(800, 6)
-    ref, nat = _agree(field, o, d, monkeypatch)
+    _, nat = _agree(field, o, d, monkeypatch)
     assert nat.shaded > nr.INITIAL_SAMPLES_PER_RAY * 700  # more than a 700-ray chunk's first capacity
     # the kernel directly: a one-sample buffer grows to the count the first call reported
     grids = field._native_grids()
@@ -240,4 +240,3 @@ def test_without_the_library_the_torch_renderer_runs_after_one_notice(monkeypatc
     monkeypatch.setenv(nr.ENV, "native")
     with pytest.raises(RerfUsageError, match="RERF_RENDERER=native: the compiled renderer is unavailable"):
         field.render_rays(o, d)
-

@@ -386,7 +386,8 @@ class RadianceField:
     def _native_grids(self) -> native_render.NativeGrids:
         if self._native is None:
             assert self.density is not None and self.features is not None and self.occupancy is not None
-            self._native = native_render.prepare(self.density, self.features, self.occupancy, self.geometry, self.window)
+            grids = (self.density, self.features, self.occupancy)
+            self._native = native_render.prepare(*grids, self.geometry, self.window)
         return self._native
 
     @torch.no_grad()
@@ -416,7 +417,7 @@ class RadianceField:
         s = self.settings
         shading = s.shading
         if shading == "deferred" and grids.channels < 3:
-            raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {grids.channels}")
+            raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {grids.channels}")  # fmt: skip
         pe = self.mlp.config.viewbase_pe
         args = (s.step_ratio * self.geometry.voxel_size, self.density_shift, s.step_ratio, WEIGHT_THRESHOLD)
         rgbs, accs, samples, shaded = [], [], 0, 0
