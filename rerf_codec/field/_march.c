@@ -139,19 +139,10 @@ static inline void lookup_features(const grid_t *g, const trilinear_t *t, float 
     }
 }
 
-/* A sample's alpha = 1 - exp(-τ) and exp(-τ), τ = softplus(x)·dps. With rerf's step ratio ½,
- * exp(-τ) = 1/s with s = sqrt(1 + e^x), and alpha = e^x / (s·(s + 1)) has no cancellation: float32
- * to a few ulp, closer to the exact value than render.py's 1 - exp(-τ) in float32 (one expf, one
- * sqrtf, two divisions instead of exp, log1p and exp). Other ratios: binary64. */
-static inline float alpha_of(float x, float dps, double *decay) {
-    if (dps == 0.5f && x < 30.0f) {
-        float e = expf(x), s = sqrtf(1.0f + e);
-        *decay = (double)(1.0f / s);
-        return e / (s * (s + 1.0f));
-    }
-    double tau = (x > 20.0f ? (double)x : log1p(exp((double)x))) * (double)dps;
-    *decay = exp(-tau);
-    return (float)(-expm1(-tau));
+static inline double decay_of(double ex, float dps) {
+    if (dps == 0.5f) return 1.0 / sqrt(1.0 + ex);
+    if (dps == 1.0f) return 1.0 / (1.0 + ex);
+    return exp(-(double)dps * log1p(ex));
 }
 
 /* One ray: calls `shade(ctx, weight, trilinear)` for each sample whose weight passes the
@@ -187,9 +178,12 @@ static float march(const grid_t *g, const float *o, const float *d, int64_t *sam
         float dens = 0;
         for (int c = 0; c < 8; c++) dens += g->density[tri.off[c]] * tri.w[c];
         float x = dens + g->shift;
-        /* T = Π exp(-τ) (binary64) equals render.py's exp(-Σ τ) to rounding */
-        double decay;
-        float weight = (float)trans * alpha_of(x, g->depth_per_step, &decay);
+        /* exp(-τ) = exp(-softplus(x)·dps) = (1 + e^x)^-dps: one exp (and a sqrt for rerf's step
+         * ratio ½) instead of exp, log1p and exp; in binary64, so at least as close to the exact
+         * value as render.py's float32 softplus and exp. T = Π exp(-τ) equals its exp(-Σ τ) to
+         * binary64 rounding. */
+        double decay = decay_of(exp((double)x), g->depth_per_step);
+        float weight = (float)trans * (1.0f - (float)decay);
         trans *= decay;
         if (weight > g->weight_threshold) shade(ctx, weight, &tri);
         if (trans < TERMINATE) alive = 0;
