@@ -1,7 +1,8 @@
 """Radiance field shared by trainer, player and benches (DESIGN.md decision 6).
 
 ``camera`` is the one camera type and orbit rig (no torch), ``geometry`` places the grid in the
-world, ``mlp`` is the global colour network, ``render`` samples, composites and renders cameras.
+world, ``mlp`` is the global colour network, ``render`` samples, composites and renders cameras
+(on CPU through ``native_render``'s compiled marcher when it is built).
 The torch-based names load on first use (PEP 562), so ``rerf_codec.field.camera`` can be imported
 where torch is not wanted (``rerf dataset``, ``rerf play``, the decoder side).
 """
