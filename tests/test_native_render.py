@@ -240,3 +240,33 @@ def test_without_the_library_the_torch_renderer_runs_after_one_notice(monkeypatc
     monkeypatch.setenv(nr.ENV, "native")
     with pytest.raises(RerfUsageError, match="RERF_RENDERER=native: the compiled renderer is unavailable"):
         field.render_rays(o, d)
+
+
+def test_native_render_bench_times_all_four_cases_in_one_process(tmp_path, capsys) -> None:
+    """``python -m rerf_codec.bench.native_render_bench``: a real trained frame, both shadings × both renderers."""
+    import json
+
+    from rerf_codec.bench import native_render_bench
+    from rerf_codec.datasets.demo_scene import render_demo_dataset
+    from rerf_codec.train.config import TrainConfig
+    from rerf_codec.train.driver import TrainRequest, train_sequence
+
+    data, seq = tmp_path / "data", tmp_path / "seq"
+    render_demo_dataset(data, frames=1, cameras=4, test_cameras=1, size=24)
+    config = TrainConfig(resolution=16, iters_key=20, batch_rays=512, growth=(0.5,), mlp_width=16)
+    train_sequence(TrainRequest(data, seq, frames=range(0, 1)), config)
+    native_render_bench.main([f"{seq}:{data}:20", "--runs", "2", "--json"])
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    cases = row["cases"]
+    assert set(cases) == {"per_sample/torch", "per_sample/native", "deferred/torch", "deferred/native"}
+    assert row["pixels"] == 400 and all(len(c["runs_ms"]) == 2 for c in cases.values())
+    for shading in ("per_sample", "deferred"):
+        assert cases[f"{shading}/native"]["max_abs_diff_vs_torch"] <= 1e-4
+        assert cases[f"{shading}/native"]["samples"] == cases[f"{shading}/torch"]["samples"] > 0
+    assert cases["deferred/native"]["mlp_evaluations"] < cases["per_sample/native"]["mlp_evaluations"]
+    ratio = cases["per_sample/torch"]["ms"] / cases["deferred/native"]["ms"]
+    assert row["ratios"]["deferred_native_vs_per_sample_torch"] == pytest.approx(ratio)
+    with pytest.raises(SystemExit, match="is not SEQUENCE:DATASET:SIZE"):
+        native_render_bench.main([f"{seq}:{data}"])
+    with pytest.raises(SystemExit, match=r"error: .*nowhere"):
+        native_render_bench.main([f"{tmp_path / 'nowhere'}:{data}:20"])

@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from rerf_codec.errors import RerfError
+
     ap = argparse.ArgumentParser(prog="python -m rerf_codec.bench.native_render_bench")
     ap.add_argument("cases", nargs="+", help="SEQUENCE:DATASET:SIZE (SIZE 0: the test camera's own size)")
     ap.add_argument("--runs", type=int, default=5)
@@ -97,10 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for case in args.cases:
         try:
-            seq, data, size = case.rsplit(":", 2)
-            rows.append(measure(seq, data, int(size), args.runs))
+            seq, data, size_text = case.rsplit(":", 2)
+            size = int(size_text)
         except ValueError:
             raise SystemExit(f"error: {case!r} is not SEQUENCE:DATASET:SIZE") from None
+        try:
+            rows.append(measure(seq, data, size, args.runs))
+        except RerfError as exc:
+            raise SystemExit(f"error: {exc}") from None
         r = rows[-1]
         if not args.json:
             cells = ", ".join(f"{k} {v['ms']:.1f} ms" for k, v in r["cases"].items())
