@@ -187,8 +187,11 @@ def test_bad_stream_is_one_line(tmp_path: Path) -> None:
 
 def test_play_cli_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # A job started in the background by a non-interactive shell (a CI runner's `... &`) inherits SIGINT
+    # ignored, and Python then installs no Ctrl-C handler: give the server the terminal's default.
     proc = subprocess.Popen([sys.executable, "-c", "from cli.main import main; main()", "play", str(STREAM), "--no-open", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         lines = []
         while not lines or lines[-1] != "}\n":
