@@ -2,7 +2,7 @@
 
 Why: issue 12 measures a residual frame against *the keyframe's* test PSNR, but frames are
 not equally hard — what the few held-out cameras see changes as the scene moves. On the
-demo scene, frames fitted alone with the very same settings range from 25.6 to 29.5 dB
+demo scene, frames fitted alone with the very same settings range from 26.3 to 29.5 dB
 (frame 0: 28.9), so "within 1 dB of frame 0" mixes the scene's difficulty with what the
 motion + residual chain loses. The fair yardstick for ReRF's claim ("large motion without
 losing quality") is the same frame fitted alone, an all-keyframe sequence: that is what
