@@ -270,31 +270,3 @@ def test_native_render_bench_times_all_four_cases_in_one_process(tmp_path, capsy
         native_render_bench.main([f"{seq}:{data}"])
     with pytest.raises(SystemExit, match=r"error: .*nowhere"):
         native_render_bench.main([f"{tmp_path / 'nowhere'}:{data}:20"])
-
-
-@pytest.mark.parametrize("shading", ["per_sample", "deferred"])
-def test_rays_split_over_threads_give_the_same_bits(shading: str, monkeypatch) -> None:
-    """``RadianceField`` splits a chunk's rays over torch's thread count: rays are independent, so the
-    picture, opacity and counts are exactly those of one thread (per-sample: ray indices re-based)."""
-    shape = (20, 18, 16)
-    field = _field(_ball(shape, 0.7, 6.0, -1.0), np.random.default_rng(5).standard_normal((12, *shape)).astype(np.float32),
-                   shading)  # fmt: skip
-    o, d = _rays(1200, 5)
-    monkeypatch.setenv(nr.ENV, "native")
-    monkeypatch.setattr(nr, "MIN_RAYS_PER_WORKER", 100)
-    threads = torch.get_num_threads()
-    calls: list[int] = []
-    kernel = nr.march_deferred if shading == "deferred" else nr.march_per_sample
-    monkeypatch.setattr(nr, kernel.__name__, lambda *a, **k: calls.append(a[1].shape[0]) or kernel(*a, **k))
-    try:
-        torch.set_num_threads(1)
-        one = field.render_rays(o, d)
-        assert calls == [1200]
-        torch.set_num_threads(3)
-        calls.clear()
-        three = field.render_rays(o, d)
-        assert sorted(calls) == [400, 400, 400]
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(one.rgb, three.rgb) and torch.equal(one.acc, three.acc)
-    assert (one.samples, one.shaded) == (three.samples, three.shaded) and one.shaded > 0

@@ -13,9 +13,7 @@ built by the package's own install (``setup.py``), and ctypes releases the GIL. 
 ``render_rays`` stays the reference and the trainer's renderer (it needs autograd); this path
 agrees with it to float32 rounding (tests/test_native_render.py). It is used by
 ``RadianceField`` on CPU when the library is built; ``RERF_RENDERER=torch`` forces the torch
-path, ``RERF_RENDERER=native`` insists on this one. ``RadianceField`` splits a chunk's rays over
-as many threads as torch may use (``torch.get_num_threads()``, so ``--threads 1`` benches stay
-single-threaded): rays are independent, so the result is the same bits.
+path, ``RERF_RENDERER=native`` insists on this one.
 """
 
 from __future__ import annotations
@@ -24,9 +22,7 @@ import ctypes
 import importlib.util
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -217,49 +213,3 @@ def march_per_sample(
         if n <= cap:
             return t, ray[:n], w[:n], f[:n], int(samples[0])
         cap = int(n)
-
-
-MIN_RAYS_PER_WORKER = 1024
-"""Below this many rays per part a second thread costs more than it saves."""
-
-
-@lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rerf-march")
-
-
-def _parts(n: int, workers: int) -> list[tuple[int, int]]:
-    k = max(1, min(workers, n // MIN_RAYS_PER_WORKER))
-    bounds = [n * i // k for i in range(k + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(k)]
-
-
-def march_deferred_threads(
-    grids: NativeGrids, origins: torch.Tensor, dirs: torch.Tensor, *args: float, workers: int = 1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """``march_deferred`` with the rays split over ``workers`` threads (ctypes releases the GIL, and
-    rays are independent, so the result is the same bits as one call)."""
-    parts = _parts(origins.shape[0], workers)
-    if len(parts) == 1:
-        return march_deferred(grids, origins, dirs, *args)
-    outs = list(
-        _pool(len(parts)).map(lambda p: march_deferred(grids, origins[p[0] : p[1]], dirs[p[0] : p[1]], *args), parts)
-    )
-    w, d, f, t = (torch.cat([o[k] for o in outs]) for k in range(4))
-    return w, d, f, t, sum(o[4] for o in outs)
-
-
-def march_per_sample_threads(
-    grids: NativeGrids, origins: torch.Tensor, dirs: torch.Tensor, *args: float, workers: int = 1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """``march_per_sample`` with the rays split over ``workers`` threads; samples stay sorted by ray."""
-    parts = _parts(origins.shape[0], workers)
-    if len(parts) == 1:
-        return march_per_sample(grids, origins, dirs, *args)
-    outs = list(
-        _pool(len(parts)).map(lambda p: march_per_sample(grids, origins[p[0] : p[1]], dirs[p[0] : p[1]], *args), parts)
-    )
-    t = torch.cat([o[0] for o in outs])
-    ray = torch.cat([o[1] + start for o, (start, _) in zip(outs, parts, strict=True)])
-    w, f = torch.cat([o[2] for o in outs]), torch.cat([o[3] for o in outs])
-    return t, ray, w, f, sum(o[4] for o in outs)

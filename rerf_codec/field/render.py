@@ -420,19 +420,18 @@ class RadianceField:
             raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {grids.channels}")  # fmt: skip
         pe = self.mlp.config.viewbase_pe
         args = (s.step_ratio * self.geometry.voxel_size, self.density_shift, s.step_ratio, WEIGHT_THRESHOLD)
-        workers = torch.get_num_threads()  # the kernel uses as many threads as torch is allowed
         rgbs, accs, samples, shaded = [], [], 0, 0
         for i in range(0, origins.shape[0], chunk):
             o, d = origins[i : i + chunk], dirs[i : i + chunk]
             if shading == "deferred":
-                w, rgb, f, t_final, n = native_render.march_deferred_threads(grids, o, d, *args, workers=workers)
+                w, rgb, f, t_final, n = native_render.march_deferred(grids, o, d, *args)
                 lit = (w > WEIGHT_THRESHOLD).nonzero()[:, 0]  # as render_rays: W = 0 has no mean feature
                 if lit.numel():
                     view = self.mlp(f[lit] / w[lit, None], encode_directions(d[lit], pe))
                     rgb.index_add_(0, lit, w[lit, None] * (2 * view - 1))
                 shaded += int(lit.shape[0])
             else:
-                t_final, sid, w, f, n = native_render.march_per_sample_threads(grids, o, d, *args, workers=workers)
+                t_final, sid, w, f, n = native_render.march_per_sample(grids, o, d, *args)
                 colour = self.mlp(f, encode_directions(d, pe)[sid])
                 rgb = torch.zeros(o.shape[0], 3).index_add_(0, sid, w[:, None] * colour)
                 shaded += int(sid.shape[0])
