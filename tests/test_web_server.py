@@ -207,7 +207,12 @@ def test_play_cli_serves_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         conn.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=20)
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # a server that ignored Ctrl-C must not outlive the test
+            proc.communicate()
+            raise
     assert proc.returncode == 0 and "Traceback" not in err
 
 
