@@ -28,11 +28,13 @@ from typing import Any
 
 def _chain_log(seq: Path) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """SEQ's recorded trainer config and its training log by frame (a clear error for anything else)."""
+    from rerf_codec.bench.train_report import load_log
+    from rerf_codec.gridseq import read_meta
+
     try:
-        meta = json.loads((seq / "sequence.json").read_text())
-        config = meta["trainer"]["config"]
-        log = [json.loads(line) for line in (seq / "train_log.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = read_meta(seq).extra["trainer"]["config"]
+        log = load_log(seq)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # RerfError is a ValueError
         raise SystemExit(
             f"error: {seq} is not a grid sequence written by rerf train ({exc.__class__.__name__}: {exc})"
         ) from None

@@ -66,6 +66,14 @@ class GridGeometry:
         """The same box at another resolution (progressive growth)."""
         return GridGeometry(self.xyz_min, self.xyz_max, shape)
 
+    def window_box(self, window: tuple[tuple[int, int, int], tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """World box (min, max) of a voxel window (lowest, highest index per axis), one voxel of margin
+        past each end: a sample whose *rounded* index lies in the window can sit up to ½ voxel outside it."""
+        sp = self.spacing
+        lo = np.asarray(self.xyz_min) + (np.asarray(window[0]) - 1.0) * sp
+        hi = np.asarray(self.xyz_min) + (np.asarray(window[1]) + 1.0) * sp
+        return lo, hi
+
     def to_index(self, points: torch.Tensor) -> torch.Tensor:
         """World points (..., 3) → continuous voxel indices (..., 3)."""
         lo = torch.as_tensor(self.xyz_min, dtype=points.dtype, device=points.device)

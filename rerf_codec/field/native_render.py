@@ -121,13 +121,8 @@ def prepare(
     dens = density.detach().reshape(shape).to("cpu", torch.float32).contiguous()
     feats = features.detach().reshape(-1, *shape).to("cpu", torch.float32).permute(1, 2, 3, 0).contiguous()
     occ = occupancy.detach().reshape(shape).to("cpu", torch.uint8).contiguous()
-    sp = np.asarray(geometry.spacing)
-    if window is None:
-        win_lo = win_hi = np.zeros(3)
-    else:  # as march_rays: a voxel of margin past the ½ that rounding reaches
-        win_lo = np.asarray(geometry.xyz_min) + (np.asarray(window[0]) - 1.0) * sp
-        win_hi = np.asarray(geometry.xyz_min) + (np.asarray(window[1]) + 1.0) * sp
-    box = np.concatenate([geometry.xyz_min, geometry.xyz_max, sp, win_lo, win_hi]).astype(np.float32)
+    win_lo, win_hi = (np.zeros(3), np.zeros(3)) if window is None else geometry.window_box(window)  # as march_rays
+    box = np.concatenate([geometry.xyz_min, geometry.xyz_max, geometry.spacing, win_lo, win_hi]).astype(np.float32)
     return NativeGrids(dens, feats, occ, box, window is not None)
 
 
@@ -143,10 +138,19 @@ def _common(
     ]  # fmt: skip
 
 
-def _rays(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _kernel_inputs(origins: torch.Tensor, dirs: torch.Tensor) -> tuple[ctypes.CDLL, torch.Tensor, torch.Tensor]:
+    """The loaded library and the rays as the kernels take them (contiguous float32 on the CPU)."""
+    lib = _load()
+    assert lib is not None
     if origins.dtype != torch.float32 or dirs.dtype != torch.float32 or origins.device.type != "cpu":
         raise RerfUsageError("the compiled renderer takes float32 CPU rays")
-    return origins.contiguous(), dirs.contiguous()
+    return lib, origins.contiguous(), dirs.contiguous()
+
+
+def _checked(count: int, grids: NativeGrids) -> int:
+    if count < 0:
+        raise RerfUsageError(f"compiled renderer: unsupported grid {tuple(grids.features.shape)}")
+    return int(count)
 
 
 def march_deferred(
@@ -160,9 +164,7 @@ def march_deferred(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Per ray (R, 3 float32 rays): ``W`` (R,), ``D`` (R, 3), ``F`` (R, C), ``T_final`` (R,), and the
     number of samples that passed the occupancy test (render.py's deferred sums, before the MLP)."""
-    lib = _load()
-    assert lib is not None
-    origins, dirs = _rays(origins, dirs)
+    lib, origins, dirs = _kernel_inputs(origins, dirs)
     r = origins.shape[0]
     w = torch.empty(r, dtype=torch.float32)
     d = torch.empty(r, 3, dtype=torch.float32)
@@ -172,9 +174,7 @@ def march_deferred(
         *_common(grids, origins, dirs, step, shift, depth_per_step, weight_threshold),
         w.data_ptr(), d.data_ptr(), f.data_ptr(), t.data_ptr(),
     )  # fmt: skip
-    if samples < 0:
-        raise RerfUsageError(f"compiled renderer: unsupported grid {tuple(grids.features.shape)}")
-    return w, d, f, t, int(samples)
+    return w, d, f, t, _checked(samples, grids)
 
 
 def march_per_sample(
@@ -193,9 +193,7 @@ def march_per_sample(
     The kernel writes at most ``capacity`` samples (default ``INITIAL_SAMPLES_PER_RAY`` per ray) and
     returns how many there are: when that is more, the chunk is marched again into buffers that fit.
     """
-    lib = _load()
-    assert lib is not None
-    origins, dirs = _rays(origins, dirs)
+    lib, origins, dirs = _kernel_inputs(origins, dirs)
     r = origins.shape[0]
     cap = max(1, INITIAL_SAMPLES_PER_RAY * r if capacity is None else int(capacity))
     t = torch.empty(r, dtype=torch.float32)
@@ -208,8 +206,7 @@ def march_per_sample(
         n = lib.rerf_march_per_sample(
             *args, t.data_ptr(), cap, ray.data_ptr(), w.data_ptr(), f.data_ptr(), samples.ctypes.data
         )
-        if n < 0:
-            raise RerfUsageError(f"compiled renderer: unsupported grid {tuple(grids.features.shape)}")
+        n = _checked(n, grids)
         if n <= cap:
             return t, ray[:n], w[:n], f[:n], int(samples[0])
         cap = int(n)

@@ -109,9 +109,7 @@ def march_rays(
     n = torch.ceil((t_far - t_near) / step).clamp_min(0).long()
     k0 = torch.zeros_like(n)
     if window is not None:
-        sp = np.asarray(geometry.spacing)
-        lo = np.asarray(geometry.xyz_min) + (np.asarray(window[0]) - 1.0) * sp  # a voxel of margin past the ½
-        hi = np.asarray(geometry.xyz_min) + (np.asarray(window[1]) + 1.0) * sp  # that rounding reaches
+        lo, hi = geometry.window_box(window)
         w_near, w_far = ray_aabb(origins, dirs, tuple(lo), tuple(hi))
         k0 = torch.floor((w_near - t_near) / step - 0.5).clamp(min=0).long()
         k1 = torch.ceil((w_far - t_near) / step - 0.5).long() + 1
@@ -165,6 +163,31 @@ def occupancy_from_density(
     alpha = 1 - torch.exp(-F.softplus(d + density_shift) * step_ratio)
     occ = (alpha > threshold).float()
     return F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+
+
+def check_deferred_channels(channels: int) -> None:
+    if channels < 3:
+        raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {channels}")
+
+
+def shade_per_sample(
+    mlp: ColorMLP, feats: torch.Tensor, weights: torch.Tensor, ray_id: torch.Tensor, dirs: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample shading's ``Σ wᵢ·MLP(fᵢ, PE(d))`` per ray (R, 3) from the shaded samples (K, ...) of rays ``dirs`` (R, 3)."""
+    colour = mlp(feats, encode_directions(dirs, mlp.config.viewbase_pe)[ray_id])
+    return torch.zeros(dirs.shape[0], 3, dtype=dirs.dtype, device=dirs.device).index_add(0, ray_id, weights[:, None] * colour)
+
+
+def shade_deferred(
+    mlp: ColorMLP, w_ray: torch.Tensor, diffuse: torch.Tensor, f_ray: torch.Tensor, dirs: torch.Tensor, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deferred shading's ``D + W·(2·MLP(F/W, PE(d)) − 1)`` per ray from the composited W, D, F; also the
+    residual term of the rays that have one (W > threshold). Both renderers finish with it."""
+    lit = (w_ray.detach() > max(threshold, 0.0)).nonzero()[:, 0]  # W = 0: nothing to shade (and F/W undefined)
+    # the MLP sees the weighted *mean* feature (measured: 0.4 dB better than the raw sum on the demo keyframe)
+    view = mlp(f_ray[lit] / w_ray[lit, None], encode_directions(dirs[lit], mlp.config.viewbase_pe))
+    residual = w_ray[lit, None] * (2 * view - 1)
+    return diffuse.index_add(0, lit, residual), residual
 
 
 def render_rays(
@@ -235,24 +258,17 @@ def render_rays(
     sid = ray_id[shade]
     feats = sample_grid(features, unit[shade])
     if shading == "per_sample":
-        dir_enc = encode_directions(dirs, mlp.config.viewbase_pe)[sid]
-        colour = mlp(feats, dir_enc)
-        rgb = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, sid, weights[shade, None] * colour)
+        rgb = shade_per_sample(mlp, feats, weights[shade], sid, dirs)
         shaded = int(sid.shape[0])
     elif shading == "deferred":
-        if features.shape[1] < 3:
-            raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {features.shape[1]}")
+        check_deferred_channels(features.shape[1])
         w_s = weights[shade]
         w_ray = torch.zeros(r, dtype=dt, device=dev).index_add(0, sid, w_s)
         f_ray = torch.zeros(r, feats.shape[1], dtype=dt, device=dev).index_add(0, sid, w_s[:, None] * feats)
         diffuse = torch.zeros(r, 3, dtype=dt, device=dev).index_add(0, sid, w_s[:, None] * torch.sigmoid(feats[:, :3]))
-        lit = (w_ray.detach() > max(weight_threshold, 0.0)).nonzero()[:, 0]  # W = 0: nothing to shade (and F/W undefined)
-        # the MLP sees the weighted *mean* feature (measured: 0.4 dB better than the raw sum on the demo keyframe)
-        view = mlp(f_ray[lit] / w_ray[lit, None], encode_directions(dirs[lit], mlp.config.viewbase_pe))
-        residual = w_ray[lit, None] * (2 * view - 1)
-        rgb = diffuse.index_add(0, lit, residual)
+        rgb, residual = shade_deferred(mlp, w_ray, diffuse, f_ray, dirs, weight_threshold)
         view_residual = (residual**2).sum() / max(r, 1)
-        shaded = int(lit.shape[0])
+        shaded = int(residual.shape[0])
     else:
         raise RerfUsageError(f"must be one of {', '.join(SHADING_MODES)}, got {shading!r}", param="shading")
     rgb = rgb + t_final[:, None] * background.to(dt)
@@ -416,24 +432,19 @@ class RadianceField:
         grids = self._native_grids()
         s = self.settings
         shading = s.shading
-        if shading == "deferred" and grids.channels < 3:
-            raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {grids.channels}")  # fmt: skip
-        pe = self.mlp.config.viewbase_pe
+        if shading == "deferred":
+            check_deferred_channels(grids.channels)
         args = (s.step_ratio * self.geometry.voxel_size, self.density_shift, s.step_ratio, WEIGHT_THRESHOLD)
         rgbs, accs, samples, shaded = [], [], 0, 0
         for i in range(0, origins.shape[0], chunk):
             o, d = origins[i : i + chunk], dirs[i : i + chunk]
             if shading == "deferred":
-                w, rgb, f, t_final, n = native_render.march_deferred(grids, o, d, *args)
-                lit = (w > WEIGHT_THRESHOLD).nonzero()[:, 0]  # as render_rays: W = 0 has no mean feature
-                if lit.numel():
-                    view = self.mlp(f[lit] / w[lit, None], encode_directions(d[lit], pe))
-                    rgb.index_add_(0, lit, w[lit, None] * (2 * view - 1))
-                shaded += int(lit.shape[0])
+                w, diffuse, f, t_final, n = native_render.march_deferred(grids, o, d, *args)
+                rgb, residual = shade_deferred(self.mlp, w, diffuse, f, d, WEIGHT_THRESHOLD)
+                shaded += int(residual.shape[0])
             else:
                 t_final, sid, w, f, n = native_render.march_per_sample(grids, o, d, *args)
-                colour = self.mlp(f, encode_directions(d, pe)[sid])
-                rgb = torch.zeros(o.shape[0], 3).index_add_(0, sid, w[:, None] * colour)
+                rgb = shade_per_sample(self.mlp, f, w, sid, d)
                 shaded += int(sid.shape[0])
             rgbs.append(rgb + t_final[:, None] * self.background)
             accs.append(1 - t_final)
