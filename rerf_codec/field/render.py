@@ -60,6 +60,7 @@ from rerf_codec.field import native_render
 from rerf_codec.field.camera import Camera
 from rerf_codec.field.geometry import GridGeometry, ray_aabb, ray_box
 from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions
+from rerf_codec.field.sparse_grid import SparseGrid
 from rerf_codec.grids import SequenceMeta
 
 STEP_RATIO = 0.5  # samples per voxel length: 2 (DVGO's stepsize)
@@ -151,6 +152,17 @@ def sample_grid(grid: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
     return out.view(grid.shape[1], k).t()
 
 
+def lookup(grid: torch.Tensor | SparseGrid, geometry: GridGeometry, points: torch.Tensor) -> torch.Tensor:
+    """Trilinear values (K, C) of a dense (1, C, X, Y, Z) grid or a ``SparseGrid`` at world ``points`` (K, 3)."""
+    if isinstance(grid, SparseGrid):
+        return grid.sample(geometry.to_index(points))
+    return sample_grid(grid, geometry.to_unit(points))
+
+
+def grid_channels(grid: torch.Tensor | SparseGrid) -> int:
+    return grid.channels if isinstance(grid, SparseGrid) else int(grid.shape[1])
+
+
 def occupancy_from_density(
     density: torch.Tensor, density_shift: float, step_ratio: float = STEP_RATIO, threshold: float = ALPHA_THRESHOLD
 ) -> torch.Tensor:
@@ -190,9 +202,15 @@ def shade_deferred(
     return diffuse.index_add(0, lit, residual), residual
 
 
+def _native_samples(origins: torch.Tensor, dirs: torch.Tensor) -> bool:
+    """Whether ``render_rays`` builds its sample list with the compiled marcher (CPU float32 rays)."""
+    cpu32 = origins.device.type == "cpu" and origins.dtype == torch.float32 and dirs.dtype == torch.float32
+    return cpu32 and native_render.enabled()
+
+
 def render_rays(
-    density: torch.Tensor,
-    features: torch.Tensor,
+    density: torch.Tensor | SparseGrid,
+    features: torch.Tensor | SparseGrid,
     mlp: ColorMLP,
     geometry: GridGeometry,
     density_shift: float,
@@ -210,7 +228,10 @@ def render_rays(
 ) -> RenderOutput:
     """Render rays (R, 3) through grids ``density`` (1,1,X,Y,Z) and ``features`` (1,C,X,Y,Z).
 
-    Differentiable in the grids and the MLP. ``occupancy`` (X, Y, Z) bool, if given,
+    Differentiable in the grids and the MLP. Either grid may be a ``SparseGrid`` (the residual and
+    motion fits: only the voxels the samples can reach; then ``occupancy`` must be the one its
+    layout was built for). On CPU the sample list comes from the compiled marcher when it is
+    built (``native_render.march_samples``: the same samples) unless ``distortion`` needs distances. ``occupancy`` (X, Y, Z) bool, if given,
     drops samples whose nearest voxel is free (and the march skips those outside its
     ``occupied_window``, passed as ``occupancy_window`` by a caller that has it); ``None`` keeps every sample (gradient
     checks, the first keyframe iterations). ``density_unit`` is the world length over
@@ -226,15 +247,17 @@ def render_rays(
     window = None
     if occupancy is not None:  # a caller that renders one occupancy many times passes its window
         window = occupancy_window if occupancy_window is not None else occupied_window(occupancy)
-    ray_id, t, pts, t_near, t_far = march_rays(origins, dirs, geometry, step, window)
     keep = None
-    if occupancy is not None and pts.shape[0]:
-        keep = occupied(occupancy, geometry, pts)
-        ray_id, pts = ray_id[keep], pts[keep]
-    unit = geometry.to_unit(pts)
+    if occupancy is not None and not distortion and _native_samples(origins, dirs):
+        ray_id, pts = native_render.march_samples(origins, dirs, occupancy, geometry, window, step)
+    else:
+        ray_id, t, pts, t_near, t_far = march_rays(origins, dirs, geometry, step, window)
+        if occupancy is not None and pts.shape[0]:
+            keep = occupied(occupancy, geometry, pts)
+            ray_id, pts = ray_id[keep], pts[keep]
 
     depth_per_step = step_ratio if density_unit is None else step / density_unit
-    tau = F.softplus(sample_grid(density, unit)[:, 0] + density_shift) * depth_per_step
+    tau = F.softplus(lookup(density, geometry, pts)[:, 0] + density_shift) * depth_per_step
     # Each ray's running sum restarts at its first sample (samples are sorted by ray).
     first = torch.ones_like(ray_id, dtype=torch.bool)
     first[1:] = ray_id[1:] != ray_id[:-1]
@@ -256,12 +279,12 @@ def render_rays(
     view_residual = None
     shade = weights.detach() > weight_threshold if weight_threshold > 0 else torch.ones_like(weights, dtype=torch.bool)
     sid = ray_id[shade]
-    feats = sample_grid(features, unit[shade])
+    feats = lookup(features, geometry, pts[shade])
     if shading == "per_sample":
         rgb = shade_per_sample(mlp, feats, weights[shade], sid, dirs)
         shaded = int(sid.shape[0])
     elif shading == "deferred":
-        check_deferred_channels(features.shape[1])
+        check_deferred_channels(grid_channels(features))
         w_s = weights[shade]
         w_ray = torch.zeros(r, dtype=dt, device=dev).index_add(0, sid, w_s)
         f_ray = torch.zeros(r, feats.shape[1], dtype=dt, device=dev).index_add(0, sid, w_s[:, None] * feats)

@@ -20,6 +20,9 @@ loss plus ``l1 · Σ|r|``. After every Adam step any residual voxel that crossed
 set to exactly zero (truncated gradient, Langford et al. 2009); voxels that no sample
 reaches never move from zero. Most of the residual is therefore exactly zero, which is
 what makes residual frames cheap to code.
+
+Both fits render through ``SparseGrid``s (field/sparse_grid.py): only the voxels their
+samples can read, so an iteration costs what its rays touch, not the whole 128³ grid.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.field import GridGeometry, occupancy_from_density
+from rerf_codec.field.sparse_grid import SparseGrid, SparseLayout
 from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.context import FieldContext
@@ -151,18 +155,18 @@ def estimate_motion(
     occupancy = hull | occupancy_from_density(pd, field.density_shift)
     active = occupancy.reshape(-1).nonzero()[:, 0]
     coords = _voxel_coords(geometry.shape, dev).reshape(-1, 3)[active]
-    floor = float(prev.density.min())
-    base_d = torch.full((pd.numel(),), floor, device=dev)
-    base_f = torch.zeros(pf.shape[1], pd.numel(), device=dev)
+    # The fitted frame as the samples see it: warped values on the active voxels, the empty
+    # value (frame t-1's floor density, zero features) on the ring around them.
+    layout = SparseLayout.build(geometry.shape, active, occupancy)
+    ring_d = torch.full((layout.ring.numel(), 1), float(prev.density.min()), device=dev)
+    ring_f = torch.zeros(layout.ring.numel(), pf.shape[1], device=dev)
     useful = rays_meeting(occupancy, geometry, rays).nonzero()[:, 0]
-    shape = geometry.shape
     blocks = tuple(int(n) for n in init.shape[1:])
     n_total = config.iters_motion
 
     def loss_of(grid: torch.Tensor, motion: torch.Tensor, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vals = warp_torch(grid, motion, coords)
-        d = base_d.index_copy(0, active, vals[0]).view(1, 1, *shape)
-        f = base_f.index_copy(1, active, vals[1:]).view(1, -1, *shape)
+        vals = warp_torch(grid, motion, coords).t()
+        d, f = SparseGrid(layout, vals[:, :1], ring_d), SparseGrid(layout, vals[:, 1:], ring_f)
         out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse
@@ -278,19 +282,21 @@ def fit_residual(
     wf = torch.from_numpy(warped.features).to(dev)
     c = wf.shape[0]
     geometry, density_shift = field.geometry, field.density_shift
-    active = (hull | occupancy_from_density(wd, density_shift)).reshape(-1).nonzero()[:, 0]
-    rd = torch.zeros(active.numel(), device=dev, requires_grad=True)
-    rf = torch.zeros(c, active.numel(), device=dev, requires_grad=True)
+    occupancy = hull | occupancy_from_density(wd, density_shift)
+    active = occupancy.reshape(-1).nonzero()[:, 0]
     flat_d, flat_f = wd.reshape(-1), wf.reshape(c, -1)
+    warped_d, warped_f = flat_d[active][:, None], flat_f[:, active].t().contiguous()
+    rd = torch.zeros(active.numel(), 1, device=dev, requires_grad=True)
+    rf = torch.zeros(active.numel(), c, device=dev, requires_grad=True)
     lam = l1_per_voxel(config.l1, geometry)
 
-    def grids() -> tuple[torch.Tensor, torch.Tensor]:
-        d = torch.index_add(flat_d, 0, active, rd).view(1, 1, *wd.shape)
-        f = torch.index_add(flat_f, 1, active, rf).view(1, *wf.shape)
-        return d, f
+    def reach(occupancy: torch.Tensor) -> tuple[SparseLayout, torch.Tensor, torch.Tensor]:
+        """The table layout for ``occupancy`` and its frozen ring rows (the warped frame's values)."""
+        layout = SparseLayout.build(geometry.shape, active, occupancy)
+        return layout, flat_d[layout.ring][:, None], flat_f[:, layout.ring].t().contiguous()
 
+    layout, ring_d, ring_f = reach(occupancy)
     opt = torch.optim.Adam([rd, rf], lr=config.lr_residual, betas=(0.9, 0.99), eps=1e-15)
-    occupancy = hull | occupancy_from_density(wd, density_shift)
     useful = rays_meeting(occupancy, geometry, rays).nonzero()[:, 0]
     n_iters = config.iters_residual
     mse_value = float("nan")
@@ -299,7 +305,7 @@ def fit_residual(
     for i in range(n_iters):
         opt.param_groups[0]["lr"] = config.decayed_lr(config.lr_residual, i, n_iters)
         pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
-        d, f = grids()
+        d, f = SparseGrid(layout, warped_d + rd, ring_d), SparseGrid(layout, warped_f + rf, ring_f)
         out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse + view_residual_penalty(out, config)
@@ -325,7 +331,9 @@ def fit_residual(
         history.append(ema)
         if (i + 1) % 50 == 0:
             with torch.no_grad():
-                occupancy = hull | occupancy_from_density(grids()[0], density_shift)
+                density = torch.index_add(flat_d, 0, active, rd[:, 0]).view_as(wd)
+                occupancy = hull | occupancy_from_density(density, density_shift)
+                layout, ring_d, ring_f = reach(occupancy)
             if progress is not None:
                 progress(i + 1, n_iters, {"stage": 1.0, "mse": mse_value})
         window = 25
@@ -333,8 +341,8 @@ def fit_residual(
         if plateau and history[-1] > (1 - config.residual_plateau) * history[-1 - window]:
             break  # less than residual_plateau gained over the last `window` iterations
     with torch.no_grad():
-        res_d = torch.zeros_like(flat_d).index_copy_(0, active, rd).view_as(wd)
-        res_f = torch.zeros_like(flat_f).index_copy_(1, active, rf).view_as(wf)
+        res_d = torch.zeros_like(flat_d).index_copy_(0, active, rd[:, 0]).view_as(wd)
+        res_f = torch.zeros_like(flat_f).index_copy_(1, active, rf.t()).view_as(wf)
     return res_d.cpu().numpy(), res_f.cpu().numpy(), mse_value
 
 
