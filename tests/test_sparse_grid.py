@@ -14,6 +14,7 @@ import torch
 
 from rerf_codec.field import GridGeometry, MLPConfig, render_rays, sample_grid, seeded_mlp
 from rerf_codec.field import native_render as nr
+from rerf_codec.field import native_train as nt
 from rerf_codec.field.render import march_rays, occupied, occupied_window
 from rerf_codec.field.sparse_grid import SparseGrid, SparseLayout
 
@@ -88,7 +89,7 @@ def test_compiled_lookup_equals_the_torch_lookup(channels: int, monkeypatch: pyt
     assert torch.allclose(results["torch"][0], results["native"][0], atol=1e-6)
     assert torch.allclose(results["torch"][1], results["native"][1], atol=1e-5)
     called = []
-    monkeypatch.setattr(nr, "sparse_gather", lambda *a: called.append(1) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(nt, "sparse_gather", lambda *a: called.append(1) or (_ for _ in ()).throw(AssertionError))
     monkeypatch.setenv(nr.ENV, "torch")
     sparse.sample(idx)
     assert not called  # RERF_RENDERER=torch leaves the kernel uncalled
@@ -117,7 +118,7 @@ def test_compiled_sample_list_is_march_rays_and_occupied_exactly(windowed: bool)
     window = occupied_window(occ) if windowed else None
     ray_id, _, pts, _, _ = march_rays(o, d, GEO, step, window)
     keep = occupied(occ, GEO, pts)
-    ray_c, pts_c = nr.march_samples(o, d, occ, GEO, window, step)
+    ray_c, pts_c = nt.march_samples(o, d, occ, GEO, window, step)
     assert ray_c.shape[0] == int(keep.sum()) > 1000
     assert torch.equal(ray_c, ray_id[keep]) and torch.equal(pts_c, pts[keep])
 

@@ -99,6 +99,13 @@ class _Evaluator:
         """Trilinear prediction ``(C, len(rows), S)`` at ``pos + mv / MV_UNIT`` (clamped to the grid)."""
         p = self.pos[rows] + (mv[:, None, :] / MV_UNIT)
         np.clip(p, 0.0, self.limits, out=p)
+        if not np.any(np.remainder(mv, MV_UNIT)):
+            # Whole-voxel vectors (the trainer's brute-force lattice): each sample is one voxel
+            # (the other seven corners weigh exactly 0), so one gather gives the same values.
+            idx = (p[..., 0] * self.strides[0] + p[..., 1] * self.strides[1] + p[..., 2]).astype(np.int64)
+            whole = np.stack([np.take(src, idx) for src in self.prev]).astype(np.float64)
+            whole *= self.scales[:, None, None]
+            return whole
         i0 = np.floor(p)
         f = p - i0
         i0 = i0.astype(np.int64)

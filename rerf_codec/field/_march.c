@@ -1,4 +1,4 @@
-/* Compiled CPU inference renderer: ray marching, free-space skip, trilinear lookups and
+/* Compiled CPU field kernels. The inference renderer: ray marching, free-space skip, trilinear lookups and
  * compositing of rerf_codec/field/render.py, one ray at a time (native_render.py calls it).
  *
  * Why: on CPU the torch renderer spends its time building ragged sample lists (marching,
@@ -22,6 +22,10 @@
  * looking up density there. The samples behind are still counted (occupancy test only) so
  * the `samples` statistic equals the torch renderer's; T_final is then the transmittance at
  * termination (< 1e-6) instead of the even smaller true value.
+ *
+ * Also the trainer's kernels (native_train.py): the sample list of render_rays
+ * (rerf_march_samples), the sparse-grid trilinear lookups and their backward (rerf_sparse_gather,
+ * rerf_sparse_scatter; sparse_grid.py) and the residual fit's optimiser step (rerf_prox_adam_step).
  *
  * The module also defines an empty Python extension module so that setuptools builds it
  * as part of `pip install` and `import rerf_codec.field._march` finds the file.
@@ -149,7 +153,8 @@ static inline double decay_of(double ex, float dps) {
  * threshold, in order; returns T_final and adds the occupied samples to *samples. */
 typedef void (*shade_fn)(void *ctx, float weight, const trilinear_t *t);
 
-static float march(const grid_t *g, const float *o, const float *d, int64_t *samples, shade_fn shade, void *ctx) {
+/* march_rays' lattice for one ray: samples k0 .. k0 + n - 1 at t_near + (k + ½)·step (returns t_near). */
+static float lattice(const grid_t *g, const float *o, const float *d, int64_t *k0_out, int64_t *n_out) {
     float t_near, t_far;
     slab(o, d, g->lo, g->hi, &t_near, &t_far);
     float nf = ceilf((t_far - t_near) / g->step);
@@ -164,6 +169,13 @@ static float march(const grid_t *g, const float *o, const float *d, int64_t *sam
         if (k1 > n) k1 = n;
         n = k1 - k0 > 0 ? k1 - k0 : 0;
     }
+    *k0_out = k0, *n_out = n;
+    return t_near;
+}
+
+static float march(const grid_t *g, const float *o, const float *d, int64_t *samples, shade_fn shade, void *ctx) {
+    int64_t k0, n;
+    float t_near = lattice(g, o, d, &k0, &n);
     double trans = 1; /* transmittance before the sample (binary64, as render.py's running sum) */
     int alive = 1;
     int64_t count = 0;
@@ -294,6 +306,125 @@ int64_t rerf_march_per_sample(const float *origins, const float *dirs, int64_t n
     }
     *out_samples = samples;
     return ctx.count;
+}
+
+/* --- the trainer's sample list: march_rays + occupied, without the renderer ---------------- */
+
+/* Rays [0, n_rays): the samples march_rays keeps (same lattice, window, occupancy test), sorted by
+ * ray then distance: the first `capacity` into sample_ray (K) and sample_p (K, 3). Returns how
+ * many there are (more than `capacity`: call again with room for them), or -1 for invalid sizes.
+ * Why: building this list in torch (repeat_interleave, cumsum, per-sample rounding and a gather)
+ * was a fifth of a residual iteration at 128³. */
+int64_t rerf_march_samples(const float *origins, const float *dirs, int64_t n_rays, const uint8_t *occ, int64_t nx,
+                           int64_t ny, int64_t nz, const float *box, int32_t has_window, float step, int64_t capacity,
+                           int64_t *sample_ray, float *sample_p) {
+    grid_t g;
+    if (setup(&g, NULL, NULL, occ, nx, ny, nz, 1, box, has_window, step, 0, 0, 0)) return -1;
+    int64_t count = 0;
+    for (int64_t r = 0; r < n_rays; r++) {
+        const float *o = origins + 3 * r, *d = dirs + 3 * r;
+        int64_t k0, n;
+        float t_near = lattice(&g, o, d, &k0, &n);
+        for (int64_t k = k0; k < k0 + n; k++) {
+            float t = t_near + ((float)k + 0.5f) * g.step, p[3];
+            for (int a = 0; a < 3; a++) p[a] = o[a] + d[a] * t;
+            if (!occupied(&g, p)) continue;
+            if (count < capacity) {
+                sample_ray[count] = r;
+                for (int a = 0; a < 3; a++) sample_p[3 * count + a] = p[a];
+            }
+            count++;
+        }
+    }
+    return count;
+}
+
+/* --- training lookups of a sparse grid (sparse_grid.py) ------------------------------------ */
+
+/* Trilinear values of a table-backed grid at k continuous voxel indices (k, 3): out (k, C), plus
+ * each sample's eight table rows and weights for the backward pass. The weights are
+ * sparse_grid.py's torch formula (clamp into [0, n - 1], lower corner clamped to n - 2, w = x - i0,
+ * corners in (dx, dy, dz) order, weight (wx·wy)·wz). Returns 0, or -1 when a corner has no table
+ * row (rows_of[v] < 0), or -2 for invalid sizes. Why C: the same gathers in torch (index_select,
+ * broadcast weights, index_add in the backward) took ~60 ms per residual iteration at 128³. */
+int64_t rerf_sparse_gather(const float *index, int64_t k, const int64_t *rows_of, int64_t nx, int64_t ny, int64_t nz,
+                           const float *table, int64_t channels, float *out, int64_t *rows, float *weights) {
+    if (k < 0 || nx < 2 || ny < 2 || nz < 2 || channels < 1) return -2;
+    const int64_t n[3] = {nx, ny, nz};
+    const int64_t stride[3] = {ny * nz, nz, 1};
+    for (int64_t s = 0; s < k; s++) {
+        int64_t base = 0;
+        float w[3][2];
+        for (int a = 0; a < 3; a++) {
+            float hi = (float)(n[a] - 1), x = index[3 * s + a];
+            x = x < 0 ? 0 : x;
+            x = x > hi ? hi : x;
+            float i0 = floorf(x);
+            i0 = i0 > hi - 1 ? hi - 1 : i0;
+            float t = x - i0;
+            w[a][0] = 1 - t, w[a][1] = t;
+            base += (int64_t)i0 * stride[a];
+        }
+        int64_t *r = rows + 8 * s;
+        float *ws = weights + 8 * s, *o = out + s * channels;
+        for (int64_t c = 0; c < channels; c++) o[c] = 0;
+        int j = 0;
+        for (int dx = 0; dx < 2; dx++)
+            for (int dy = 0; dy < 2; dy++)
+                for (int dz = 0; dz < 2; dz++, j++) {
+                    int64_t row = rows_of[base + dx * stride[0] + dy * stride[1] + dz];
+                    if (row < 0) return -1;
+                    float wt = w[0][dx] * w[1][dy] * w[2][dz];
+                    r[j] = row, ws[j] = wt;
+                    const float *v = table + row * channels;
+                    for (int64_t c = 0; c < channels; c++) o[c] += v[c] * wt;
+                }
+    }
+    return 0;
+}
+
+/* The backward of rerf_sparse_gather: table_grad (rows, C) += Σ_samples weight · grad (k, C),
+ * in sample order (deterministic). */
+void rerf_sparse_scatter(const float *grad, int64_t k, const int64_t *rows, const float *weights, int64_t channels,
+                         float *table_grad) {
+    for (int64_t s = 0; s < k; s++) {
+        const float *g = grad + s * channels;
+        for (int j = 0; j < 8; j++) {
+            float *t = table_grad + rows[8 * s + j] * channels, wt = weights[8 * s + j];
+            for (int64_t c = 0; c < channels; c++) t[c] += g[c] * wt;
+        }
+    }
+}
+
+/* --- the residual fit's optimiser step (train/proximal.py) ---------------------------------- */
+
+/* One step over n values of ProximalAdam, fused into one pass (its torch form is ~20 passes):
+ * the orthant-wise L1 rule on the gradient (a value at zero moves only when |g| > lam), Adam as
+ * torch.optim.Adam computes it (exp_avg.lerp_, exp_avg_sq.mul_.addcmul_, bias corrections in
+ * binary64, param.addcdiv_), and the zero-crossing stop (a value that changed sign is set to 0
+ * and its first moment cleared). */
+void rerf_prox_adam_step(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, int64_t n, double lam,
+                         double beta1, double beta2, double lr, double eps, int64_t step) {
+    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), lam_f = (float)lam;
+    float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2), eps_f = (float)eps;
+    for (int64_t i = 0; i < n; i++) {
+        float r = param[i], g = grad[i];
+        if (lam_f > 0) {
+            if (r == 0)
+                g = fabsf(g) > lam_f ? g - lam_f * (g > 0 ? 1.0f : -1.0f) : 0.0f;
+            else
+                g = g + lam_f * (r > 0 ? 1.0f : -1.0f);
+        }
+        float m = exp_avg[i];
+        m = m + w1 * (g - m);
+        float v = exp_avg_sq[i] * b2 + w2 * (g * g);
+        float denom = sqrtf(v) / bc2_sqrt + eps_f;
+        float next = r + (-step_size) * (m / denom);
+        int before = (r > 0) - (r < 0), after = (next > 0) - (next < 0);
+        if (before != 0 && after != before) next = 0, m = 0; /* crossed (or reached) zero: stop there */
+        param[i] = next, exp_avg[i] = m, exp_avg_sq[i] = v;
+    }
 }
 
 /* ------------------------------------------------------------------ Python module stub */

@@ -15,9 +15,7 @@ agrees with it to float32 rounding (tests/test_native_render.py). It is used by
 ``RadianceField`` on CPU when the library is built; ``RERF_RENDERER=torch`` forces the torch
 path, ``RERF_RENDERER=native`` insists on this one.
 
-The same library holds two training kernels, used under the same switch: the sample list of
-``render_rays`` (``march_samples``) and the sparse-grid lookups of ``sparse_grid.SparseGrid``
-(``sparse_gather`` / ``sparse_scatter``).
+The same library holds the trainer's kernels (``native_train.py``), used under the same switch.
 """
 
 from __future__ import annotations
@@ -51,6 +49,11 @@ _F = ctypes.c_float
 _COMMON = [_P, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64, _P, _I32, _F, _F, _F, _F]
 
 
+def library() -> ctypes.CDLL | None:
+    """The compiled library (None when it is not built); ``native_train`` calls its training kernels."""
+    return _load()
+
+
 def _load() -> ctypes.CDLL | None:
     global _lib, _load_error
     if _lib is not None or _load_error is not None:
@@ -70,6 +73,9 @@ def _load() -> ctypes.CDLL | None:
         lib.rerf_sparse_gather.argtypes = [_P, _I64, _P, _I64, _I64, _I64, _P, _I64, _P, _P, _P]
         lib.rerf_sparse_scatter.restype = None
         lib.rerf_sparse_scatter.argtypes = [_P, _I64, _P, _P, _I64, _P]
+        lib.rerf_prox_adam_step.restype = None
+        lib.rerf_prox_adam_step.argtypes = [_P, _P, _P, _P, _I64, ctypes.c_double, ctypes.c_double, ctypes.c_double,
+                                            ctypes.c_double, ctypes.c_double, _I64]  # fmt: skip
         _lib = lib
     except (ImportError, OSError, AttributeError) as exc:
         _load_error = str(exc)
@@ -221,67 +227,3 @@ def march_per_sample(
             return t, ray[:n], w[:n], f[:n], int(samples[0])
         cap = int(n)
 
-
-def march_samples(
-    origins: torch.Tensor,
-    dirs: torch.Tensor,
-    occupancy: torch.Tensor,
-    geometry: GridGeometry,
-    window: tuple[tuple[int, int, int], tuple[int, int, int]] | None,
-    step: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``render.march_rays`` then ``render.occupied`` in one pass: the kept samples' ray index (K,)
-    int64 and world position (K, 3) float32, sorted by ray then distance (the same samples, tested)."""
-    lib, origins, dirs = _kernel_inputs(origins, dirs)
-    occ = occupancy.reshape(geometry.shape).contiguous()
-    if occ.dtype != torch.bool:
-        occ = occ.to(torch.bool).contiguous()
-    win_lo, win_hi = (np.zeros(3), np.zeros(3)) if window is None else geometry.window_box(window)
-    box = np.concatenate([geometry.xyz_min, geometry.xyz_max, geometry.spacing, win_lo, win_hi]).astype(np.float32)
-    r = origins.shape[0]
-    cap = max(1, 64 * r)
-    while True:
-        ray = torch.empty(cap, dtype=torch.int64)
-        pts = torch.empty(cap, 3, dtype=torch.float32)
-        count = lib.rerf_march_samples(origins.data_ptr(), dirs.data_ptr(), r, occ.data_ptr(), *geometry.shape,
-                                       box.ctypes.data, int(window is not None), step, cap, ray.data_ptr(),
-                                       pts.data_ptr())  # fmt: skip
-        if count < 0:
-            raise RerfUsageError(f"compiled marcher: unsupported grid {geometry.shape}")
-        if count <= cap:
-            return ray[:count], pts[:count]
-        cap = int(count)
-
-
-def sparse_gather(
-    index: torch.Tensor, rows_of: torch.Tensor, shape: tuple[int, int, int], table: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Trilinear values (K, C) of the table-backed grid at voxel indices ``index`` (K, 3), and each
-    sample's eight table rows (K, 8) and weights (K, 8) for ``sparse_scatter``."""
-    lib = _load()
-    assert lib is not None
-    index, table = index.contiguous(), table.contiguous()
-    k, c = index.shape[0], table.shape[1]
-    out = torch.empty(k, c, dtype=torch.float32)
-    rows = torch.empty(k, 8, dtype=torch.int64)
-    weights = torch.empty(k, 8, dtype=torch.float32)
-    status = lib.rerf_sparse_gather(index.data_ptr(), k, rows_of.data_ptr(), *shape, table.data_ptr(), c,
-                                    out.data_ptr(), rows.data_ptr(), weights.data_ptr())  # fmt: skip
-    if status == -1:
-        raise RuntimeError(
-            "a sample reads a voxel outside the sparse grid's reach (layout built for another occupancy)"
-        )
-    if status != 0:
-        raise RerfUsageError(f"compiled lookup: unsupported grid {shape} x {c}")
-    return out, rows, weights
-
-
-def sparse_scatter(grad: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, table_rows: int) -> torch.Tensor:
-    """The backward of ``sparse_gather``: the table's gradient (rows, C) from the values' (K, C)."""
-    lib = _load()
-    assert lib is not None
-    grad = grad.contiguous().to(torch.float32)
-    out = torch.zeros(table_rows, grad.shape[1], dtype=torch.float32)
-    lib.rerf_sparse_scatter(grad.data_ptr(), grad.shape[0], rows.data_ptr(), weights.data_ptr(), grad.shape[1],
-                            out.data_ptr())  # fmt: skip
-    return out

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.errors import RerfFormatError, RerfUsageError
-from rerf_codec.field import native_render
+from rerf_codec.field import native_render, native_train
 from rerf_codec.field.camera import Camera
 from rerf_codec.field.geometry import GridGeometry, ray_aabb, ray_box
 from rerf_codec.field.mlp import ColorMLP, MLPConfig, encode_directions
@@ -202,12 +202,6 @@ def shade_deferred(
     return diffuse.index_add(0, lit, residual), residual
 
 
-def _native_samples(origins: torch.Tensor, dirs: torch.Tensor) -> bool:
-    """Whether ``render_rays`` builds its sample list with the compiled marcher (CPU float32 rays)."""
-    cpu32 = origins.device.type == "cpu" and origins.dtype == torch.float32 and dirs.dtype == torch.float32
-    return cpu32 and native_render.enabled()
-
-
 def render_rays(
     density: torch.Tensor | SparseGrid,
     features: torch.Tensor | SparseGrid,
@@ -231,7 +225,7 @@ def render_rays(
     Differentiable in the grids and the MLP. Either grid may be a ``SparseGrid`` (the residual and
     motion fits: only the voxels the samples can reach; then ``occupancy`` must be the one its
     layout was built for). On CPU the sample list comes from the compiled marcher when it is
-    built (``native_render.march_samples``: the same samples) unless ``distortion`` needs distances. ``occupancy`` (X, Y, Z) bool, if given,
+    built (``native_train.march_samples``: the same samples) unless ``distortion`` needs distances. ``occupancy`` (X, Y, Z) bool, if given,
     drops samples whose nearest voxel is free (and the march skips those outside its
     ``occupied_window``, passed as ``occupancy_window`` by a caller that has it); ``None`` keeps every sample (gradient
     checks, the first keyframe iterations). ``density_unit`` is the world length over
@@ -248,8 +242,8 @@ def render_rays(
     if occupancy is not None:  # a caller that renders one occupancy many times passes its window
         window = occupancy_window if occupancy_window is not None else occupied_window(occupancy)
     keep = None
-    if occupancy is not None and not distortion and _native_samples(origins, dirs):
-        ray_id, pts = native_render.march_samples(origins, dirs, occupancy, geometry, window, step)
+    if occupancy is not None and not distortion and native_train.usable(origins, dirs):
+        ray_id, pts = native_train.march_samples(origins, dirs, occupancy, geometry, window, step)
     else:
         ray_id, t, pts, t_near, t_far = march_rays(origins, dirs, geometry, step, window)
         if occupancy is not None and pts.shape[0]:

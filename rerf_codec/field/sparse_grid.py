@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rerf_codec.field import native_render
+from rerf_codec.field import native_train
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,11 @@ class SparseGrid:
     def sample(self, index: torch.Tensor) -> torch.Tensor:
         """Trilinear values (K, C) at continuous voxel indices ``index`` (K, 3), clamped to the grid.
 
-        On CPU in float32 through the compiled kernels when they are built (``native_render``'s
-        switch, ``RERF_RENDERER``); otherwise in torch (CUDA, no compiler). Both give the same
-        values to float32 rounding (tested)."""
-        table, dev = self.table, index.device
-        if (
-            dev.type == "cpu"
-            and table.dtype == torch.float32
-            and index.dtype == torch.float32
-            and native_render.enabled()
-        ):
-            return _NativeLookup.apply(table, index, self.layout.rows, self.layout.shape)
+        On CPU in float32 through the compiled kernels when they are built (``native_train``;
+        ``RERF_RENDERER=torch`` turns them off); otherwise in torch (CUDA, no compiler). Both give
+        the same values to float32 rounding (tested)."""
+        if native_train.usable(self.table, index):
+            return _NativeLookup.apply(self.table, index, self.layout.rows, self.layout.shape)
         return self._sample_torch(index)
 
     def _sample_torch(self, index: torch.Tensor) -> torch.Tensor:
@@ -106,7 +100,7 @@ class _NativeLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, table: torch.Tensor, index: torch.Tensor, rows_of: torch.Tensor,
                 shape: tuple[int, int, int]) -> torch.Tensor:  # fmt: skip
-        out, rows, weights = native_render.sparse_gather(index.detach(), rows_of, shape, table.detach())
+        out, rows, weights = native_train.sparse_gather(index.detach(), rows_of, shape, table.detach())
         ctx.save_for_backward(rows, weights)
         ctx.table_rows = table.shape[0]
         return out
@@ -115,6 +109,6 @@ class _NativeLookup(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         rows, weights = ctx.saved_tensors
         table_grad = (
-            native_render.sparse_scatter(grad, rows, weights, ctx.table_rows) if ctx.needs_input_grad[0] else None
+            native_train.sparse_scatter(grad, rows, weights, ctx.table_rows) if ctx.needs_input_grad[0] else None
         )
         return table_grad, None, None, None

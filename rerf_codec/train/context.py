@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from rerf_codec.field import ColorMLP, GridGeometry, RenderOutput, render_rays
+from rerf_codec.field.sparse_grid import SparseGrid
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,16 @@ class FieldContext:
 
     def render(
         self,
-        density: torch.Tensor,
-        features: torch.Tensor,
+        density: torch.Tensor | SparseGrid,
+        features: torch.Tensor | SparseGrid,
         origins: torch.Tensor,
         dirs: torch.Tensor,
         occupancy: torch.Tensor | None,
+        window: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None,
     ) -> RenderOutput:
-        """``render_rays`` of grids (1,1,X,Y,Z) / (1,C,X,Y,Z) in this context (differentiable in the grids)."""
+        """``render_rays`` of grids (1,1,X,Y,Z) / (1,C,X,Y,Z) or ``SparseGrid``s in this context (differentiable
+        in the grids); ``window``: ``occupied_window(occupancy)`` when the caller keeps it across calls."""
         return render_rays(
             density, features, self.mlp, self.geometry, self.density_shift, origins, dirs, self.background,
-            occupancy=occupancy, shading=self.shading,
+            occupancy=occupancy, shading=self.shading, occupancy_window=window,
         )  # fmt: skip

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.datasets import Camera, Dataset, composite
-from rerf_codec.field import GridGeometry
-from rerf_codec.field.render import march_rays, occupied
+from rerf_codec.field import GridGeometry, native_train
+from rerf_codec.field.render import march_rays, occupied, occupied_window
 
 HULL_ALPHA = 0.05  # pixels below this alpha count as background for carving
 HULL_MARGIN_PX = 2  # the masks are dilated by this many pixels before carving
@@ -88,8 +88,15 @@ def rays_meeting(occupancy: torch.Tensor, geometry: GridGeometry, rays: FrameRay
     """Bool (N,): rays that pass through at least one occupied voxel (marched at one-voxel steps)."""
     out = torch.zeros(rays.origins.shape[0], dtype=torch.bool, device=occupancy.device)
     step = 0.5 * float(geometry.spacing.min())
+    window = occupied_window(occupancy)
+    if window is None:
+        return out
     for i in range(0, out.shape[0], chunk):
-        rid, _, pts, _, _ = march_rays(rays.origins[i : i + chunk], rays.dirs[i : i + chunk], geometry, step)
-        hit = occupied(occupancy, geometry, pts)
-        out[i : i + chunk].index_fill_(0, rid[hit].unique(), True)
+        o, d = rays.origins[i : i + chunk], rays.dirs[i : i + chunk]
+        if native_train.usable(o, d):  # the same samples, marched in C
+            rid, _ = native_train.march_samples(o, d, occupancy, geometry, window, step)
+        else:
+            rid, _, pts, _, _ = march_rays(o, d, geometry, step, window)
+            rid = rid[occupied(occupancy, geometry, pts)]
+        out[i : i + chunk].index_fill_(0, rid.unique(), True)
     return out

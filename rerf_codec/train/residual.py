@@ -36,12 +36,14 @@ import torch
 import torch.nn.functional as F
 
 from rerf_codec.field import GridGeometry, occupancy_from_density
+from rerf_codec.field.render import occupied_window
 from rerf_codec.field.sparse_grid import SparseGrid, SparseLayout
 from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import FrameRays, rays_meeting
 from rerf_codec.train.keyframe import Progress, view_residual_penalty
+from rerf_codec.train.proximal import ProximalAdam
 from rerf_codec.trainer_form import warp_previous
 
 BLOCK = 8
@@ -158,6 +160,7 @@ def estimate_motion(
     # The fitted frame as the samples see it: warped values on the active voxels, the empty
     # value (frame t-1's floor density, zero features) on the ring around them.
     layout = SparseLayout.build(geometry.shape, active, occupancy)
+    occupied_box = occupied_window(occupancy)
     ring_d = torch.full((layout.ring.numel(), 1), float(prev.density.min()), device=dev)
     ring_f = torch.zeros(layout.ring.numel(), pf.shape[1], device=dev)
     useful = rays_meeting(occupancy, geometry, rays).nonzero()[:, 0]
@@ -167,7 +170,7 @@ def estimate_motion(
     def loss_of(grid: torch.Tensor, motion: torch.Tensor, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         vals = warp_torch(grid, motion, coords).t()
         d, f = SparseGrid(layout, vals[:, :1], ring_d), SparseGrid(layout, vals[:, 1:], ring_f)
-        out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
+        out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy, occupied_box)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse
         if rays.alpha is not None and config.motion_silhouette > 0:
@@ -247,14 +250,6 @@ def l1_per_voxel(l1: float, geometry: GridGeometry) -> float:
     return l1 / (n * n)
 
 
-def _proximal_grad(r: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
-    """Orthant-wise L1 (sub)gradient: ``g + λ·sign(r)`` off zero; at zero, leave only if ``|g| > λ``."""
-    at_zero = r == 0
-    off = g + lam * torch.sign(r)
-    leave = torch.where(g.abs() > lam, g - lam * torch.sign(g), torch.zeros_like(g))
-    return torch.where(at_zero, leave, off)
-
-
 def fit_residual(
     warped: GridFrame,
     rays: FrameRays,
@@ -296,36 +291,22 @@ def fit_residual(
         return layout, flat_d[layout.ring][:, None], flat_f[:, layout.ring].t().contiguous()
 
     layout, ring_d, ring_f = reach(occupancy)
-    opt = torch.optim.Adam([rd, rf], lr=config.lr_residual, betas=(0.9, 0.99), eps=1e-15)
+    occupied_box = occupied_window(occupancy)
+    opt = ProximalAdam([rd, rf], config.lr_residual, (0.9, 0.99), 1e-15, lam)
     useful = rays_meeting(occupancy, geometry, rays).nonzero()[:, 0]
     n_iters = config.iters_residual
     mse_value = float("nan")
     ema = None
     history: list[float] = []
     for i in range(n_iters):
-        opt.param_groups[0]["lr"] = config.decayed_lr(config.lr_residual, i, n_iters)
         pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
         d, f = SparseGrid(layout, warped_d + rd, ring_d), SparseGrid(layout, warped_f + rf, ring_f)
-        out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy)
+        out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy, occupied_box)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
         loss = mse + view_residual_penalty(out, config)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
-        with torch.no_grad():
-            before = []
-            for r in (rd, rf):
-                assert r.grad is not None
-                if lam > 0:
-                    r.grad.copy_(_proximal_grad(r.detach(), r.grad, lam))
-                before.append(r.detach().sign())
-        opt.step()
-        with torch.no_grad():
-            for r, sgn in zip((rd, rf), before, strict=True):
-                crossed = (sgn != 0) & (r.sign() != sgn)  # crossed zero: stop exactly there
-                r.masked_fill_(crossed, 0.0)
-                state = opt.state.get(r)
-                if state:
-                    state["exp_avg"].masked_fill_(crossed, 0.0)
+        opt.step(config.decayed_lr(config.lr_residual, i, n_iters))
         mse_value = float(mse.detach())
         ema = mse_value if ema is None else 0.9 * ema + 0.1 * mse_value
         history.append(ema)
@@ -334,6 +315,7 @@ def fit_residual(
                 density = torch.index_add(flat_d, 0, active, rd[:, 0]).view_as(wd)
                 occupancy = hull | occupancy_from_density(density, density_shift)
                 layout, ring_d, ring_f = reach(occupancy)
+                occupied_box = occupied_window(occupancy)
             if progress is not None:
                 progress(i + 1, n_iters, {"stage": 1.0, "mse": mse_value})
         window = 25
