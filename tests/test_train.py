@@ -529,3 +529,25 @@ def test_intra_bench_fits_each_frame_alone_with_the_sequence_settings(demo: Path
         intra_bench.main([str(demo), str(tmp_path)])
     with pytest.raises(SystemExit, match="outside the frames"):
         intra_bench.main([str(demo), str(seq), "--frames", "5:7"])
+
+
+def test_residual_frame_bench_retrains_a_frame_as_the_trainer_did(demo: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """``python -m rerf_codec.bench.residual_frame_bench``: frame t again from frame t-1, compiled and torch paths."""
+    from rerf_codec.bench import residual_frame_bench
+    from rerf_codec.field import native_render
+
+    if not native_render.available():
+        pytest.skip("the compiled kernels are not built (pip install -e .)")
+    seq = tmp_path / "chain"
+    train_sequence(TrainRequest(demo, seq, frames=range(0, 2)), TrainConfig(**TINY))
+    assert residual_frame_bench.main([str(seq), str(demo), "--frames", "1", "--runs", "1", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    logged = load_log(seq)[1]["test_psnr"]
+    assert row["frame"] == 1 and row["logged_psnr"] == logged
+    assert row["test_psnr"]["compiled"] == logged  # the trainer's own path, same settings and seed: the same frame
+    assert abs(row["test_psnr"]["torch"] - logged) < 0.1  # the torch path trains the same frame to float rounding
+    assert row["cpu_seconds"]["compiled"] > 0 and row["speedup"] > 0
+    assert residual_frame_bench.main([str(seq), str(demo), "--frames", "0"]) == 2
+    assert residual_frame_bench.main([str(seq), str(demo), "--frames", "5"]) == 1
+    assert "no frames 4 and 5" in capsys.readouterr().err
