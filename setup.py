@@ -1,9 +1,9 @@
 """Builds rerf's optional compiled code at install time: the decode loops (rerf_codec/codec/_native.c)
-and the CPU inference renderer (rerf_codec/field/_march.c).
+and the CPU renderer and training kernels (rerf_codec/field/_march.c).
 
 Everything else is declared in setup.cfg. Both extensions are optional: when a compiler is
 missing the build goes on without them and rerf uses its numpy decoder (rerf_codec/codec/native.py)
-and its torch renderer (rerf_codec/field/native_render.py).
+and its torch renderer and training path (rerf_codec/field/native_render.py, native_train.py).
 """
 
 from setuptools import Extension, setup
