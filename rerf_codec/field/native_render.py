@@ -226,4 +226,3 @@ def march_per_sample(
         if n <= cap:
             return t, ray[:n], w[:n], f[:n], int(samples[0])
         cap = int(n)
-

@@ -24,7 +24,6 @@ def usable(*tensors: torch.Tensor) -> bool:
     return ok and native_render.enabled()
 
 
-
 def march_samples(
     origins: torch.Tensor,
     dirs: torch.Tensor,
