@@ -35,16 +35,21 @@ from rerf_codec.train.gofs import _FrameContext
 from rerf_codec.train.residual import BLOCK, train_residual_frame
 
 
-def _one(ctx: _FrameContext, mlp: ColorMLP, seq: Path, t: int, refs: tuple[float, float | None]) -> tuple[float, float]:
-    meta = read_meta(seq)
+def _inputs(ctx: _FrameContext, seq: Path, t: int) -> tuple[Any, ...]:
+    """Frame t-1 as trained (grids and motion), t-1's hull, and frame t's rays and hull: read once per frame."""
     prev, motion = None, None
-    for _, fr, m in iter_frames_with_motion(seq, meta, range(t - 1, t)):
+    for _, fr, m in iter_frames_with_motion(seq, read_meta(seq), range(t - 1, t)):
         prev, motion = fr, m
     assert prev is not None
     if motion is None:
         motion = np.zeros((3, *[-(-n // BLOCK) for n in ctx.geometry.shape]), np.float32)
     _, prev_hull = ctx.frame_inputs(t - 1)
     rays, hull = ctx.frame_inputs(t)
+    return prev, motion, prev_hull, rays, hull
+
+
+def _one(ctx: _FrameContext, mlp: ColorMLP, t: int, inputs: tuple[Any, ...], refs: tuple[float, float | None]) -> tuple[float, float]:
+    prev, motion, prev_hull, rays, hull = inputs
     cfg = ctx.config
     c0 = time.process_time()
     res = train_residual_frame(prev, motion, rays, hull, ctx.field(mlp), cfg, cfg.seed + t, None,
@@ -70,12 +75,13 @@ def run(seq: Path, data: Path, frames: list[int], runs: int) -> dict[str, Any]:
         for t in frames:
             if t - 1 not in log or t not in log:
                 raise RerfError(f"frame {t}: the sequence has no frames {t - 1} and {t}")
+            inputs = _inputs(ctx, seq, t)
             cpu: dict[str, list[float]] = {"compiled": [], "torch": []}
             psnr: dict[str, float] = {}
             for i in range(runs):
                 for path in ("compiled", "torch"):
                     os.environ[native_render.ENV] = "native" if path == "compiled" else "torch"
-                    seconds, p = _one(ctx, mlp, seq, t, refs)
+                    seconds, p = _one(ctx, mlp, t, inputs, refs)
                     cpu[path].append(seconds)
                     psnr[path] = p
                     print(f"frame {t} run {i + 1}/{runs} {path}: {seconds:.1f} CPU-s, {p:.3f} dB", file=sys.stderr, flush=True)

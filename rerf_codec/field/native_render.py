@@ -137,9 +137,14 @@ def prepare(
     dens = density.detach().reshape(shape).to("cpu", torch.float32).contiguous()
     feats = features.detach().reshape(-1, *shape).to("cpu", torch.float32).permute(1, 2, 3, 0).contiguous()
     occ = occupancy.detach().reshape(shape).to("cpu", torch.uint8).contiguous()
-    win_lo, win_hi = (np.zeros(3), np.zeros(3)) if window is None else geometry.window_box(window)  # as march_rays
-    box = np.concatenate([geometry.xyz_min, geometry.xyz_max, geometry.spacing, win_lo, win_hi]).astype(np.float32)
-    return NativeGrids(dens, feats, occ, box, window is not None)
+    return NativeGrids(dens, feats, occ, kernel_box(geometry, window), window is not None)
+
+
+def kernel_box(geometry: GridGeometry, window: tuple[tuple[int, int, int], tuple[int, int, int]] | None) -> np.ndarray:
+    """The kernels' float32 box constants: grid box min, max, voxel spacing, and the occupied window's
+    box as ``march_rays`` computes it (zeros when there is no window)."""
+    win_lo, win_hi = (np.zeros(3), np.zeros(3)) if window is None else geometry.window_box(window)
+    return np.concatenate([geometry.xyz_min, geometry.xyz_max, geometry.spacing, win_lo, win_hi]).astype(np.float32)
 
 
 def _common(

@@ -10,12 +10,14 @@ it to float32 rounding — the sample list exactly (tests/test_sparse_grid.py, t
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import native_render
 from rerf_codec.field.geometry import GridGeometry
+
+OUT_OF_REACH = "a sample reads a voxel outside the sparse grid's reach (layout built for another occupancy)"
+"""A sparse lookup's error when a sample's corner has no table row (a bug in the caller's layout)."""
 
 
 def usable(*tensors: torch.Tensor) -> bool:
@@ -40,8 +42,7 @@ def march_samples(
     occ = occupancy.reshape(geometry.shape).contiguous()
     if occ.dtype != torch.bool:
         occ = occ.to(torch.bool).contiguous()
-    win_lo, win_hi = (np.zeros(3), np.zeros(3)) if window is None else geometry.window_box(window)
-    box = np.concatenate([geometry.xyz_min, geometry.xyz_max, geometry.spacing, win_lo, win_hi]).astype(np.float32)
+    box = native_render.kernel_box(geometry, window)
     r = origins.shape[0]
     cap = max(1, 64 * r)
     while True:
@@ -72,9 +73,7 @@ def sparse_gather(
     status = lib.rerf_sparse_gather(index.data_ptr(), k, rows_of.data_ptr(), *shape, table.data_ptr(), c,
                                     out.data_ptr(), rows.data_ptr(), weights.data_ptr())  # fmt: skip
     if status == -1:
-        raise RuntimeError(
-            "a sample reads a voxel outside the sparse grid's reach (layout built for another occupancy)"
-        )
+        raise RuntimeError(OUT_OF_REACH)
     if status != 0:
         raise RerfUsageError(f"compiled lookup: unsupported grid {shape} x {c}")
     return out, rows, weights

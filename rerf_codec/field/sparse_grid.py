@@ -85,9 +85,7 @@ class SparseGrid:
         offsets = torch.tensor([dx * sy + dy * sz + dz for dx, dy, dz in _CORNERS], device=index.device)
         rows = self.layout.rows[base[:, None] + offsets]  # (K, 8)
         if rows.numel() and int(rows.min()) < 0:
-            raise RuntimeError(
-                "a sample reads a voxel outside the sparse grid's reach (layout built for another occupancy)"
-            )
+            raise RuntimeError(native_train.OUT_OF_REACH)
         wx, wy, wz = (torch.stack([1 - w[:, a], w[:, a]], 1) for a in range(3))
         weights = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
         values = self.table.index_select(0, rows.reshape(-1)).view(-1, 8, self.channels)
