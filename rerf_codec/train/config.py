@@ -33,8 +33,11 @@ class TrainConfig:
     """Keyframe iterations."""
     iters_motion: int = 40
     """Motion-estimation iterations per residual frame."""
-    iters_residual: int = 100
-    """Residual-grid iterations per residual frame."""
+    iters_residual: int = 300
+    """Most residual-grid iterations per residual frame: the fit usually stops earlier on a loss
+    plateau (``residual_plateau``), and its step decays over this count. Was 100; 300 with L1 2.5e-4
+    (BENCHMARKS, "Session 7") took horse-gallop from 0 to 31 of 47 frames within 1 dB of its
+    keyframe and removed crane's one refresh, at 17-20 CPU-s per frame instead of 12.5-13."""
     iters_refresh: int = 300
     """Iterations of a full-grid refresh of a residual frame whose silhouette drifted (0: never)."""
     refresh_factor: float = 1.25
@@ -92,10 +95,12 @@ class TrainConfig:
     motion is the start). Measured on the demo's fastest frame: 22.4 → 24.0 dB after motion."""
     tv_motion: float = 1e-3
     """Smoothness weight between neighbouring block motion vectors."""
-    l1: float = 5e-4
+    l1: float = 2.5e-4
     """L1 weight on the residual grids, per voxel value and divided by n² (n = voxels along the
     longest axis; ``residual.l1_per_voxel``), so one setting gives the same sparsity at any
-    resolution, batch size and scene scale; an orthant-wise proximal rule keeps zeros exact."""
+    resolution, batch size and scene scale; an orthant-wise proximal rule keeps zeros exact.
+    Was 5e-4 (tuned on crane's slow frames): fast non-rigid motion (horse-gallop) lost ~2 dB on
+    every frame at that weight. 2.5e-4 keeps ≥ 96 % of residual voxels exactly zero on both."""
     shading: str = "deferred"
     """``"deferred"`` (a composited diffuse colour plus the MLP once per pixel on the composited
     features) or ``"per_sample"`` (ReRF/DVGO: the MLP on every shaded sample — for ReRF-faithful
