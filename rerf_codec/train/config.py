@@ -37,7 +37,7 @@ class TrainConfig:
     """Most residual-grid iterations per residual frame: the fit usually stops earlier on a loss
     plateau (``residual_plateau``), and its step decays over this count. Was 100; 300 with L1 2.5e-4
     (BENCHMARKS, "Session 7") took horse-gallop from 0 to 31 of 47 frames within 1 dB of its
-    keyframe and removed crane's one refresh, at 17-20 CPU-s per frame instead of 12.5-13."""
+    keyframe and removed crane's one refresh, at 17-18 CPU-s per frame (median) instead of 12.5-13."""
     iters_refresh: int = 300
     """Iterations of a full-grid refresh of a residual frame whose silhouette drifted (0: never)."""
     refresh_factor: float = 1.25
@@ -50,11 +50,14 @@ class TrainConfig:
     frame is stored. Why: a refreshed frame starts a GOF and costs a keyframe's bytes (demo: ~190 kB
     against ~50-80 kB); measured on the demo's fast stretch, 100 refresh iterations from a poor
     prediction gained 0.3 dB over the residual and still failed the colour test."""
-    lr_rescue: float = 1.0
-    """Adam step of the stronger residual tried on a drifting frame before any refresh (same L1,
-    ``iters_refresh`` iterations, on top of the first residual). Measured on the demo's frames 2-3:
-    the drifting frames passed the colour test at 1.0 (training MSE 0.0019 / 0.0018 against a
-    0.0022 threshold) where twice the residual step with a quarter of the L1 did not."""
+    lr_rescue: float = 0.3
+    """Adam step of the second residual tried on a drifting frame before any refresh (same L1,
+    ``iters_refresh`` iterations, on top of the first residual): by default the residual's own step,
+    so the rescue is more iterations from a restarted schedule. Was 1.0 (session 3, when the first
+    residual ran a fixed 100 iterations at L1 5e-4); with the session-7 residual defaults, crane
+    trained from scratch with 0.3 has no refresh either, and its rescued frames (15-29) score
+    0.0-0.33 dB higher, in 18% less CPU (BENCHMARKS, "Session 7"); on the demo a 1.0 step
+    over-fitted and pushed features to ±13."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048
