@@ -376,6 +376,7 @@ def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:
     assert code == 0, stdout
     summary = json.loads(stdout)
     assert summary["frames"] == 2 and summary["seed"] == 0 and summary["grid_shape"][0] <= 16
+    assert summary["threads"] == torch.get_num_threads()  # what a rerun needs to repeat it exactly
     assert (out / "train.json").is_file() and (out / "decoder.npz").is_file()
 
     cases = [

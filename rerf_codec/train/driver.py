@@ -223,6 +223,7 @@ def train_summary(
         "config": config.to_json(),
         "device": req.device,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),  # results depend on it in the last bits (and so on thresholds)
         "keyframe_test_psnr": key_psnr,
         "keyframe_seconds": key[0]["seconds"] if key else None,
         "residual_test_psnr_min": min((r["test_psnr"] for r in later), default=None),
