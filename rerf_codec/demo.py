@@ -215,8 +215,8 @@ fitted alone scored 25.6–29.5 dB), and 5 of 19 residual frames fell more than 
 keyframe. Residual frames within 1 dB of the keyframe for 12 / 15 / 18 / **21** / 24 cameras:
 14 / 14 / 19 / **19** / 15 of 19, mean 28.2 / 28.0 / 29.3 / **29.4** / 29.6 dB (12: demo run 18;
 the others: all 20 frames trained by the demo's settings, 1 thread; BENCHMARKS, "Session 7").
-21 leaves the widest margin (0.4 dB). The cost is
-the dataset's render (~2 s) and its size; training draws the same number of rays per iteration."""
+21 leaves the widest margin (0.4 dB). The cost is the dataset's render (~2 s) and its size;
+training draws the same number of rays per iteration."""
 
 DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 70,
                               "iters_refresh": 100, "batch_rays": 2048, "batch_rays_residual": 1024,
@@ -231,8 +231,8 @@ frames as 80 / 150 (mean 27.61 against 27.59 dB test PSNR, worst 26.38 against 2
 less CPU per frame (BENCHMARKS, "Deferred shading, session 4"). Residual step 0.16 and L1 1e-4 (session 5,
 was 0.08 / 3e-4): frames 1–10 0.75 dB better on average (28.49 against 27.75 dB), 9 of 10 within 1 dB
 of the keyframe against 4, residual zeros 94 % against 95 % (BENCHMARKS, "Session 5"). Rescue step
-0.16, the residual's own (session 7, was the default 1.0, tuned on crane's 0.3 residual step): so the
-rescue of a drifting frame is 100 more iterations at the same step. With 1.0 the one frame of the
+0.16, the residual's own (session 7; it was 1.0, then the default, tuned on crane's 0.3 residual
+step): so the rescue of a drifting frame is 100 more iterations at the same step. With 1.0 the one frame of the
 21-camera demo that needed it came out with features up to 13 (±5 elsewhere), 0.7 dB below its
 neighbours, and as the keyframe of the encoder's second GOF it set that GOF's quantiser 3× coarser;
 0.16 / 0.25 / 0.4 / 1.0 gave that frame 28.74 / 28.78 / 28.65 / 27.98 dB with features within
