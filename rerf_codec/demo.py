@@ -221,7 +221,7 @@ training draws the same number of rays per iteration."""
 DEMO_TRAIN: dict[str, Any] = {"resolution": 48, "iters_key": 300, "iters_motion": 70,
                               "iters_refresh": 100, "batch_rays": 2048, "batch_rays_residual": 1024,
                               "mlp_width": 64, "lr_residual": 0.16, "l1": 1e-4, "iters_residual": 120,
-                              "tv_features": 0.01, "lr_rescue": 0.16}  # fmt: skip
+                              "tv_features": 0.01}  # fmt: skip
 QUICK_TRAIN: dict[str, Any] = {"resolution": 32, "iters_key": 200, "iters_motion": 15, "iters_residual": 30,
                                "iters_refresh": 40, "batch_rays": 1024, "batch_rays_residual": 512, "mlp_width": 32,
                                "growth": (0.3,)}  # fmt: skip
@@ -230,11 +230,11 @@ With deferred shading (session 4) 70 motion / 120 residual iterations give the s
 frames as 80 / 150 (mean 27.61 against 27.59 dB test PSNR, worst 26.38 against 25.94) for 22 %
 less CPU per frame (BENCHMARKS, "Deferred shading, session 4"). Residual step 0.16 and L1 1e-4 (session 5,
 was 0.08 / 3e-4): frames 1–10 0.75 dB better on average (28.49 against 27.75 dB), 9 of 10 within 1 dB
-of the keyframe against 4, residual zeros 94 % against 95 % (BENCHMARKS, "Session 5"). Rescue step
-0.16, the residual's own (session 7; it was 1.0, then the default, tuned on crane's 0.3 residual
-step): so the rescue of a drifting frame is 100 more iterations at the same step. With 1.0 the one frame of the
-21-camera demo that needed it came out with features up to 13 (±5 elsewhere), 0.7 dB below its
-neighbours, and as the keyframe of the encoder's second GOF it set that GOF's quantiser 3× coarser;
+of the keyframe against 4, residual zeros 94 % against 95 % (BENCHMARKS, "Session 5"). The rescue step
+is the residual's own, 0.16 (the default since session 7: `lr_rescue` None; it was 1.0, tuned on
+crane's 0.3 residual step), so the rescue of a drifting frame is 100 more iterations at the same
+step. With 1.0 the one frame of the 21-camera demo that needed it came out with features up to 13
+(±5 elsewhere), 0.7 dB below its neighbours, and as the keyframe of the encoder's second GOF it set that GOF's quantiser 3× coarser;
 0.16 / 0.25 / 0.4 / 1.0 gave that frame 28.74 / 28.78 / 28.65 / 27.98 dB with features within
 ±5.1 / ±5.9 / ±7.0 / ±13.2 (BENCHMARKS, "Session 7")."""
 

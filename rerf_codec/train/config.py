@@ -50,14 +50,14 @@ class TrainConfig:
     frame is stored. Why: a refreshed frame starts a GOF and costs a keyframe's bytes (demo: ~190 kB
     against ~50-80 kB); measured on the demo's fast stretch, 100 refresh iterations from a poor
     prediction gained 0.3 dB over the residual and still failed the colour test."""
-    lr_rescue: float = 0.3
+    lr_rescue: float | None = None
     """Adam step of the second residual tried on a drifting frame before any refresh (same L1,
-    ``iters_refresh`` iterations, on top of the first residual): by default the residual's own step,
-    so the rescue is more iterations from a restarted schedule. Was 1.0 (session 3, when the first
-    residual ran a fixed 100 iterations at L1 5e-4); with the session-7 residual defaults, crane
-    trained from scratch with 0.3 has no refresh either, and its rescued frames (15-29) score
-    0.0-0.33 dB higher, in 18% less CPU (BENCHMARKS, "Session 7"); on the demo a 1.0 step
-    over-fitted and pushed features to ±13."""
+    ``iters_refresh`` iterations, on top of the first residual); None: the residual's own step
+    (``lr_residual``), so the rescue is more iterations from a restarted schedule. Was 1.0 (session 3,
+    when the first residual ran a fixed 100 iterations at L1 5e-4); with the session-7 residual
+    defaults, crane trained from scratch at its residual step (0.3) has no refresh either, and its
+    rescued frames (15-29) score 0.0-0.33 dB higher, in 18% less CPU (BENCHMARKS, "Session 7"); on
+    the demo a 1.0 step over-fitted and pushed features to ±13."""
     batch_rays: int = 4096
     """Rays per keyframe iteration."""
     batch_rays_residual: int = 2048
@@ -139,7 +139,7 @@ class TrainConfig:
             elif isinstance(f.default, int):
                 if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                     raise RerfUsageError(f"{f.name} must be a non-negative integer, got {v!r}")
-            elif isinstance(f.default, float):
+            elif isinstance(f.default, float) or (f.default is None and v is not None):  # None: optional float
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                     raise RerfUsageError(f"{f.name} must be a finite non-negative number, got {v!r}")
                 object.__setattr__(self, f.name, float(v))
@@ -153,6 +153,11 @@ class TrainConfig:
             raise RerfUsageError("batch_rays and mlp_width must be positive")
         if not 0 < self.alpha_init < 1 or not 0 < self.hull_alpha < 1 or not 0 < self.lr_decay <= 1:
             raise RerfUsageError("alpha_init must be in (0, 1) and lr_decay in (0, 1]")
+
+    @property
+    def rescue_lr(self) -> float:
+        """The rescue's step: ``lr_rescue``, or the residual's own when that is None."""
+        return self.lr_residual if self.lr_rescue is None else self.lr_rescue
 
     def decayed_lr(self, base: float, step: int, steps: int) -> float:
         """``base`` decayed exponentially to ``lr_decay × base`` over ``steps`` (every optimiser's schedule)."""

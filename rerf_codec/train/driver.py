@@ -187,7 +187,7 @@ def train_sequence(
 
     assert mlp is not None
     log = ckpt.state["log"]
-    summary = train_summary(req, config, geometry, log, time.perf_counter() - wall)
+    summary = train_summary(req, config, geometry, log, time.perf_counter() - wall, torch.get_num_threads())
     meta = SequenceMeta(
         num_frames=len(frames), fps=meta_ds.fps, grid_shape=geometry.shape, feature_channels=config.feature_channels,
         xyz_min=geometry.xyz_min, xyz_max=geometry.xyz_max, density_shift=shift, motion_block=BLOCK,
@@ -207,9 +207,11 @@ def train_sequence(
 
 
 def train_summary(
-    req: TrainRequest, config: TrainConfig, geometry: GridGeometry, log: list[dict[str, Any]], seconds: float
-) -> dict[str, Any]:
-    """The ``train.json`` summary from the training log (the GOF-parallel trainer extends it)."""
+    req: TrainRequest, config: TrainConfig, geometry: GridGeometry, log: list[dict[str, Any]], seconds: float,
+    threads: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The ``train.json`` summary from the training log (the GOF-parallel trainer extends it); ``threads``:
+    torch's intra-op thread count the frames were trained with (results depend on it in the last bits)."""
     res = [r for r in log if r["kind"] == "residual"]
     later = [r for r in log if r["kind"] != "key"]
     key = [r for r in log if r["kind"] == "key"]
@@ -223,7 +225,7 @@ def train_summary(
         "config": config.to_json(),
         "device": req.device,
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),  # results depend on it in the last bits (and so on thresholds)
+        "threads": threads,
         "keyframe_test_psnr": key_psnr,
         "keyframe_seconds": key[0]["seconds"] if key else None,
         "residual_test_psnr_min": min((r["test_psnr"] for r in later), default=None),

@@ -552,7 +552,7 @@ def _summary(
     gof: int, threads: int, workers: int, layout: list[range], done: dict[int, GofResult],
 ) -> dict[str, Any]:  # fmt: skip
     res = [r for r in log if r["kind"] == "residual"]
-    summary = train_summary(req, config, geometry, log, seconds)
+    summary = train_summary(req, config, geometry, log, seconds, threads)
     seconds_this_session = summary.pop("seconds_this_session")
     summary.update({
         "gof": gof,

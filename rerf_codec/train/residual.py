@@ -376,7 +376,7 @@ def train_residual_frame(
     frame whose colour fit is more than ``config.refresh_db`` worse is refreshed too.
 
     The refresh is the last resort, in three steps: a drifting frame first gets a second
-    residual on top of the first (``config.iters_refresh`` iterations at ``config.lr_rescue``) and
+    residual on top of the first (``config.iters_refresh`` iterations at ``config.rescue_lr``) and
     stays a residual frame if that passes both tests; only then is the whole grid re-fitted, and
     the refresh is *kept* only when it passes both tests or fits the training rays
     ``config.refresh_gain_db`` better than the best residual —
@@ -413,7 +413,7 @@ def train_residual_frame(
     if drifted and config.iters_refresh > 0:
         # Last resort comes last: first a second residual (the refresh's iteration count, a restarted
         # schedule) on top of this one. It stays a residual frame if that is enough.
-        strong = replace(config, lr_residual=config.lr_rescue, iters_residual=config.iters_refresh)
+        strong = replace(config, lr_residual=config.rescue_lr, iters_residual=config.iters_refresh)
         s_d, s_f, s_mse = fit_residual(full, rays, hull_t, field, strong, gen, progress)
         cand = GridFrame(density=full.density + s_d, features=full.features + s_f)
         c_fit, c_sil = fit_errors(cand, rays, field)
