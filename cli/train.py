@@ -67,6 +67,9 @@ class _TrainProgress:
 @click.option("--iters-motion", type=click.IntRange(0, 1_000_000), default=None, help="Motion iterations per frame.")
 @click.option("--l1", type=click.FloatRange(0, 1e3), default=None,
               help="L1 weight on the residual grids (per voxel, divided by the resolution squared).")
+@click.option("--residual-coarse", type=click.FloatRange(0, 1, max_open=True), default=None, metavar="SHARE",
+              help="Share of the residual iterations fitted first on a half-resolution lattice (coarse to fine; "
+                   "default 0.5, 0: off, as ReRF).")
 @click.option("--shading", type=click.Choice(["per_sample", "deferred"]), default=None,
               help="deferred (default: a composited diffuse colour plus the MLP once per pixel) or "
                    "per_sample (ReRF: the MLP on every sample); recorded in sequence.json render.shading.")
@@ -89,7 +92,8 @@ class _TrainProgress:
 @click.option("--json", "as_json", is_flag=True, help="Print the train.json summary on stdout (no progress).")
 def train(
     data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
-    iters_residual: int | None, iters_motion: int | None, l1: float | None, shading: str | None, seed: int,
+    iters_residual: int | None, iters_motion: int | None, l1: float | None, residual_coarse: float | None,
+    shading: str | None, seed: int,
     gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float | None, threads_per_task: int,
     resume: bool, force: bool, as_json: bool,
 ) -> None:  # fmt: skip
@@ -106,7 +110,7 @@ def train(
 
     overrides: dict[str, Any] = {"resolution": resolution, "seed": seed}
     for key, value in (("iters_key", iters_key), ("iters_residual", iters_residual), ("iters_motion", iters_motion),
-                       ("l1", l1), ("shading", shading)):  # fmt: skip
+                       ("l1", l1), ("residual_coarse", residual_coarse), ("shading", shading)):  # fmt: skip
         if value is not None:
             overrides[key] = value
     config = TrainConfig(**overrides)

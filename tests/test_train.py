@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 
 from cli.main import cli
@@ -17,6 +18,7 @@ from rerf_codec.bench.train_report import figures, load_log, markdown
 from rerf_codec.datasets import Camera, composite, open_dataset
 from rerf_codec.datasets.demo_scene import render_demo_dataset
 from rerf_codec.field import ColorMLP, GridGeometry, MLPConfig, RadianceField, RenderSettings, seeded_mlp
+from rerf_codec.field.sparse_grid import SparseGrid
 from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.gridseq import iter_full_frames, read_decoder, read_frame, read_meta
 from rerf_codec.metrics import psnr
@@ -25,7 +27,7 @@ from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, train_sequence
 from rerf_codec.train.keyframe import train_keyframe
-from rerf_codec.train.residual import estimate_motion, fit_residual, warp_torch
+from rerf_codec.train.residual import _coarse_lattice, estimate_motion, fit_residual, warp_torch
 from rerf_codec.trainer_form import warp_previous
 
 TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
@@ -223,6 +225,27 @@ def test_torch_warp_matches_the_format_definition() -> None:
     assert np.array_equal(warp_torch(both, torch.from_numpy(motion), some).numpy(), out.reshape(3, -1)[:, ::7])
     assert np.allclose(out[0], ref.density, atol=1e-4)
     assert np.allclose(out[1:], ref.features, atol=1e-4)
+
+
+def test_the_coarse_residual_stage_interpolates_a_half_resolution_lattice() -> None:
+    """The coarse stage's values at the active voxels are the half-resolution lattice upsampled
+    trilinearly (align_corners, as the keyframe grows its grid), read from the sparse table."""
+    shape = (13, 10, 17)
+    g = np.random.default_rng(1)
+    some = g.random(shape) < 0.3
+    some[6:] = False  # the lattice's far half is read by no active voxel
+    active = torch.from_numpy(np.flatnonzero(some))
+    layout, index = _coarse_lattice(shape, active, 0.5)
+    coarse_shape = layout.shape
+    assert coarse_shape == (7, 5, 9)  # round((n - 1) / 2) + 1, half to even as the keyframe stages
+    dense = torch.from_numpy(g.normal(size=(2, *coarse_shape)).astype(np.float32))
+    table = dense.reshape(2, -1).t()[layout.trainable].contiguous()
+    ring = dense.reshape(2, -1).t()[layout.ring].contiguous()
+    got = SparseGrid(layout, table, ring).sample(index)
+    want = F.interpolate(dense[None], size=shape, mode="trilinear", align_corners=True)[0].reshape(2, -1)[:, active].t()
+    assert torch.allclose(got, want, atol=1e-5)
+    # only lattice points an active voxel reads are parameters
+    assert layout.trainable.numel() < np.prod(coarse_shape)
 
 
 def test_residual_fit_is_sparse_and_improves_the_frame() -> None:

@@ -120,6 +120,12 @@ class TrainConfig:
     residual_plateau: float = 0.01
     """Stop a residual fit early when its (smoothed) colour loss fell by less than this fraction
     over the last 25 iterations (0: always run ``iters_residual``)."""
+    residual_coarse: float = 0.5
+    """Share of the residual iterations (at most: a loss plateau ends the stage) fitted first on a
+    half-resolution lattice, coarse to fine as the keyframe grows (0: off; see ``fit_residual``).
+    Measured (BENCHMARKS, "Session 8"), chains of frames from the session-7 runs, 1 thread:
+    horse-gallop frames 1-3 +0.27 to +0.39 dB, crane's slow frames 1-3 +0.14 to +0.31 dB and fast
+    frames 15-17 +0.22 to +0.52 dB, at the same zero fraction."""
     seed: int = 0
     """Base seed; frame t uses seed + t, so any frame can be retrained alone."""
 
@@ -151,6 +157,8 @@ class TrainConfig:
             raise RerfUsageError(f"deferred shading needs >= 3 feature channels (a diffuse colour), got {self.feature_channels}")
         if self.batch_rays < 1 or self.batch_rays_residual < 1 or self.mlp_width < 1:
             raise RerfUsageError("batch_rays and mlp_width must be positive")
+        if self.residual_coarse >= 1:
+            raise RerfUsageError(f"residual_coarse must be in [0, 1), got {self.residual_coarse}")
         if not 0 < self.alpha_init < 1 or not 0 < self.hull_alpha < 1 or not 0 < self.lr_decay <= 1:
             raise RerfUsageError("alpha_init must be in (0, 1) and lr_decay in (0, 1]")
 
@@ -177,6 +185,7 @@ class TrainConfig:
     def from_json(d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(TrainConfig)}
         values = {k: v for k, v in d.items() if k in known}
+        values.setdefault("residual_coarse", 0.0)  # recorded before it existed: no coarse stage then
         if "growth" in values:
             values["growth"] = tuple(values["growth"])
         return TrainConfig(**values)
