@@ -245,6 +245,8 @@ q50 27.84 dB / 10.2, **q55 28.11 / 18.2**, q58 28.20 / 25.5, q60 28.23 / 31.6 �
 more bytes than q55 for 0.12 dB (session 4: q60; session 3, per-sample shading: q65). Re-measured
 on the 21-camera demo (session 7, run 21): q50 28.54 / 8.8, **q55 28.96 / 15.6**, q58 29.13 / 22.3,
 q60 29.20 / 28.0, q62 29.25 / 34.7 — still the knee (q60: +79 % bytes for +0.24 dB).
+With residuals fitted coarse to fine (session 8, run 23): q50 28.34 / 7.2, **q55 28.71 / 11.4**,
+q58 28.89 / 15.1, q60 28.99 / 18.3, q65 29.18 / 29.2 — the knee still (q60: +61 % for +0.28 dB).
 ``--quick`` keeps the encoder's default."""
 
 TURNTABLE_SIZE = {False: (128, 128), True: (64, 64)}

@@ -248,6 +248,17 @@ def test_the_coarse_residual_stage_interpolates_a_half_resolution_lattice() -> N
     assert layout.trainable.numel() < np.prod(coarse_shape)
 
 
+def test_a_config_recorded_before_the_coarse_stage_reads_back_without_it() -> None:
+    """Sequences trained before session 8 had no coarse stage: their recorded config must mean that
+    (``intra_bench`` re-fits frames with it), while a config recorded now keeps its value."""
+    old = TrainConfig().to_json()
+    del old["residual_coarse"]
+    assert TrainConfig.from_json(old).residual_coarse == 0.0
+    assert TrainConfig.from_json(TrainConfig().to_json()).residual_coarse == TrainConfig().residual_coarse == 0.5
+    with pytest.raises(ValueError, match="residual_coarse"):
+        TrainConfig(residual_coarse=1.0)
+
+
 def test_residual_fit_is_sparse_and_improves_the_frame() -> None:
     shape = (16, 16, 16)
     geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
@@ -395,9 +406,11 @@ def test_refresh_replaces_a_drifting_residual_frame_by_a_full_one(demo: Path, tm
 def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "seq"
     code, stdout, _ = _cli("train", str(demo), "-o", str(out), "--frames", "0:2", "--resolution", "16",
-                           "--iters-key", "30", "--iters-residual", "10", "--iters-motion", "5", "--json")  # fmt: skip
+                           "--iters-key", "30", "--iters-residual", "10", "--iters-motion", "5", "--residual-coarse", "0.3",
+                           "--json")  # fmt: skip
     assert code == 0, stdout
     summary = json.loads(stdout)
+    assert summary["config"]["residual_coarse"] == 0.3
     assert summary["frames"] == 2 and summary["seed"] == 0 and summary["grid_shape"][0] <= 16
     assert summary["threads"] == torch.get_num_threads()  # what a rerun needs to repeat it exactly
     assert (out / "train.json").is_file() and (out / "decoder.npz").is_file()
@@ -407,6 +420,7 @@ def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:
         (("train", str(demo), "-o", str(out)), "exists"),
         (("train", str(demo), "-o", str(tmp_path / "y"), "--frames", "2:99"), "frames"),
         (("train", str(demo), "-o", str(tmp_path / "y"), "--device", "tpu"), "--device"),
+        (("train", str(demo), "-o", str(tmp_path / "y"), "--residual-coarse", "1"), "--residual-coarse"),
         (("train", str(demo), "-o", str(tmp_path / "no" / "dir")), "does not exist"),
     ]
     if not torch.cuda.is_available():

@@ -249,7 +249,8 @@ move more, and the fine stage's own L1 then prunes what is not needed (horse-gal
 def _coarse_lattice(shape: tuple[int, int, int], active: torch.Tensor, scale: float) -> tuple[SparseLayout, torch.Tensor]:
     """A lattice ``scale`` times as fine as ``shape`` over the active voxels: its sparse layout (a row per
     lattice point an active voxel's trilinear lookup reads) and the active voxels' positions in it (K, 3)."""
-    coarse = tuple(max(2, round((n - 1) * scale) + 1) for n in shape)
+    x, y, z = (max(2, round((n - 1) * scale) + 1) for n in shape)
+    coarse = (x, y, z)
     ny, nz = shape[1], shape[2]
     pos = torch.stack([active // (ny * nz), (active // nz) % ny, active % nz], 1).double()
     index = pos * torch.tensor([(m - 1) / (n - 1) for m, n in zip(coarse, shape, strict=True)], dtype=torch.float64,
@@ -261,7 +262,7 @@ def _coarse_lattice(shape: tuple[int, int, int], active: torch.Tensor, scale: fl
         for dy in (0, 1):
             for dz in (0, 1):
                 touched[lo[:, 0] + dx, lo[:, 1] + dy, lo[:, 2] + dz] = True
-    layout = SparseLayout.build(coarse, touched.reshape(-1).nonzero()[:, 0], touched)  # type: ignore[arg-type]
+    layout = SparseLayout.build(coarse, touched.reshape(-1).nonzero()[:, 0], touched)
     return layout, index.float()
 
 
