@@ -251,8 +251,7 @@ def _coarse_lattice(shape: tuple[int, int, int], active: torch.Tensor, scale: fl
     lattice point an active voxel's trilinear lookup reads) and the active voxels' positions in it (K, 3)."""
     x, y, z = (max(2, round((n - 1) * scale) + 1) for n in shape)
     coarse = (x, y, z)
-    ny, nz = shape[1], shape[2]
-    pos = torch.stack([active // (ny * nz), (active // nz) % ny, active % nz], 1).double()
+    pos = torch.stack(torch.unravel_index(active, shape), 1).double()
     index = pos * torch.tensor([(m - 1) / (n - 1) for m, n in zip(coarse, shape, strict=True)], dtype=torch.float64,
                                device=active.device)  # fmt: skip
     lo = index.floor().long()
