@@ -73,11 +73,27 @@ def test_sparse_lookup_equals_grid_sample_in_value_and_gradient(channels: int, m
     assert ga.abs().sum() > 0
 
 
+def _points_along_rays(occ: torch.Tensor, rays: int, seed: int) -> torch.Tensor:
+    """Samples in a renderer's order: along straight lines every half voxel, so consecutive samples
+    often share a cell (the compiled gather reuses that cell's rows) and lines jump across the grid."""
+    g = torch.Generator().manual_seed(seed)
+    hi = torch.tensor([s - 1 for s in GEO.shape], dtype=torch.float32)
+    start = torch.rand(rays, 1, 3, generator=g) * hi
+    direction = torch.nn.functional.normalize(torch.randn(rays, 1, 3, generator=g), dim=-1)
+    pts = (start + 0.5 * torch.arange(40, dtype=torch.float32)[None, :, None] * direction).reshape(-1, 3)
+    near = torch.minimum(pts.round().long().clamp(min=0), hi.long())
+    inside = ((pts >= -0.5) & (pts <= hi + 0.5)).all(1)
+    return pts[inside & occ[near[:, 0], near[:, 1], near[:, 2]]]
+
+
 @native
-@pytest.mark.parametrize("channels", [1, 12])
+@pytest.mark.parametrize("channels", [1, 5, 12, 13])
 def test_compiled_lookup_equals_the_torch_lookup(channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every channel count the kernels specialise (1, 12) and the general loop (5, 13); random
+    samples and samples along rays (consecutive ones in one cell: the rows are reused)."""
     grid, occ, active = _scene(channels, seed=5)
-    idx = _points_in(occ, 12000, 6)
+    idx = torch.cat([_points_in(occ, 12000, 6), _points_along_rays(occ, 300, 8)])
+    assert idx.shape[0] > 1200
     sparse, trainable = _sparse(grid, occ, active)
     weight = torch.randn(idx.shape[0], channels, generator=torch.Generator().manual_seed(7))
     results = {}
