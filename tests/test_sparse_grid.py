@@ -104,6 +104,16 @@ def test_compiled_lookup_equals_the_torch_lookup(channels: int, monkeypatch: pyt
         results[choice] = out.detach(), grad
     assert torch.allclose(results["torch"][0], results["native"][0], atol=1e-6)
     assert torch.allclose(results["torch"][1], results["native"][1], atol=1e-5)
+    # The trainable rows as a column slice of a wider table (the motion fit's density and features
+    # are slices of one warped table): read in place through its row stride, the same values.
+    wide = torch.cat([torch.zeros(trainable.shape[0], 1), trainable.detach(), torch.ones(trainable.shape[0], 2)], 1)
+    wide.requires_grad_(True)
+    sliced = SparseGrid(sparse.layout, wide[:, 1 : 1 + channels], sparse.frozen)
+    out = sliced.sample(idx)
+    (grad,) = torch.autograd.grad((out * weight).sum(), wide)
+    assert torch.equal(out.detach(), results["native"][0])
+    assert torch.equal(grad[:, 1 : 1 + channels], results["native"][1])
+    assert not grad[:, 0].any() and not grad[:, 1 + channels :].any()
     called = []
     monkeypatch.setattr(nt, "sparse_gather", lambda *a: called.append(1) or (_ for _ in ()).throw(AssertionError))
     monkeypatch.setenv(nr.ENV, "torch")

@@ -27,7 +27,7 @@ from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.driver import Interrupted, TrainRequest, heldout_psnr, train_sequence
 from rerf_codec.train.keyframe import train_keyframe
-from rerf_codec.train.residual import _coarse_lattice, estimate_motion, fit_residual, warp_torch
+from rerf_codec.train.residual import _blur, _coarse_lattice, estimate_motion, fit_residual, warp_torch
 from rerf_codec.trainer_form import warp_previous
 
 TINY = {"resolution": 20, "iters_key": 120, "iters_motion": 20, "iters_residual": 30, "batch_rays": 1024,
@@ -225,6 +225,47 @@ def test_torch_warp_matches_the_format_definition() -> None:
     assert np.array_equal(warp_torch(both, torch.from_numpy(motion), some).numpy(), out.reshape(3, -1)[:, ::7])
     assert np.allclose(out[0], ref.density, atol=1e-4)
     assert np.allclose(out[1:], ref.features, atol=1e-4)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.5, 3.0])
+def test_the_motion_steps_blur_is_a_separable_gaussian_with_replicated_edges(sigma: float) -> None:
+    """The blur (shifted sums) against the Gaussian as a 3-D convolution of the edge-padded grid,
+    on a grid thinner than the kernel along one axis."""
+    g = torch.from_numpy(np.random.default_rng(2).normal(size=(1, 3, 9, 4, 11)).astype(np.float32))
+    r = max(1, int(np.ceil(2.5 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    kernel = (k[:, None, None] * k[None, :, None] * k[None, None, :]).expand(3, 1, -1, -1, -1)
+    want = F.conv3d(F.pad(g, [r] * 6, mode="replicate"), kernel, groups=3)
+    assert torch.allclose(_blur(g, sigma), want, atol=1e-5)
+    assert torch.allclose(_blur(torch.full_like(g, 2.5), sigma), torch.full_like(g, 2.5), atol=1e-6)
+    assert _blur(g, 0.0) is g
+
+
+def test_compiled_block_warp_equals_the_torch_warp_in_value_and_motion_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The motion fit's compiled warp against ``grid_sample``: the same values and the same block-motion
+    gradient, with vectors that push voxels past every face of the grid (clamped: no gradient there)."""
+    from rerf_codec.field import native_render
+
+    if not native_render.available():
+        pytest.skip("the compiled kernels are not built (pip install -e .)")
+    g = np.random.default_rng(3)
+    grid = torch.from_numpy(g.normal(size=(1, 5, 11, 9, 17)).astype(np.float32))
+    motion0 = torch.from_numpy(g.uniform(-4, 4, size=(3, 2, 2, 3)).astype(np.float32))
+    axes = [torch.arange(n, dtype=torch.float32) for n in (11, 9, 17)]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)[::3]
+    weight = torch.from_numpy(g.normal(size=(5, coords.shape[0])).astype(np.float32))
+    results = {}
+    for choice in ("torch", "native"):
+        monkeypatch.setenv(native_render.ENV, choice)
+        motion = motion0.clone().requires_grad_(True)
+        out = warp_torch(grid, motion, coords)
+        (grad,) = torch.autograd.grad((out * weight).sum(), motion)
+        results[choice] = out.detach(), grad
+    assert torch.allclose(results["native"][0], results["torch"][0], atol=1e-5)
+    assert torch.allclose(results["native"][1], results["torch"][1], rtol=1e-4, atol=1e-3)
+    assert results["native"][1].abs().sum() > 0
 
 
 def test_the_coarse_residual_stage_interpolates_a_half_resolution_lattice() -> None:
@@ -519,6 +560,35 @@ def test_hull_motion_search_finds_a_large_translation() -> None:
     has = cur.reshape(4, 8, 4, 8, 4, 8).any(axis=(1, 3, 5))
     err = np.linalg.norm(motion - (-shift)[:, None, None, None], axis=0)[has]
     assert (err <= 0.5).mean() >= 0.9, np.round(err, 2)
+
+
+def test_shared_search_candidates_give_the_one_at_a_time_result() -> None:
+    """``search_motion(shared=...)`` (the trainer's lattice, evaluated in batches) returns exactly what
+    passing every vector as a per-block candidate does, ties, clamping and the grid's faces included."""
+    from rerf_codec.codec.motion import MV_UNIT
+    from rerf_codec.codec.motion_search import SearchConfig, search_motion
+
+    g = np.random.default_rng(4)
+    shape = (20, 13, 17)
+    prev = g.normal(size=shape).round(1)  # rounded: equal errors happen
+    blocks = tuple(a.ravel() for a in np.meshgrid(*[np.arange(-(-n // 8)) for n in shape], indexing="ij"))
+    cur = np.zeros((1, blocks[0].size, 512))
+    for i, b in enumerate(zip(*blocks, strict=True)):
+        pad = np.zeros((8, 8, 8))
+        part = prev[tuple(slice(8 * k - 2, 8 * k + 6) if k else slice(0, 8) for k in b)]
+        pad[: part.shape[0], : part.shape[1], : part.shape[2]] = part
+        cur[0, i] = pad.ravel()
+    r = np.arange(-6, 7, 3)
+    lattice = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) * MV_UNIT
+    first = [g.integers(-12, 12, (blocks[0].size, 3))]
+    cfg = SearchConfig(search_range=5.0, early_exit=0.0)  # clamps the lattice's ±6
+    args = (cur, [prev], shape, blocks, np.ones(1))
+    batched = search_motion(*args, first, cfg, np.ones(1), shared=lattice)
+    one_by_one = search_motion(*args, first + [np.broadcast_to(v, (blocks[0].size, 3)) for v in lattice], cfg, np.ones(1))
+    assert np.array_equal(batched, one_by_one)
+    assert np.abs(batched).max() > 0
+    with pytest.raises(ValueError, match="whole voxels"):
+        search_motion(*args, first, cfg, np.ones(1), shared=lattice + 1)
 
 
 def test_shading_bench_compares_the_two_modes_in_one_process(demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,7 +25,8 @@
  *
  * Also the trainer's kernels (native_train.py): the sample list of render_rays
  * (rerf_march_samples), the sparse-grid trilinear lookups and their backward (rerf_sparse_gather,
- * rerf_sparse_scatter; sparse_grid.py) and the residual fit's optimiser step (rerf_prox_adam_step).
+ * rerf_sparse_scatter; sparse_grid.py), the residual fit's optimiser step (rerf_prox_adam_step) and the
+ * motion fit's block warp and its backward (rerf_block_warp, rerf_block_warp_backward).
  *
  * The module also defines an empty Python extension module so that setuptools builds it
  * as part of `pip install` and `import rerf_codec.field._march` finds the file.
@@ -373,28 +374,31 @@ static inline int64_t gather_cell(const float *x3, const int64_t n[3], const int
     return base;
 }
 
-/* out[s] = Σ_j weights[8s + j] · table[rows[8s + j]], corners in order, for a channel count known at
- * compile time where it is one of the trainer's (the loops unroll); `channels` otherwise. */
+/* out[s] = Σ_j weights[8s + j] · value(rows[8s + j]), corners in order; a row below m is the trainable
+ * table's (rows row_stride floats apart), the others the frozen ring's (contiguous). The channel
+ * count is a compile-time constant where it is one of the trainer's (the loops unroll). */
+#define ROW_VALUES(row, CH) ((row) < m ? table + (row) * row_stride : frozen + ((row) - m) * (CH))
 #define GATHER_VALUES(CH)                                                                            \
     for (int64_t s = s0; s < s1; s++) {                                                              \
         if (s + GATHER_AHEAD < s1) {                                                                 \
             const int64_t *ra = rows + 8 * (s + GATHER_AHEAD);                                       \
-            for (int j = 0; j < 8; j++) __builtin_prefetch(table + ra[j] * (CH));                     \
+            for (int j = 0; j < 8; j++) __builtin_prefetch(ROW_VALUES(ra[j], CH));                   \
         }                                                                                            \
         const int64_t *r = rows + 8 * s;                                                             \
         const float *ws = weights + 8 * s;                                                           \
         float *o = out + s * (CH);                                                                   \
         for (int64_t c = 0; c < (CH); c++) o[c] = 0;                                                 \
         for (int j = 0; j < 8; j++) {                                                                \
-            const float *v = table + r[j] * (CH);                                                    \
+            const float *v = ROW_VALUES(r[j], CH);                                                   \
             float wt = ws[j];                                                                        \
             for (int64_t c = 0; c < (CH); c++) o[c] += v[c] * wt;                                    \
         }                                                                                            \
     }
 
 int64_t rerf_sparse_gather(const float *index, int64_t k, const int64_t *rows_of, int64_t nx, int64_t ny, int64_t nz,
-                           const float *table, int64_t channels, float *out, int64_t *rows, float *weights) {
-    if (k < 0 || nx < 2 || ny < 2 || nz < 2 || channels < 1) return -2;
+                           const float *table, int64_t m, int64_t row_stride, const float *frozen, int64_t channels,
+                           float *out, int64_t *rows, float *weights) {
+    if (k < 0 || nx < 2 || ny < 2 || nz < 2 || channels < 1 || m < 0 || row_stride < channels) return -2;
     const int64_t n[3] = {nx, ny, nz};
     const int64_t stride[3] = {ny * nz, nz, 1};
     int64_t last_base = -1;
@@ -440,23 +444,27 @@ int64_t rerf_sparse_gather(const float *index, int64_t k, const int64_t *rows_of
     return 0;
 }
 
-/* The backward of rerf_sparse_gather: table_grad (rows, C) += Σ_samples weight · grad (k, C),
- * in sample order (deterministic); prefetching and channel counts as in the gather. */
+/* The backward of rerf_sparse_gather for the trainable table: table_grad (m, C) += Σ_samples weight ·
+ * grad (k, C) over the corners whose row is below m (the frozen ring gets no gradient), in sample
+ * order (deterministic); prefetching and channel counts as in the gather. */
 #define SCATTER_VALUES(CH)                                                                           \
     for (int64_t s = 0; s < k; s++) {                                                                \
         if (s + GATHER_AHEAD < k) {                                                                  \
             const int64_t *ra = rows + 8 * (s + GATHER_AHEAD);                                       \
-            for (int j = 0; j < 8; j++) __builtin_prefetch(table_grad + ra[j] * (CH), 1);            \
+            for (int j = 0; j < 8; j++)                                                              \
+                if (ra[j] < m) __builtin_prefetch(table_grad + ra[j] * (CH), 1);                     \
         }                                                                                            \
         const float *g = grad + s * (CH);                                                            \
         for (int j = 0; j < 8; j++) {                                                                \
-            float *t = table_grad + rows[8 * s + j] * (CH), wt = weights[8 * s + j];                 \
+            int64_t row = rows[8 * s + j];                                                           \
+            if (row >= m) continue;                                                                  \
+            float *t = table_grad + row * (CH), wt = weights[8 * s + j];                             \
             for (int64_t c = 0; c < (CH); c++) t[c] += g[c] * wt;                                    \
         }                                                                                            \
     }
 
 void rerf_sparse_scatter(const float *grad, int64_t k, const int64_t *rows, const float *weights, int64_t channels,
-                         float *table_grad) {
+                         int64_t m, float *table_grad) {
     if (channels == 1) {
         SCATTER_VALUES(1)
     } else if (channels == 12) {
@@ -498,6 +506,93 @@ void rerf_prox_adam_step(float *param, const float *grad, float *exp_avg, float 
 }
 
 /* ------------------------------------------------------------------ Python module stub */
+
+/* --- the motion fit's block warp (train/residual.py, warp_torch) ---------------------------- */
+
+/* Per axis: the clamped coordinate's lower corner index, its fraction, and whether it was clamped
+ * (the format's warp and grid_sample(padding_mode="border") clamp the coordinate: no gradient). */
+static inline int64_t warp_axis(float q, int64_t n, float *t, int *clamped) {
+    float hi = (float)(n - 1), x = q;
+    *clamped = x < 0 || x > hi;
+    x = x < 0 ? 0 : x;
+    x = x > hi ? hi : x;
+    float i0 = floorf(x);
+    i0 = i0 > hi - 1 ? hi - 1 : i0;
+    *t = x - i0;
+    return (int64_t)i0;
+}
+
+/* out (k, C): the grid (C, nx, ny, nz) sampled trilinearly at each voxel p (coords, k × 3, whole
+ * numbers) moved by its 8³ block's vector, p + motion[:, p / 8] (motion (3, bx, by, bz)), clamped
+ * to the grid — trainer_form.warp_previous at a subset of voxels. Why C: grid_sample over every
+ * active voxel and its backward cost ~65 ms per motion iteration at 128³ (crane), mostly
+ * recomputing per-voxel weights that the block's single vector makes equal in a block.
+ * Returns -2 for invalid sizes. */
+int64_t rerf_block_warp(const float *grid, int64_t channels, int64_t nx, int64_t ny, int64_t nz, const float *motion,
+                        int64_t bx, int64_t by, int64_t bz, const float *coords, int64_t k, float *out) {
+    if (channels < 1 || nx < 2 || ny < 2 || nz < 2 || bx < 1 || by < 1 || bz < 1 || k < 0) return -2;
+    const int64_t n[3] = {nx, ny, nz}, plane = nx * ny * nz;
+    const int64_t stride[3] = {ny * nz, nz, 1}, nb = bx * by * bz;
+    for (int64_t s = 0; s < k; s++) {
+        const float *p = coords + 3 * s;
+        int64_t b = ((int64_t)(p[0] / 8) * by + (int64_t)(p[1] / 8)) * bz + (int64_t)(p[2] / 8);
+        float t[3];
+        int64_t base = 0;
+        for (int a = 0; a < 3; a++) {
+            int clamped;
+            base += warp_axis(p[a] + motion[a * nb + b], n[a], &t[a], &clamped) * stride[a];
+        }
+        float *o = out + s * channels;
+        for (int64_t c = 0; c < channels; c++) {
+            const float *g = grid + c * plane + base;
+            float z0 = g[0] * (1 - t[2]) + g[1] * t[2];
+            float z1 = g[stride[1]] * (1 - t[2]) + g[stride[1] + 1] * t[2];
+            float z2 = g[stride[0]] * (1 - t[2]) + g[stride[0] + 1] * t[2];
+            float z3 = g[stride[0] + stride[1]] * (1 - t[2]) + g[stride[0] + stride[1] + 1] * t[2];
+            float y0 = z0 * (1 - t[1]) + z1 * t[1], y1 = z2 * (1 - t[1]) + z3 * t[1];
+            o[c] = y0 * (1 - t[0]) + y1 * t[0];
+        }
+    }
+    return 0;
+}
+
+/* The backward of rerf_block_warp in the motion: motion_grad (3, bx, by, bz) += Σ over the voxels of
+ * a block of Σ_c grad[s, c] · ∂value_c / ∂p (zero along a clamped axis), summed in voxel order in
+ * binary64 (deterministic). */
+void rerf_block_warp_backward(const float *grid, int64_t channels, int64_t nx, int64_t ny, int64_t nz,
+                              const float *motion, int64_t bx, int64_t by, int64_t bz, const float *coords, int64_t k,
+                              const float *grad, double *motion_grad) {
+    const int64_t n[3] = {nx, ny, nz}, plane = nx * ny * nz;
+    const int64_t stride[3] = {ny * nz, nz, 1}, nb = bx * by * bz;
+    for (int64_t s = 0; s < k; s++) {
+        const float *p = coords + 3 * s;
+        int64_t b = ((int64_t)(p[0] / 8) * by + (int64_t)(p[1] / 8)) * bz + (int64_t)(p[2] / 8);
+        float t[3];
+        int clamped[3];
+        int64_t base = 0;
+        for (int a = 0; a < 3; a++) base += warp_axis(p[a] + motion[a * nb + b], n[a], &t[a], &clamped[a]) * stride[a];
+        const float *gs = grad + s * channels;
+        double d[3] = {0, 0, 0};
+        for (int64_t c = 0; c < channels; c++) {
+            const float *g = grid + c * plane + base;
+            /* corners v[dx][dy][dz] */
+            float v000 = g[0], v001 = g[1], v010 = g[stride[1]], v011 = g[stride[1] + 1];
+            float v100 = g[stride[0]], v101 = g[stride[0] + 1];
+            float v110 = g[stride[0] + stride[1]], v111 = g[stride[0] + stride[1] + 1];
+            float z00 = v000 * (1 - t[2]) + v001 * t[2], z01 = v010 * (1 - t[2]) + v011 * t[2];
+            float z10 = v100 * (1 - t[2]) + v101 * t[2], z11 = v110 * (1 - t[2]) + v111 * t[2];
+            float y0 = z00 * (1 - t[1]) + z01 * t[1], y1 = z10 * (1 - t[1]) + z11 * t[1];
+            float dx = y1 - y0;
+            float dy = (z01 - z00) * (1 - t[0]) + (z11 - z10) * t[0];
+            float e0 = (v001 - v000) * (1 - t[1]) + (v011 - v010) * t[1];
+            float e1 = (v101 - v100) * (1 - t[1]) + (v111 - v110) * t[1];
+            float dz = e0 * (1 - t[0]) + e1 * t[0];
+            d[0] += (double)gs[c] * dx, d[1] += (double)gs[c] * dy, d[2] += (double)gs[c] * dz;
+        }
+        for (int a = 0; a < 3; a++)
+            if (!clamped[a]) motion_grad[a * nb + b] += d[a];
+    }
+}
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_march",
                                     "rerf's compiled CPU renderer, called through ctypes (see native_render.py).", -1,

@@ -59,19 +59,26 @@ def march_samples(
 
 
 def sparse_gather(
-    index: torch.Tensor, rows_of: torch.Tensor, shape: tuple[int, int, int], table: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    index: torch.Tensor, rows_of: torch.Tensor, shape: tuple[int, int, int], trainable: torch.Tensor,
+    frozen: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Trilinear values (K, C) of the table-backed grid at voxel indices ``index`` (K, 3), and each
-    sample's eight table rows (K, 8) and weights (K, 8) for ``sparse_scatter``."""
+    sample's eight table rows (K, 8) and weights (K, 8) for ``sparse_scatter``. Rows below
+    ``len(trainable)`` are ``trainable``'s (M, C; rows may be strided, as a column slice of a wider
+    table is), the rest ``frozen``'s (R, C) — two tables, so no per-iteration concatenation."""
     lib = native_render.library()
     assert lib is not None
-    index, table = index.contiguous(), table.contiguous()
-    k, c = index.shape[0], table.shape[1]
+    index, frozen = index.contiguous(), frozen.contiguous()
+    if trainable.stride(1) != 1 or (trainable.shape[0] > 1 and trainable.stride(0) < trainable.shape[1]):
+        trainable = trainable.contiguous()
+    k, c = index.shape[0], trainable.shape[1]
+    row_stride = trainable.stride(0) if trainable.shape[0] > 1 else c
     out = torch.empty(k, c, dtype=torch.float32)
     rows = torch.empty(k, 8, dtype=torch.int64)
     weights = torch.empty(k, 8, dtype=torch.float32)
-    status = lib.rerf_sparse_gather(index.data_ptr(), k, rows_of.data_ptr(), *shape, table.data_ptr(), c,
-                                    out.data_ptr(), rows.data_ptr(), weights.data_ptr())  # fmt: skip
+    status = lib.rerf_sparse_gather(index.data_ptr(), k, rows_of.data_ptr(), *shape, trainable.data_ptr(),
+                                    trainable.shape[0], row_stride, frozen.data_ptr(), c, out.data_ptr(),
+                                    rows.data_ptr(), weights.data_ptr())  # fmt: skip
     if status == -1:
         raise RuntimeError(OUT_OF_REACH)
     if status != 0:
@@ -79,14 +86,14 @@ def sparse_gather(
     return out, rows, weights
 
 
-def sparse_scatter(grad: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, table_rows: int) -> torch.Tensor:
-    """The backward of ``sparse_gather``: the table's gradient (rows, C) from the values' (K, C)."""
+def sparse_scatter(grad: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, trainable_rows: int) -> torch.Tensor:
+    """The backward of ``sparse_gather``: the trainable table's gradient (M, C) from the values' (K, C)."""
     lib = native_render.library()
     assert lib is not None
     grad = grad.contiguous().to(torch.float32)
-    out = torch.zeros(table_rows, grad.shape[1], dtype=torch.float32)
+    out = torch.zeros(trainable_rows, grad.shape[1], dtype=torch.float32)
     lib.rerf_sparse_scatter(grad.data_ptr(), grad.shape[0], rows.data_ptr(), weights.data_ptr(), grad.shape[1],
-                            out.data_ptr())  # fmt: skip
+                            trainable_rows, out.data_ptr())  # fmt: skip
     return out
 
 
@@ -102,3 +109,29 @@ def prox_adam_step(
         raise ValueError("prox_adam_step takes contiguous tensors of one shape")
     lib.rerf_prox_adam_step(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), param.numel(),
                             lam, beta1, beta2, lr, eps, step)  # fmt: skip
+
+
+def block_warp(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Values (K, C) of ``grid`` (C, X, Y, Z) at voxels ``coords`` (K, 3) moved by their block's vector
+    of ``motion`` (3, bx, by, bz), clamped: ``trainer_form.warp_previous`` at those voxels."""
+    lib = native_render.library()
+    assert lib is not None
+    grid, motion, coords = grid.contiguous(), motion.contiguous(), coords.contiguous()
+    out = torch.empty(coords.shape[0], grid.shape[0], dtype=torch.float32)
+    status = lib.rerf_block_warp(grid.data_ptr(), grid.shape[0], *grid.shape[1:], motion.data_ptr(), *motion.shape[1:],
+                                 coords.data_ptr(), coords.shape[0], out.data_ptr())  # fmt: skip
+    if status != 0:
+        raise RerfUsageError(f"compiled warp: unsupported grid {tuple(grid.shape)} / motion {tuple(motion.shape)}")
+    return out
+
+
+def block_warp_backward(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The gradient (3, bx, by, bz) of ``block_warp`` in ``motion`` from the values' gradient ``grad`` (K, C)."""
+    lib = native_render.library()
+    assert lib is not None
+    grid, motion, coords = grid.contiguous(), motion.contiguous(), coords.contiguous()
+    grad = grad.contiguous().to(torch.float32)
+    out = torch.zeros(motion.shape, dtype=torch.float64)
+    lib.rerf_block_warp_backward(grid.data_ptr(), grid.shape[0], *grid.shape[1:], motion.data_ptr(), *motion.shape[1:],
+                                 coords.data_ptr(), coords.shape[0], grad.data_ptr(), out.data_ptr())  # fmt: skip
+    return out.to(torch.float32)

@@ -60,7 +60,7 @@ class SparseGrid:
         if trainable.shape[0] != layout.trainable.numel() or frozen.shape[0] != layout.ring.numel():
             raise ValueError("table rows do not match the layout")
         self.layout = layout
-        self.table = torch.cat([trainable, frozen], 0)
+        self.trainable, self.frozen = trainable, frozen
         self.channels = int(trainable.shape[1])
 
     def sample(self, index: torch.Tensor) -> torch.Tensor:
@@ -69,8 +69,8 @@ class SparseGrid:
         On CPU in float32 through the compiled kernels when they are built (``native_train``;
         ``RERF_RENDERER=torch`` turns them off); otherwise in torch (CUDA, no compiler). Both give
         the same values to float32 rounding (tested)."""
-        if native_train.usable(self.table, index):
-            return _NativeLookup.apply(self.table, index, self.layout.rows, self.layout.shape)
+        if native_train.usable(self.trainable, self.frozen, index) and not self.frozen.requires_grad:
+            return _NativeLookup.apply(self.trainable, self.frozen, index, self.layout.rows, self.layout.shape)
         return self._sample_torch(index)
 
     def _sample_torch(self, index: torch.Tensor) -> torch.Tensor:
@@ -88,25 +88,28 @@ class SparseGrid:
             raise RuntimeError(native_train.OUT_OF_REACH)
         wx, wy, wz = (torch.stack([1 - w[:, a], w[:, a]], 1) for a in range(3))
         weights = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(-1, 8)
-        values = self.table.index_select(0, rows.reshape(-1)).view(-1, 8, self.channels)
+        table = torch.cat([self.trainable, self.frozen], 0)
+        values = table.index_select(0, rows.reshape(-1)).view(-1, 8, self.channels)
         return (values * weights[:, :, None]).sum(1)
 
 
 class _NativeLookup(torch.autograd.Function):
-    """``SparseGrid.sample`` in C: gather forward, scatter backward (gradient for the table only)."""
+    """``SparseGrid.sample`` in C: gather forward, scatter backward (gradient for the trainable rows only:
+    the frozen ring is a constant wherever the trainer builds a ``SparseGrid``)."""
 
     @staticmethod
-    def forward(ctx: Any, table: torch.Tensor, index: torch.Tensor, rows_of: torch.Tensor,
+    def forward(ctx: Any, trainable: torch.Tensor, frozen: torch.Tensor, index: torch.Tensor, rows_of: torch.Tensor,
                 shape: tuple[int, int, int]) -> torch.Tensor:  # fmt: skip
-        out, rows, weights = native_train.sparse_gather(index.detach(), rows_of, shape, table.detach())
+        out, rows, weights = native_train.sparse_gather(index.detach(), rows_of, shape, trainable.detach(),
+                                                        frozen.detach())  # fmt: skip
         ctx.save_for_backward(rows, weights)
-        ctx.table_rows = table.shape[0]
+        ctx.trainable_rows = trainable.shape[0]
         return out
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         rows, weights = ctx.saved_tensors
         table_grad = (
-            native_train.sparse_scatter(grad, rows, weights, ctx.table_rows) if ctx.needs_input_grad[0] else None
+            native_train.sparse_scatter(grad, rows, weights, ctx.trainable_rows) if ctx.needs_input_grad[0] else None
         )
-        return table_grad, None, None, None
+        return table_grad, None, None, None, None
