@@ -270,6 +270,33 @@ def test_compiled_block_warp_equals_the_torch_warp_in_value_and_motion_gradient(
     assert results["native"][1].abs().sum() > 0
 
 
+def test_compiled_block_warp_takes_the_symmetric_slope_at_whole_voxel_motion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At whole-voxel motion (where every motion level starts) each sample sits on a kink of the trilinear
+    interpolation: the gradient is the symmetric difference quotient, the mean of both cells' slopes."""
+    from rerf_codec.field import native_render
+
+    if not native_render.available():
+        pytest.skip("the compiled kernels are not built (pip install -e .)")
+    g = np.random.default_rng(5)
+    grid = torch.from_numpy(g.normal(size=(1, 3, 16, 9, 12)).astype(np.float64)).float()
+    motion = torch.from_numpy(g.integers(-2, 3, size=(3, 2, 2, 2)).astype(np.float32))
+    axes = [torch.arange(3, n - 3, dtype=torch.float32) for n in (16, 9, 12)]  # |motion| ≤ 2: off the faces
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    weight = torch.from_numpy(g.normal(size=(3, coords.shape[0])).astype(np.float32))
+    m = motion.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((warp_torch(grid, m, coords) * weight).sum(), m)
+    monkeypatch.setenv(native_render.ENV, "torch")
+    h = 0.25  # within one cell on either side: the difference quotient is exact there
+    want = torch.zeros_like(motion)
+    for i in range(motion.numel()):
+        step = torch.zeros(motion.numel())
+        step[i] = h
+        up = (warp_torch(grid, motion + step.view_as(motion), coords) * weight).sum()
+        down = (warp_torch(grid, motion - step.view_as(motion), coords) * weight).sum()
+        want.view(-1)[i] = (up - down) / (2 * h)
+    assert torch.allclose(grad, want, rtol=1e-3, atol=1e-2), (grad - want).abs().max()
+
+
 def test_the_coarse_residual_stage_interpolates_a_half_resolution_lattice() -> None:
     """The coarse stage's values at the active voxels are the half-resolution lattice upsampled
     trilinearly (align_corners, as the keyframe grows its grid), read from the sparse table."""
