@@ -268,6 +268,12 @@ def test_compiled_block_warp_equals_the_torch_warp_in_value_and_motion_gradient(
     assert torch.allclose(results["native"][0], results["torch"][0], atol=1e-5)
     assert torch.allclose(results["native"][1], results["torch"][1], rtol=1e-4, atol=1e-3)
     assert results["native"][1].abs().sum() > 0
+    from rerf_codec.field import native_train
+
+    with pytest.raises(ValueError, match="outside the grid"):
+        native_train.block_warp(grid[0], motion0, coords + torch.tensor([0.0, 9.0, 0.0]))
+    with pytest.raises(ValueError, match="does not fit"):
+        native_train.block_warp(grid[0], motion0[:, :1], coords)
 
 
 def test_compiled_block_warp_takes_the_symmetric_slope_at_whole_voxel_motion(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -111,11 +111,25 @@ def prox_adam_step(
                             lam, beta1, beta2, lr, eps, step)  # fmt: skip
 
 
+def _check_warp_inputs(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor) -> None:
+    """The kernels index the motion by each voxel's block: every voxel must lie in the grid and the
+    motion must have one vector per 8³ block of it (otherwise a read would leave the arrays)."""
+    blocks = tuple(-(-n // 8) for n in grid.shape[1:])
+    if grid.dim() != 4 or motion.shape != (3, *blocks):
+        raise ValueError(f"block motion {tuple(motion.shape)} does not fit a grid of {tuple(grid.shape[1:])} voxels")
+    if coords.dim() != 2 or coords.shape[1] != 3:
+        raise ValueError(f"voxel coordinates must be (K, 3), got {tuple(coords.shape)}")
+    if coords.numel() and (bool((coords.amin(0) < 0).any()) or
+                           bool((coords.amax(0) > torch.tensor(grid.shape[1:], dtype=coords.dtype) - 1).any())):
+        raise ValueError("voxel coordinates outside the grid")
+
+
 def block_warp(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Values (K, C) of ``grid`` (C, X, Y, Z) at voxels ``coords`` (K, 3) moved by their block's vector
     of ``motion`` (3, bx, by, bz), clamped: ``trainer_form.warp_previous`` at those voxels."""
     lib = native_render.library()
     assert lib is not None
+    _check_warp_inputs(grid, motion, coords)
     grid, motion, coords = grid.contiguous(), motion.contiguous(), coords.contiguous()
     out = torch.empty(coords.shape[0], grid.shape[0], dtype=torch.float32)
     status = lib.rerf_block_warp(grid.data_ptr(), grid.shape[0], *grid.shape[1:], motion.data_ptr(), *motion.shape[1:],
@@ -129,6 +143,9 @@ def block_warp_backward(grid: torch.Tensor, motion: torch.Tensor, coords: torch.
     """The gradient (3, bx, by, bz) of ``block_warp`` in ``motion`` from the values' gradient ``grad`` (K, C)."""
     lib = native_render.library()
     assert lib is not None
+    _check_warp_inputs(grid, motion, coords)
+    if grad.shape != (coords.shape[0], grid.shape[0]):
+        raise ValueError(f"warp gradient {tuple(grad.shape)} does not match {coords.shape[0]} voxels x {grid.shape[0]}")
     grid, motion, coords = grid.contiguous(), motion.contiguous(), coords.contiguous()
     grad = grad.contiguous().to(torch.float32)
     out = torch.zeros(motion.shape, dtype=torch.float64)
