@@ -689,7 +689,11 @@ def test_residual_frame_bench_retrains_a_frame_as_the_trainer_did(demo: Path, tm
     logged = load_log(seq)[1]["test_psnr"]
     assert row["frame"] == 1 and row["logged_psnr"] == logged
     assert row["test_psnr"]["compiled"] == logged  # the trainer's own path, same settings and seed: the same frame
-    assert abs(row["test_psnr"]["torch"] - logged) < 0.1  # the torch path trains the same frame to float rounding
+    # The torch path trains the same frame up to rounding: its lookups and warp equal the compiled ones to
+    # float32 rounding (test_sparse_grid, test_compiled_block_warp_*), but its warp's slope at whole-voxel
+    # motion falls on either side of the kink by rounding, and the motion and residual fits carry such
+    # differences to a few tenths of a dB on one frame (measured here: 0.30; BENCHMARKS, "Session 9").
+    assert abs(row["test_psnr"]["torch"] - logged) < 0.5
     assert row["cpu_seconds"]["compiled"] > 0 and row["speedup"] > 0
     assert residual_frame_bench.main([str(seq), str(demo), "--frames", "0"]) == 2
     assert residual_frame_bench.main([str(seq), str(demo), "--frames", "5"]) == 1
