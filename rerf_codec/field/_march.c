@@ -358,6 +358,15 @@ int64_t rerf_march_samples(const float *origins, const float *dirs, int64_t n_ra
  * unchanged, so the values are bit-identical to the one-pass form. */
 #define GATHER_AHEAD 8
 #define GATHER_CHUNK 256
+/* Runs LOOP(CH) with the channel count a compile-time constant for the trainer's counts (1, 12). */
+#define BY_CHANNELS(LOOP)      \
+    if (channels == 1) {       \
+        LOOP(1)                \
+    } else if (channels == 12) { \
+        LOOP(12)               \
+    } else {                   \
+        LOOP(channels)         \
+    }
 
 static inline int64_t gather_cell(const float *x3, const int64_t n[3], const int64_t stride[3], float w[3][2]) {
     int64_t base = 0;
@@ -433,13 +442,7 @@ int64_t rerf_sparse_gather(const float *index, int64_t k, const int64_t *rows_of
                     }
             last_base = base;
         }
-        if (channels == 1) {
-            GATHER_VALUES(1)
-        } else if (channels == 12) {
-            GATHER_VALUES(12)
-        } else {
-            GATHER_VALUES(channels)
-        }
+        BY_CHANNELS(GATHER_VALUES)
     }
     return 0;
 }
@@ -465,13 +468,7 @@ int64_t rerf_sparse_gather(const float *index, int64_t k, const int64_t *rows_of
 
 void rerf_sparse_scatter(const float *grad, int64_t k, const int64_t *rows, const float *weights, int64_t channels,
                          int64_t m, float *table_grad) {
-    if (channels == 1) {
-        SCATTER_VALUES(1)
-    } else if (channels == 12) {
-        SCATTER_VALUES(12)
-    } else {
-        SCATTER_VALUES(channels)
-    }
+    BY_CHANNELS(SCATTER_VALUES)
 }
 
 /* --- the residual fit's optimiser step (train/proximal.py) ---------------------------------- */
@@ -509,17 +506,27 @@ void rerf_prox_adam_step(float *param, const float *grad, float *exp_avg, float 
 
 /* --- the motion fit's block warp (train/residual.py, warp_torch) ---------------------------- */
 
-/* Per axis: the clamped coordinate's lower corner index, its fraction, and whether it was clamped
- * (the format's warp and grid_sample(padding_mode="border") clamp the coordinate: no gradient). */
-static inline int64_t warp_axis(float q, int64_t n, float *t, int *clamped) {
-    float hi = (float)(n - 1), x = q;
-    *clamped = x < 0 || x > hi;
-    x = x < 0 ? 0 : x;
-    x = x > hi ? hi : x;
-    float i0 = floorf(x);
-    i0 = i0 > hi - 1 ? hi - 1 : i0;
-    *t = x - i0;
-    return (int64_t)i0;
+/* Where voxel p (whole numbers) moved by its 8³ block's vector of motion (3, nb blocks, row-major
+ * by × bz) samples the grid: returns the lower corner's flat index and sets, per axis, the fraction
+ * t, whether the coordinate was clamped (the format's warp and grid_sample(padding_mode="border")
+ * clamp it: no gradient) and whether it lies on an interior lattice plane (a kink), and the block. */
+static inline int64_t warp_cell(const float *p, const float *motion, const int64_t n[3], const int64_t stride[3],
+                                int64_t by, int64_t bz, int64_t nb, float t[3], int clamped[3], int kink[3],
+                                int64_t *block) {
+    int64_t b = ((int64_t)(p[0] / 8) * by + (int64_t)(p[1] / 8)) * bz + (int64_t)(p[2] / 8), base = 0;
+    for (int a = 0; a < 3; a++) {
+        float hi = (float)(n[a] - 1), x = p[a] + motion[a * nb + b];
+        clamped[a] = x < 0 || x > hi;
+        x = x < 0 ? 0 : x;
+        x = x > hi ? hi : x;
+        float i0 = floorf(x);
+        i0 = i0 > hi - 1 ? hi - 1 : i0;
+        t[a] = x - i0;
+        kink[a] = t[a] == 0 && i0 > 0;
+        base += (int64_t)i0 * stride[a];
+    }
+    *block = b;
+    return base;
 }
 
 /* out (k, C): the grid (C, nx, ny, nz) sampled trilinearly at each voxel p (coords, k × 3, whole
@@ -534,14 +541,9 @@ int64_t rerf_block_warp(const float *grid, int64_t channels, int64_t nx, int64_t
     const int64_t n[3] = {nx, ny, nz}, plane = nx * ny * nz;
     const int64_t stride[3] = {ny * nz, nz, 1}, nb = bx * by * bz;
     for (int64_t s = 0; s < k; s++) {
-        const float *p = coords + 3 * s;
-        int64_t b = ((int64_t)(p[0] / 8) * by + (int64_t)(p[1] / 8)) * bz + (int64_t)(p[2] / 8);
         float t[3];
-        int64_t base = 0;
-        for (int a = 0; a < 3; a++) {
-            int clamped;
-            base += warp_axis(p[a] + motion[a * nb + b], n[a], &t[a], &clamped) * stride[a];
-        }
+        int clamped[3], kink[3];
+        int64_t b, base = warp_cell(coords + 3 * s, motion, n, stride, by, bz, nb, t, clamped, kink, &b);
         float *o = out + s * channels;
         for (int64_t c = 0; c < channels; c++) {
             const float *g = grid + c * plane + base;
@@ -578,16 +580,9 @@ void rerf_block_warp_backward(const float *grid, int64_t channels, int64_t nx, i
     const int64_t n[3] = {nx, ny, nz}, plane = nx * ny * nz;
     const int64_t stride[3] = {ny * nz, nz, 1}, nb = bx * by * bz;
     for (int64_t s = 0; s < k; s++) {
-        const float *p = coords + 3 * s;
-        int64_t b = ((int64_t)(p[0] / 8) * by + (int64_t)(p[1] / 8)) * bz + (int64_t)(p[2] / 8);
         float t[3];
         int clamped[3], kink[3];
-        int64_t base = 0;
-        for (int a = 0; a < 3; a++) {
-            int64_t i0 = warp_axis(p[a] + motion[a * nb + b], n[a], &t[a], &clamped[a]);
-            kink[a] = t[a] == 0 && i0 > 0;
-            base += i0 * stride[a];
-        }
+        int64_t b, base = warp_cell(coords + 3 * s, motion, n, stride, by, bz, nb, t, clamped, kink, &b);
         const float *gs = grad + s * channels;
         double d[3] = {0, 0, 0};
         for (int64_t c = 0; c < channels; c++) {

@@ -111,7 +111,7 @@ def prox_adam_step(
                             lam, beta1, beta2, lr, eps, step)  # fmt: skip
 
 
-def _check_warp_inputs(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor) -> None:
+def _check_warp_inputs(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor, check_voxels: bool = True) -> None:
     """The kernels index the motion by each voxel's block: every voxel must lie in the grid and the
     motion must have one vector per 8³ block of it (otherwise a read would leave the arrays)."""
     blocks = tuple(-(-n // 8) for n in grid.shape[1:])
@@ -119,7 +119,7 @@ def _check_warp_inputs(grid: torch.Tensor, motion: torch.Tensor, coords: torch.T
         raise ValueError(f"block motion {tuple(motion.shape)} does not fit a grid of {tuple(grid.shape[1:])} voxels")
     if coords.dim() != 2 or coords.shape[1] != 3:
         raise ValueError(f"voxel coordinates must be (K, 3), got {tuple(coords.shape)}")
-    if coords.numel() and (bool((coords.amin(0) < 0).any()) or
+    if check_voxels and coords.numel() and (bool((coords.amin(0) < 0).any()) or
                            bool((coords.amax(0) > torch.tensor(grid.shape[1:], dtype=coords.dtype) - 1).any())):
         raise ValueError("voxel coordinates outside the grid")
 
@@ -143,7 +143,7 @@ def block_warp_backward(grid: torch.Tensor, motion: torch.Tensor, coords: torch.
     """The gradient (3, bx, by, bz) of ``block_warp`` in ``motion`` from the values' gradient ``grad`` (K, C)."""
     lib = native_render.library()
     assert lib is not None
-    _check_warp_inputs(grid, motion, coords)
+    _check_warp_inputs(grid, motion, coords, check_voxels=False)  # the forward pass checked the voxels
     if grad.shape != (coords.shape[0], grid.shape[0]):
         raise ValueError(f"warp gradient {tuple(grad.shape)} does not match {coords.shape[0]} voxels x {grid.shape[0]}")
     grid, motion, coords = grid.contiguous(), motion.contiguous(), coords.contiguous()
