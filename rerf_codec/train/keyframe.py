@@ -100,8 +100,9 @@ def _diffuse_start(rays: FrameRays) -> torch.Tensor:
     (sigmoid(0)), while per-sample shading's MLP maps an untrained feature to a learned mean
     colour. Measured on the 6-camera test scene: held-out 16.8 dB from grey, per-sample 21.0.
     """
-    fg = rays.alpha > 0.5 if rays.alpha is not None else torch.ones(rays.rgb.shape[0], dtype=torch.bool)
-    mean = rays.rgb[fg].mean(0) if bool(fg.any()) else torch.full((3,), 0.5)
+    dev = rays.rgb.device
+    fg = rays.alpha > 0.5 if rays.alpha is not None else torch.ones(rays.rgb.shape[0], dtype=torch.bool, device=dev)
+    mean = rays.rgb[fg].mean(0) if bool(fg.any()) else torch.full((3,), 0.5, device=dev)
     mean = mean.clamp(0.02, 0.98)
     return torch.log(mean / (1 - mean)).to(rays.rgb.dtype)
 
