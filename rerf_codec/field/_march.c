@@ -529,6 +529,15 @@ static inline int64_t warp_cell(const float *p, const float *motion, const int64
     return base;
 }
 
+/* The bilinear value, over the other two axes, of the grid plane i0[a] + k along axis a. */
+static inline float warp_plane(const float *g, const int64_t stride[3], const float t[3], int a, int64_t k) {
+    int b = (a + 1) % 3, c = (a + 2) % 3;
+    const float *q = g + k * stride[a];
+    float lo = q[0] * (1 - t[c]) + q[stride[c]] * t[c];
+    float hi = q[stride[b]] * (1 - t[c]) + q[stride[b] + stride[c]] * t[c];
+    return lo * (1 - t[b]) + hi * t[b];
+}
+
 /* out (k, C): the grid (C, nx, ny, nz) sampled trilinearly at each voxel p (coords, k × 3, whole
  * numbers) moved by its 8³ block's vector, p + motion[:, p / 8] (motion (3, bx, by, bz)), clamped
  * to the grid — trainer_form.warp_previous at a subset of voxels. Why C: grid_sample over every
@@ -545,26 +554,12 @@ int64_t rerf_block_warp(const float *grid, int64_t channels, int64_t nx, int64_t
         int clamped[3], kink[3];
         int64_t b, base = warp_cell(coords + 3 * s, motion, n, stride, by, bz, nb, t, clamped, kink, &b);
         float *o = out + s * channels;
-        for (int64_t c = 0; c < channels; c++) {
+        for (int64_t c = 0; c < channels; c++) { /* z, then y, then x: the torch warp's order */
             const float *g = grid + c * plane + base;
-            float z0 = g[0] * (1 - t[2]) + g[1] * t[2];
-            float z1 = g[stride[1]] * (1 - t[2]) + g[stride[1] + 1] * t[2];
-            float z2 = g[stride[0]] * (1 - t[2]) + g[stride[0] + 1] * t[2];
-            float z3 = g[stride[0] + stride[1]] * (1 - t[2]) + g[stride[0] + stride[1] + 1] * t[2];
-            float y0 = z0 * (1 - t[1]) + z1 * t[1], y1 = z2 * (1 - t[1]) + z3 * t[1];
-            o[c] = y0 * (1 - t[0]) + y1 * t[0];
+            o[c] = warp_plane(g, stride, t, 0, 0) * (1 - t[0]) + warp_plane(g, stride, t, 0, 1) * t[0];
         }
     }
     return 0;
-}
-
-/* The bilinear value, over the other two axes, of the grid plane i0[a] + k along axis a. */
-static inline float warp_plane(const float *g, const int64_t stride[3], const float t[3], int a, int64_t k) {
-    int b = (a + 1) % 3, c = (a + 2) % 3;
-    const float *q = g + k * stride[a];
-    float lo = q[0] * (1 - t[c]) + q[stride[c]] * t[c];
-    float hi = q[stride[b]] * (1 - t[c]) + q[stride[b] + stride[c]] * t[c];
-    return lo * (1 - t[b]) + hi * t[b];
 }
 
 /* The backward of rerf_block_warp in the motion: motion_grad (3, bx, by, bz) += Σ over the voxels of
