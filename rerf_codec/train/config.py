@@ -105,18 +105,18 @@ class TrainConfig:
     motion is the start). Measured on the demo's fastest frame: 22.4 → 24.0 dB after motion."""
     tv_motion: float = 1e-3
     """Smoothness weight between neighbouring block motion vectors."""
-    l1: float = 2.0e-4
+    l1: float = 1.7e-4
     """L1 weight on the residual grids, per voxel value and divided by n² (n = voxels along the
     longest axis; ``residual.l1_per_voxel``), so one setting gives the same sparsity at any
     resolution, batch size and scene scale; an orthant-wise proximal rule keeps zeros exact.
     Was 5e-4 (tuned on crane's slow frames): fast non-rigid motion (horse-gallop) lost ~2 dB on
-    every frame at that weight; then 2.5e-4 (session 7). Whole runs at 2.0e-4 against 2.5e-4
-    (BENCHMARKS, "Session 10"): horse-gallop 45 of 47 frames within 1 dB of the keyframe (was
-    43), its stream 124.7 kB/frame at 35.08 dB (was 131.2 at 35.00); crane every frame above the
-    keyframe, 137.6 kB/frame at 35.09 dB (was 136.3 at 35.06); ≥ 95 % zeros on both. Lower
-    helps fast motion more (1.2e-4: horse-gallop 47 of 47, +11 % bytes) but costs crane bytes
-    (+12 %) and breaks the resolution independence below ~1.6e-4 (the same scene at 24³ and 48³:
-    87.0 / 92.0 % zeros at 1.5e-4, more than 5 points apart; 88.1 / 92.6 at 1.8e-4)."""
+    every frame at that weight; then 2.5e-4 (session 7), 2.0e-4 (session 10). Whole runs at
+    1.7e-4 (BENCHMARKS, "Session 11"): horse-gallop 47 of 47 frames within 1 dB of the keyframe
+    (2.0e-4: 45; 2.5e-4: 43), crane every frame above the keyframe at 136.9 kB/frame and 35.09 dB
+    (2.0e-4: 137.6 kB at 35.09), ≥ 95 % zeros on both. The floor is the resolution independence:
+    the same scene at 24³ and 48³ gives 87.8 / 92.5 % zeros here, 88.1 / 92.6 at 1.8e-4, and
+    below ~1.6e-4 the two drift more than 5 points apart (87.0 / 92.0 at 1.5e-4, 85.5 / 91.2 at
+    1.2e-4): the normalisation by n² holds best where the L1 is strong."""
     shading: str = "deferred"
     """``"deferred"`` (a composited diffuse colour plus the MLP once per pixel on the composited
     features) or ``"per_sample"`` (ReRF/DVGO: the MLP on every shaded sample — for ReRF-faithful
