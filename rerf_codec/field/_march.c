@@ -477,29 +477,41 @@ void rerf_sparse_scatter(const float *grad, int64_t k, const int64_t *rows, cons
  * the orthant-wise L1 rule on the gradient (a value at zero moves only when |g| > lam), Adam as
  * torch.optim.Adam computes it (exp_avg.lerp_, exp_avg_sq.mul_.addcmul_, bias corrections in
  * binary64, param.addcdiv_), and the zero-crossing stop (a value that changed sign is set to 0
- * and its first moment cleared). */
-void rerf_prox_adam_step(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, int64_t n, double lam,
-                         double beta1, double beta2, double lr, double eps, int64_t step) {
-    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
-    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), lam_f = (float)lam;
-    float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2), eps_f = (float)eps;
+ * and its first moment cleared).
+ *
+ * Written without branches (selects instead) so that the compiler vectorises it — with
+ * -fno-trapping-math and -fno-math-errno (setup.py), which let it evaluate both sides of a select
+ * and use the sqrt instruction: the same IEEE operations on each value, so the same bits, ~7x
+ * faster (4 M values: 29.6 -> 4.1 ms; BENCHMARKS, "Session 11"). */
+static inline void prox_adam_run(float *restrict param, const float *restrict grad, float *restrict exp_avg,
+                                 float *restrict exp_avg_sq, int64_t n, int l1, float lam_f, float w1, float b2,
+                                 float w2, float bc2_sqrt, float eps_f, float step_size) {
     for (int64_t i = 0; i < n; i++) {
         float r = param[i], g = grad[i];
-        if (lam_f > 0) {
-            if (r == 0)
-                g = fabsf(g) > lam_f ? g - lam_f * (g > 0 ? 1.0f : -1.0f) : 0.0f;
-            else
-                g = g + lam_f * (r > 0 ? 1.0f : -1.0f);
+        if (l1) { /* a constant in each of the two calls below: no branch is left in the loop */
+            float leave = fabsf(g) > lam_f ? g - lam_f * (g > 0 ? 1.0f : -1.0f) : 0.0f;
+            float off = g + lam_f * (r > 0 ? 1.0f : -1.0f);
+            g = r == 0 ? leave : off;
         }
         float m = exp_avg[i];
         m = m + w1 * (g - m);
         float v = exp_avg_sq[i] * b2 + w2 * (g * g);
         float denom = sqrtf(v) / bc2_sqrt + eps_f;
         float next = r + (-step_size) * (m / denom);
-        int before = (r > 0) - (r < 0), after = (next > 0) - (next < 0);
-        if (before != 0 && after != before) next = 0, m = 0; /* crossed (or reached) zero: stop there */
-        param[i] = next, exp_avg[i] = m, exp_avg_sq[i] = v;
+        int crossed = (r > 0 && !(next > 0)) || (r < 0 && !(next < 0)); /* crossed (or reached) zero: stop there */
+        param[i] = crossed ? 0.0f : next, exp_avg[i] = crossed ? 0.0f : m, exp_avg_sq[i] = v;
     }
+}
+
+void rerf_prox_adam_step(float *param, const float *grad, float *exp_avg, float *exp_avg_sq, int64_t n, double lam,
+                         double beta1, double beta2, double lr, double eps, int64_t step) {
+    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+    float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2), lam_f = (float)lam;
+    float w1 = (float)(1.0 - beta1), b2 = (float)beta2, w2 = (float)(1.0 - beta2), eps_f = (float)eps;
+    if (lam_f > 0)
+        prox_adam_run(param, grad, exp_avg, exp_avg_sq, n, 1, lam_f, w1, b2, w2, bc2_sqrt, eps_f, step_size);
+    else
+        prox_adam_run(param, grad, exp_avg, exp_avg_sq, n, 0, lam_f, w1, b2, w2, bc2_sqrt, eps_f, step_size);
 }
 
 /* ------------------------------------------------------------------ Python module stub */
