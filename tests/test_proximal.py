@@ -101,3 +101,12 @@ def test_compiled_step_is_the_value_by_value_arithmetic_bit_for_bit(lam: float) 
         for mine, ref in ((tp, p), (tm, m), (tv, v)):
             assert np.array_equal(mine.numpy().view(np.uint32), ref.view(np.uint32)), step
     assert (p != 0).mean() > 0.05 and (lam == 0 or (p == 0).mean() > 0.3)  # both kinds of value were exercised
+
+
+@pytest.mark.skipif(not nr.available(), reason="the compiled kernels are not built (pip install -e .)")
+def test_compiled_step_refuses_shared_buffers() -> None:
+    from rerf_codec.field import native_train
+
+    p, m, v = torch.zeros(16), torch.zeros(16), torch.zeros(16)
+    with pytest.raises(ValueError, match="separate tensors"):
+        native_train.prox_adam_step(p, p, m, v, lam=0.0, beta1=0.9, beta2=0.99, lr=0.1, eps=1e-15, step=1)

@@ -107,6 +107,8 @@ def prox_adam_step(
     tensors = (param, grad, exp_avg, exp_avg_sq)
     if any(not t.is_contiguous() or t.shape != param.shape for t in tensors):
         raise ValueError("prox_adam_step takes contiguous tensors of one shape")
+    if len({t.data_ptr() for t in tensors}) < len(tensors) and param.numel():
+        raise ValueError("prox_adam_step takes four separate tensors (the kernel's pointers are restrict)")
     lib.rerf_prox_adam_step(param.data_ptr(), grad.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), param.numel(),
                             lam, beta1, beta2, lr, eps, step)  # fmt: skip
 
