@@ -122,6 +122,30 @@ def test_compiled_lookup_equals_the_torch_lookup(channels: int, monkeypatch: pyt
 
 
 @pytest.mark.parametrize("choice", ["torch", pytest.param("native", marks=native)])
+@pytest.mark.parametrize("channels", [1, 13])
+def test_a_planned_lookup_repeats_the_lookup_bit_for_bit(choice: str, channels: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The residual's coarse stage plans its lookup once and repeats it with new table values every
+    iteration: the same values and table gradient as ``sample``, bit for bit, after the table changed."""
+    monkeypatch.setenv(nr.ENV, choice)
+    grid, occ, active = _scene(channels, seed=9)
+    idx = torch.cat([_points_in(occ, 8000, 10), _points_along_rays(occ, 200, 11)])
+    sparse, trainable = _sparse(grid, occ, active)
+    plan = sparse.planned(idx)
+    assert (plan.rows is not None) == (choice == "native")
+    weight = torch.randn(idx.shape[0], channels, generator=torch.Generator().manual_seed(12))
+    for step in range(2):
+        with torch.no_grad():
+            trainable.mul_(0.5).add_(0.1 * step)  # new values, same layout
+        a, b = sparse.sample(idx), sparse.sample_planned(plan)
+        (ga,) = torch.autograd.grad((a * weight).sum(), trainable)
+        (gb,) = torch.autograd.grad((b * weight).sum(), trainable)
+        assert torch.equal(a, b) and torch.equal(ga, gb)
+    other, _ = _sparse(grid, occ, active)
+    with pytest.raises(ValueError, match="another layout"):
+        other.sample_planned(plan)
+
+
+@pytest.mark.parametrize("choice", ["torch", pytest.param("native", marks=native)])
 def test_a_sample_outside_the_layouts_reach_is_an_error(choice: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(nr.ENV, choice)
     grid, occ, active = _scene(3)

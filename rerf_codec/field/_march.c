@@ -447,6 +447,21 @@ int64_t rerf_sparse_gather(const float *index, int64_t k, const int64_t *rows_of
     return 0;
 }
 
+/* rerf_sparse_gather's values alone, from rows and weights it returned before: out (k, C). Why: the
+ * residual's coarse stage reads the same lattice points every iteration (each active voxel's
+ * trilinear lookup of the half-resolution lattice), so their rows and weights are found once and
+ * only the values are gathered again — the same loop, so the same bits. Returns 0, or -2 for
+ * invalid sizes. */
+int64_t rerf_sparse_values(const int64_t *rows, const float *weights, int64_t k, const float *table, int64_t m,
+                           int64_t row_stride, const float *frozen, int64_t channels, float *out) {
+    if (k < 0 || channels < 1 || m < 0 || row_stride < channels) return -2;
+    for (int64_t s0 = 0; s0 < k; s0 += GATHER_CHUNK) {
+        int64_t s1 = s0 + GATHER_CHUNK < k ? s0 + GATHER_CHUNK : k;
+        BY_CHANNELS(GATHER_VALUES)
+    }
+    return 0;
+}
+
 /* The backward of rerf_sparse_gather for the trainable table: table_grad (m, C) += Σ_samples weight ·
  * grad (k, C) over the corners whose row is below m (the frozen ring gets no gradient), in sample
  * order (deterministic); prefetching and channel counts as in the gather. */

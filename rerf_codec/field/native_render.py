@@ -71,6 +71,8 @@ def _load() -> ctypes.CDLL | None:
         lib.rerf_march_samples.argtypes = [_P, _P, _I64, _P, _I64, _I64, _I64, _P, _I32, _F, _I64, _P, _P]
         lib.rerf_sparse_gather.restype = _I64
         lib.rerf_sparse_gather.argtypes = [_P, _I64, _P, _I64, _I64, _I64, _P, _I64, _I64, _P, _I64, _P, _P, _P]
+        lib.rerf_sparse_values.restype = _I64
+        lib.rerf_sparse_values.argtypes = [_P, _P, _I64, _P, _I64, _I64, _P, _I64, _P]
         lib.rerf_sparse_scatter.restype = None
         lib.rerf_sparse_scatter.argtypes = [_P, _I64, _P, _P, _I64, _I64, _P]
         lib.rerf_block_warp.restype = _I64

@@ -86,6 +86,24 @@ def sparse_gather(
     return out, rows, weights
 
 
+def sparse_values(rows: torch.Tensor, weights: torch.Tensor, trainable: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+    """``sparse_gather``'s values (K, C) from the rows (K, 8) and weights (K, 8) it returned for the same
+    points — the same loop, so the same bits — without finding them again."""
+    lib = native_render.library()
+    assert lib is not None
+    frozen = frozen.contiguous()
+    if trainable.stride(1) != 1 or (trainable.shape[0] > 1 and trainable.stride(0) < trainable.shape[1]):
+        trainable = trainable.contiguous()
+    k, c = rows.shape[0], trainable.shape[1]
+    row_stride = trainable.stride(0) if trainable.shape[0] > 1 else c
+    out = torch.empty(k, c, dtype=torch.float32)
+    status = lib.rerf_sparse_values(rows.data_ptr(), weights.data_ptr(), k, trainable.data_ptr(), trainable.shape[0],
+                                    row_stride, frozen.data_ptr(), c, out.data_ptr())  # fmt: skip
+    if status != 0:
+        raise RerfUsageError(f"compiled lookup: unsupported table {tuple(trainable.shape)}")
+    return out
+
+
 def sparse_scatter(grad: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, trainable_rows: int) -> torch.Tensor:
     """The backward of ``sparse_gather``: the trainable table's gradient (M, C) from the values' (K, C)."""
     lib = native_render.library()

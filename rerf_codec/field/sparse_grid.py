@@ -73,6 +73,25 @@ class SparseGrid:
             return _NativeLookup.apply(self.trainable, self.frozen, index, self.layout.rows, self.layout.shape)
         return self._sample_torch(index)
 
+    def planned(self, index: torch.Tensor) -> LookupPlan:
+        """A lookup at ``index`` (K, 3) to repeat on this layout with other table values (``sample_planned``):
+        on the compiled path the points' rows and weights are found once. Why: the residual's coarse
+        stage reads the same K points of its lattice every iteration."""
+        if native_train.usable(self.trainable, self.frozen, index):
+            _, rows, weights = native_train.sparse_gather(index.contiguous(), self.layout.rows, self.layout.shape,
+                                                          self.trainable.detach(), self.frozen.detach())  # fmt: skip
+            return LookupPlan(self.layout, index, rows, weights)
+        return LookupPlan(self.layout, index, None, None)
+
+    def sample_planned(self, plan: LookupPlan) -> torch.Tensor:
+        """``sample(plan.index)`` — the same values — reusing the plan's rows and weights where it has them."""
+        if plan.layout is not self.layout:
+            raise ValueError("the lookup plan was made for another layout")
+        compiled = plan.rows is not None and plan.weights is not None and not self.frozen.requires_grad
+        if compiled and native_train.usable(self.trainable, self.frozen):
+            return _PlannedLookup.apply(self.trainable, self.frozen, plan.rows, plan.weights)
+        return self.sample(plan.index)
+
     def _sample_torch(self, index: torch.Tensor) -> torch.Tensor:
         shape = self.layout.shape
         hi = torch.tensor([n - 1 for n in shape], dtype=index.dtype, device=index.device)
@@ -91,6 +110,35 @@ class SparseGrid:
         table = torch.cat([self.trainable, self.frozen], 0)
         values = table.index_select(0, rows.reshape(-1)).view(-1, 8, self.channels)
         return (values * weights[:, :, None]).sum(1)
+
+
+@dataclass(frozen=True)
+class LookupPlan:
+    """Points of a ``SparseGrid`` lookup and, on the compiled path, their table rows and weights (K, 8)."""
+
+    layout: SparseLayout
+    index: torch.Tensor  # (K, 3)
+    rows: torch.Tensor | None
+    weights: torch.Tensor | None
+
+
+class _PlannedLookup(torch.autograd.Function):
+    """``_NativeLookup`` with the rows and weights given: values forward, the same scatter backward."""
+
+    @staticmethod
+    def forward(ctx: Any, trainable: torch.Tensor, frozen: torch.Tensor, rows: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        ctx.save_for_backward(rows, weights)
+        ctx.trainable_rows = trainable.shape[0]
+        return native_train.sparse_values(rows, weights, trainable.detach(), frozen.detach())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+        rows, weights = ctx.saved_tensors
+        table_grad = (
+            native_train.sparse_scatter(grad, rows, weights, ctx.trainable_rows) if ctx.needs_input_grad[0] else None
+        )
+        return table_grad, None, None, None
 
 
 class _NativeLookup(torch.autograd.Function):
