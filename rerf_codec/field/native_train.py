@@ -58,6 +58,14 @@ def march_samples(
         cap = int(count)
 
 
+def _table_rows(trainable: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The trainable table as the kernels read it — rows of contiguous channels, read in place through
+    their stride (a column slice of a wider table is) — and that row stride in floats."""
+    if trainable.stride(1) != 1 or (trainable.shape[0] > 1 and trainable.stride(0) < trainable.shape[1]):
+        trainable = trainable.contiguous()
+    return trainable, trainable.stride(0) if trainable.shape[0] > 1 else trainable.shape[1]
+
+
 def sparse_gather(
     index: torch.Tensor, rows_of: torch.Tensor, shape: tuple[int, int, int], trainable: torch.Tensor,
     frozen: torch.Tensor,
@@ -69,10 +77,8 @@ def sparse_gather(
     lib = native_render.library()
     assert lib is not None
     index, frozen = index.contiguous(), frozen.contiguous()
-    if trainable.stride(1) != 1 or (trainable.shape[0] > 1 and trainable.stride(0) < trainable.shape[1]):
-        trainable = trainable.contiguous()
+    trainable, row_stride = _table_rows(trainable)
     k, c = index.shape[0], trainable.shape[1]
-    row_stride = trainable.stride(0) if trainable.shape[0] > 1 else c
     out = torch.empty(k, c, dtype=torch.float32)
     rows = torch.empty(k, 8, dtype=torch.int64)
     weights = torch.empty(k, 8, dtype=torch.float32)
@@ -92,10 +98,8 @@ def sparse_values(rows: torch.Tensor, weights: torch.Tensor, trainable: torch.Te
     lib = native_render.library()
     assert lib is not None
     frozen = frozen.contiguous()
-    if trainable.stride(1) != 1 or (trainable.shape[0] > 1 and trainable.stride(0) < trainable.shape[1]):
-        trainable = trainable.contiguous()
+    trainable, row_stride = _table_rows(trainable)
     k, c = rows.shape[0], trainable.shape[1]
-    row_stride = trainable.stride(0) if trainable.shape[0] > 1 else c
     out = torch.empty(k, c, dtype=torch.float32)
     status = lib.rerf_sparse_values(rows.data_ptr(), weights.data_ptr(), k, trainable.data_ptr(), trainable.shape[0],
                                     row_stride, frozen.data_ptr(), c, out.data_ptr())  # fmt: skip

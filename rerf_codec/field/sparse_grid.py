@@ -112,6 +112,15 @@ class SparseGrid:
         return (values * weights[:, :, None]).sum(1)
 
 
+def _table_grad(ctx: Any, grad: torch.Tensor) -> torch.Tensor | None:
+    """Both compiled lookups' backward: the trainable table's gradient from the rows and weights the
+    forward saved (the frozen ring gets none), or None when the table needs none."""
+    if not ctx.needs_input_grad[0]:
+        return None
+    rows, weights = ctx.saved_tensors
+    return native_train.sparse_scatter(grad, rows, weights, ctx.trainable_rows)
+
+
 @dataclass(frozen=True)
 class LookupPlan:
     """Points of a ``SparseGrid`` lookup and, on the compiled path, their table rows and weights (K, 8)."""
@@ -134,11 +143,7 @@ class _PlannedLookup(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
-        rows, weights = ctx.saved_tensors
-        table_grad = (
-            native_train.sparse_scatter(grad, rows, weights, ctx.trainable_rows) if ctx.needs_input_grad[0] else None
-        )
-        return table_grad, None, None, None
+        return _table_grad(ctx, grad), None, None, None
 
 
 class _NativeLookup(torch.autograd.Function):
@@ -156,8 +161,4 @@ class _NativeLookup(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
-        rows, weights = ctx.saved_tensors
-        table_grad = (
-            native_train.sparse_scatter(grad, rows, weights, ctx.trainable_rows) if ctx.needs_input_grad[0] else None
-        )
-        return table_grad, None, None, None, None
+        return _table_grad(ctx, grad), None, None, None, None

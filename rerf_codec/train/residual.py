@@ -397,10 +397,11 @@ def fit_residual(
         ctable = torch.zeros(clayout.trainable.numel(), 1 + c, device=dev, requires_grad=True)
         cring = torch.zeros(clayout.ring.numel(), 1 + c, device=dev)
 
-        plan = SparseGrid(clayout, ctable, cring).planned(cindex)  # the same points every iteration
+        cgrid = SparseGrid(clayout, ctable, cring)  # the optimiser updates ctable in place
+        plan = cgrid.planned(cindex)  # the same points every iteration
 
         def coarse() -> tuple[torch.Tensor, torch.Tensor]:
-            v = SparseGrid(clayout, ctable, cring).sample_planned(plan)
+            v = cgrid.sample_planned(plan)
             return v[:, :1], v[:, 1:]
 
         copt = ProximalAdam([ctable], config.lr_residual, (0.9, 0.99), 1e-15, lam * COARSE_L1_FACTOR)
