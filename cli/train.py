@@ -7,6 +7,7 @@ The work is in ``rerf_codec.train`` (``driver`` runs the frames and the checkpoi
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,20 @@ def _fmt_record(r: dict[str, Any]) -> str:
     return line
 
 
+PLAIN_EVERY_S = 30.0
+"""Off a terminal (a log file), a keyframe's progress is a plain line at most this often: a 128³
+keyframe runs for minutes, and its frame line comes only at the end."""
+
+
 class _TrainProgress:
-    """A per-frame bar on a terminal (carriage-return redraw); one summary line per frame always."""
+    """A per-frame bar on a terminal (carriage-return redraw); one summary line per frame always; off a
+    terminal, a plain line now and then while a keyframe trains."""
 
     def __init__(self, quiet: bool, gof_lines: SegmentLines | None = None) -> None:
         self.quiet = quiet
         self.tty = isatty(sys.stderr)
         self.gof_lines = gof_lines
+        self.frame_start = self.last_line = time.monotonic()
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if self.quiet:
@@ -39,6 +47,7 @@ class _TrainProgress:
             resumed = f", resuming after {info['resumed']} finished frame(s)" if info["resumed"] else ""
             click.echo(f"training frames {info['frames'][0]}:{info['frames'][1]} at {shape} on {info['device']}{resumed}",
                        err=True)  # fmt: skip
+            self.frame_start = self.last_line = time.monotonic()
         elif kind == "iter" and self.tty:
             width = 30
             filled = int(width * info["i"] / max(info["n"], 1))
@@ -46,10 +55,15 @@ class _TrainProgress:
             bar = "#" * filled + "-" * (width - filled)
             click.echo(f"\rframe {info['frame']:>5} {phase:<8} [{bar}] {info['i']}/{info['n']} mse {info['mse']:.5f}",
                        err=True, nl=False)  # fmt: skip
+        elif kind == "iter" and "stage" not in info and time.monotonic() - self.last_line >= PLAIN_EVERY_S:
+            self.last_line = now = time.monotonic()
+            click.echo(f"frame {info['frame']:>5} key      {info['i']}/{info['n']} iterations  mse {info['mse']:.5f}"
+                       f"  {now - self.frame_start:6.1f} s", err=True)  # fmt: skip
         elif kind == "frame":
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)
             click.echo(_fmt_record(info), err=True)
+            self.frame_start = self.last_line = time.monotonic()
         elif kind == "gof" and self.gof_lines is not None:
             self.gof_lines(info["result"], info["done"], info["total"])
 

@@ -528,6 +528,24 @@ def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "y").exists()
 
 
+def test_cli_train_off_a_terminal_prints_plain_keyframe_progress(demo: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log file gets no bar, one line per frame, and (here every event, normally at most every 30 s) a
+    plain line while the keyframe trains — a 128³ keyframe is minutes of silence otherwise."""
+    import cli.train
+
+    monkeypatch.setattr(cli.train, "PLAIN_EVERY_S", 0.0)
+    code, _, err = _cli("train", str(demo), "-o", str(tmp_path / "seq"), "--frames", "0:2", "--resolution", "16",
+                        "--iters-key", "200", "--iters-residual", "10", "--iters-motion", "5")  # fmt: skip
+    assert code == 0, err
+    lines = err.splitlines()
+    assert "\r" not in err and lines[0].startswith("training frames 0:2 at ")
+    progress = [ln for ln in lines if "iterations" in ln]
+    assert [ln.split()[3] for ln in progress] == ["100/200", "200/200"], lines  # keyframe only, not the residual
+    assert all(ln.startswith("frame     0 key ") and " mse " in ln for ln in progress)
+    assert [ln.split()[2] for ln in lines if "test PSNR" in ln] == ["key", "residual"]
+
+
 def test_cli_refuses_a_stale_checkpoint_without_resume(demo: Path, tmp_path: Path) -> None:
     out = tmp_path / "seq"
     with pytest.raises(Interrupted):
