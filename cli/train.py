@@ -98,9 +98,9 @@ class _TrainProgress:
 @click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT", help="Train on this Ray cluster.")
 @click.option("--gpus-per-task", type=click.FloatRange(0, 64), default=None,
               help="GPUs each GOF task asks Ray for.  [default: 1 with --device cuda, else 0]")
-@click.option("--threads-per-task", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="torch threads (and Ray CPUs) per GOF; part of the result on CPU, so serial and parallel "
-              "runs match only at the same value.")
+@click.option("--threads", "--threads-per-task", "threads", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="torch threads while training (with --gof: per GOF task, and the Ray CPUs each asks for); part "
+              "of the result on CPU, so runs match byte for byte only at the same value.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
 @click.option("--force", is_flag=True, help="Replace an existing output / discard an old checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print the train.json summary on stdout (no progress).")
@@ -108,7 +108,7 @@ def train(
     data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
     iters_residual: int | None, iters_motion: int | None, l1: float | None, residual_coarse: float | None,
     shading: str | None, seed: int,
-    gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float | None, threads_per_task: int,
+    gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float | None, threads: int,
     resume: bool, force: bool, as_json: bool,
 ) -> None:  # fmt: skip
     """Fit DATA (a multi-view dataset) into the grid sequence SEQ.
@@ -128,7 +128,8 @@ def train(
         if value is not None:
             overrides[key] = value
     config = TrainConfig(**overrides)
-    req = TrainRequest(Path(data), Path(output), frames=frames, device=device, resume=resume, force=force)
+    req = TrainRequest(Path(data), Path(output), frames=frames, device=device, resume=resume, force=force,
+                       threads=threads)
     parallel = workers > 1 or ray_address is not None
     if gpus_per_task is None:
         gpus_per_task = 1.0 if device.startswith("cuda") else 0.0
@@ -148,7 +149,7 @@ def train(
                     lines.total_frames = info["frames"][1] - info["frames"][0] - info["resumed"]
                 events(kind, info)
 
-            return train_sequence_gofs(req, config, gof, runner=runner, threads=threads_per_task, workers=workers,
+            return train_sequence_gofs(req, config, gof, runner=runner, threads=threads, workers=workers,
                                        events=on)  # fmt: skip
 
         if parallel:
@@ -157,7 +158,7 @@ def train(
             cluster.require_ray("--workers" if workers > 1 else "--ray-address")
             cluster.check_address(ray_address)
             with cluster.connect(workers, ray_address, gpus=gpus_per_task > 0) as ray_cluster:
-                summary = run(cluster.task_runner(ray_cluster, num_cpus=threads_per_task, num_gpus=gpus_per_task))
+                summary = run(cluster.task_runner(ray_cluster, num_cpus=threads, num_gpus=gpus_per_task))
         else:
             summary = run()
     if as_json:

@@ -457,6 +457,39 @@ def test_sequence_training_writes_a_readable_sequence_and_resume_is_exact(demo: 
     assert _tree_hashes(straight) == _tree_hashes(resumed)
 
 
+def test_training_runs_on_its_own_thread_count_whatever_the_process_uses(demo: Path, tmp_path: Path) -> None:
+    """The last bits of a CPU run depend on torch's thread count, so a run fixes it (one by default): a process
+    on two threads writes the same bytes as one on one, gets its count back, and train.json records it; a
+    resume with another count is refused instead of silently changing the frames still to come."""
+    from rerf_codec.errors import RerfUsageError
+
+    def run(out: Path, **kw: object) -> dict:
+        return train_sequence(TrainRequest(demo, out, frames=range(0, 2), **kw), TrainConfig(**TINY))  # type: ignore[arg-type]
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run(tmp_path / "one")
+        torch.set_num_threads(2)
+        two = run(tmp_path / "two")
+        assert torch.get_num_threads() == 2
+        mine = run(tmp_path / "mine", threads=None)  # None: the process's own setting
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
+    assert one["threads"] == two["threads"] == 1 and mine["threads"] == 2
+    assert _tree_hashes(tmp_path / "one") == _tree_hashes(tmp_path / "two")
+
+    with pytest.raises(Interrupted):
+        train_sequence(TrainRequest(demo, tmp_path / "cut", frames=range(0, 2)), TrainConfig(**TINY), stop_after=1)
+    with pytest.raises(RerfUsageError, match="threads"):
+        run(tmp_path / "cut", resume=True, threads=2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(RerfUsageError, match="threads"):
+            run(tmp_path / "never", threads=bad)
+    assert not (tmp_path / "never").exists()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_training_on_cuda_fits_as_well_as_on_the_cpu(demo: Path, tmp_path: Path) -> None:
     """``--device cuda`` runs the torch kernels where the CPU runs the compiled ones, so the grids differ
@@ -508,7 +541,7 @@ def test_cli_train_json_and_errors(demo: Path, tmp_path: Path) -> None:
     summary = json.loads(stdout)
     assert summary["config"]["residual_coarse"] == 0.3
     assert summary["frames"] == 2 and summary["seed"] == 0 and summary["grid_shape"][0] <= 16
-    assert summary["threads"] == torch.get_num_threads()  # what a rerun needs to repeat it exactly
+    assert summary["threads"] == 1  # the default, whatever the process uses: what a rerun needs to repeat it exactly
     assert (out / "train.json").is_file() and (out / "decoder.npz").is_file()
 
     cases = [

@@ -54,6 +54,21 @@ class Interrupted(Exception):
     """Raised by ``stop_after`` (tests simulate a crash between frames with it)."""
 
 
+class torch_threads:
+    """Fix torch's intra-op thread count for one unit of work (results depend on it on CPU); None: as is."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+
+    def __enter__(self) -> None:
+        self.old = torch.get_num_threads()
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.old)
+
+
 @dataclass(frozen=True)
 class TrainRequest:
     data: Path
@@ -62,6 +77,14 @@ class TrainRequest:
     device: str = "cpu"
     resume: bool = False
     force: bool = False
+    threads: int | None = 1
+    """torch's intra-op threads while training (None: the process's setting). The last bits of every
+    frame depend on it on the CPU, so it is part of the checkpoint's identity and train.json. One by
+    default, whatever the machine: then a run repeats byte for byte on any core count, as the GOF
+    tasks (``--threads``) do, and on the 2-core machine a second thread bought little — the demo
+    trains 10 % faster on one, crane's keyframe and residual frames 4 % / 8 % slower — and cost a
+    lot when another process held the other core (a demo residual fit 2.6x slower; BENCHMARKS,
+    "Session 12")."""
 
 
 def _frames(ds: Dataset, frames: FrameRange | range | str | None) -> range:
@@ -79,7 +102,15 @@ def heldout_psnr(ds: Dataset, frame: int, field: RadianceField) -> float:
 def train_sequence(
     req: TrainRequest, config: TrainConfig, events: Events | None = None, stop_after: int | None = None
 ) -> dict[str, Any]:
-    """Train ``req.data`` into the grid sequence ``req.out``; returns the ``train.json`` summary."""
+    """Train ``req.data`` into the grid sequence ``req.out`` on ``req.threads`` torch threads; returns the
+    ``train.json`` summary."""
+    if req.threads is not None and (isinstance(req.threads, bool) or not isinstance(req.threads, int) or req.threads < 1):
+        raise RerfUsageError(f"must be a positive integer, got {req.threads!r}", param="threads")
+    with torch_threads(req.threads):
+        return _train_sequence(req, config, events, stop_after)
+
+
+def _train_sequence(req: TrainRequest, config: TrainConfig, events: Events | None, stop_after: int | None) -> dict[str, Any]:
     emit = events or (lambda kind, info: None)
     ds = open_dataset(req.data)
     frames = _frames(ds, req.frames)
@@ -99,6 +130,7 @@ def train_sequence(
         "config": config.to_json(),
         "device": device.type,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
     }
     ckdir = checkpoint_dir(out)
     if ckdir.exists() and req.resume:

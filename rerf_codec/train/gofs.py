@@ -69,6 +69,7 @@ from rerf_codec.train.driver import (
     Interrupted,
     TrainRequest,
     heldout_psnr,
+    torch_threads,
     train_summary,
 )
 from rerf_codec.train.keyframe import density_floor, train_keyframe
@@ -144,20 +145,6 @@ class GofResult:
 
 def _worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class _torch_threads:
-    """Fix torch's intra-op thread count for one unit of work (results depend on it on CPU)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __enter__(self) -> None:
-        self.old = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.old)
 
 
 # --------------------------------------------------------------------------- files
@@ -265,7 +252,7 @@ class _FrameContext:
 
 def train_first_frame(job: FirstFrameJob) -> dict[str, Any]:
     """Frame A: keyframe + global MLP, into ``<checkpoint>/first/`` (atomically). Returns its log record."""
-    with _torch_threads(job.threads):
+    with torch_threads(job.threads):
         t0, c0 = time.perf_counter(), time.process_time()
         ctx = _FrameContext(open_dataset(job.data), job.config, resolve_device(job.device))
         rays, hull = ctx.frame_inputs(job.frame)
@@ -301,7 +288,7 @@ def _train_gof(job: GofJob) -> GofResult:
     t_start = time.perf_counter()
     root = Path(job.ckdir)
     cfg = job.config
-    with _torch_threads(job.threads):
+    with torch_threads(job.threads):
         ctx = _FrameContext(open_dataset(job.data), cfg, resolve_device(job.device))
         first = root / "first"
         mlp_config = MLPConfig(cfg.feature_channels, cfg.viewbase_pe, cfg.mlp_width, 3)
