@@ -429,7 +429,7 @@ def train_sequence_gofs(
     emit = events or (lambda kind, info: None)
     run = runner or in_process
     if threads < 1:
-        raise RerfUsageError(f"must be at least 1, got {threads}", param="threads_per_task")
+        raise RerfUsageError(f"must be at least 1, got {threads}", param="threads")
     ds = open_dataset(req.data)
     wanted = parse_frame_range(req.frames)
     frames = ds.meta.frame_indices if wanted is None else wanted.resolve(ds.meta.frame_indices)
