@@ -8,7 +8,7 @@
   ``--runs``; parallel output checked byte-identical to the serial one of the same segmentation.
 * **overhead**: Ray start-up + shutdown, and per task: ``--tasks`` no-op tasks through
   ``Cluster.map_unordered`` (the same backpressure loop the encoder and trainer use).
-* **train**: the demo scene, the default serial trainer (torch's default threads) against
+* **train**: the demo scene, the default serial trainer (one torch thread, ``TrainRequest.threads``) against
   ``--gof`` serial (1 thread per GOF) and ``--gof`` on 2 workers (1 thread each); one run each
   (training is seeded: same work every run); frame A's phase timed apart.
 """

@@ -61,7 +61,7 @@ def intra_fits(data: Path, seq: Path, frames: str | None = None, progress: bool 
             out = Path(tmp) / f"frame{t}"
             # the driver seeds frame t's keyframe with config.seed; the chain seeded this frame with seed + t
             cfg = TrainConfig.from_json({**config_json, "seed": config.seed + t})
-            summary = train_sequence(TrainRequest(data, out, frames=range(t, t + 1)), cfg)
+            summary = train_sequence(TrainRequest(data, out, frames=range(t, t + 1), threads=None), cfg)  # --threads
             intra = float(summary["keyframe_test_psnr"])
             r = chain[t]
             rows.append({"frame": t, "kind": r["kind"], "chain_test_psnr": r["test_psnr"], "intra_test_psnr": intra,
