@@ -419,16 +419,19 @@ def train_sequence_gofs(
     gof: int,
     *,
     runner: Runner | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     workers: int = 1,
     events: Events | None = None,
     stop_after_gofs: int | None = None,
 ) -> dict[str, Any]:
     """Train ``req.data`` into ``req.out`` GOF by GOF (see the module docstring); ``runner``
-    runs the units (default: here, in order). Returns the ``train.json`` summary."""
+    runs the units (default: here, in order); ``threads``: torch threads per unit (default
+    ``req.threads``, or the process's count when that is None). Returns the ``train.json`` summary."""
     emit = events or (lambda kind, info: None)
     run = runner or in_process
-    if threads < 1:
+    if threads is None:
+        threads = req.threads if req.threads is not None else torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise RerfUsageError(f"must be at least 1, got {threads}", param="threads")
     ds = open_dataset(req.data)
     wanted = parse_frame_range(req.frames)
