@@ -48,17 +48,18 @@ class _TrainProgress:
             click.echo(f"training frames {info['frames'][0]}:{info['frames'][1]} at {shape} on {info['device']}{resumed}",
                        err=True)  # fmt: skip
             self.frame_start = self.last_line = time.monotonic()
-        elif kind == "iter" and self.tty:
-            width = 30
-            filled = int(width * info["i"] / max(info["n"], 1))
+        elif kind == "iter":
             phase = {0.0: "motion", 1.0: "residual"}.get(info.get("stage", -1), "keyframe")
-            bar = "#" * filled + "-" * (width - filled)
-            click.echo(f"\rframe {info['frame']:>5} {phase:<8} [{bar}] {info['i']}/{info['n']} mse {info['mse']:.5f}",
-                       err=True, nl=False)  # fmt: skip
-        elif kind == "iter" and "stage" not in info and time.monotonic() - self.last_line >= PLAIN_EVERY_S:
-            self.last_line = now = time.monotonic()
-            click.echo(f"frame {info['frame']:>5} key      {info['i']}/{info['n']} iterations  mse {info['mse']:.5f}"
-                       f"  {now - self.frame_start:6.1f} s", err=True)  # fmt: skip
+            if self.tty:
+                width = 30
+                filled = int(width * info["i"] / max(info["n"], 1))
+                bar = "#" * filled + "-" * (width - filled)
+                click.echo(f"\rframe {info['frame']:>5} {phase:<8} [{bar}] {info['i']}/{info['n']} mse {info['mse']:.5f}",
+                           err=True, nl=False)  # fmt: skip
+            elif phase == "keyframe" and time.monotonic() - self.last_line >= PLAIN_EVERY_S:
+                self.last_line = now = time.monotonic()
+                click.echo(f"frame {info['frame']:>5} key      {info['i']}/{info['n']} iterations  mse {info['mse']:.5f}"
+                           f"  {now - self.frame_start:6.1f} s", err=True)  # fmt: skip
         elif kind == "frame":
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)

@@ -54,6 +54,12 @@ class Interrupted(Exception):
     """Raised by ``stop_after`` (tests simulate a crash between frames with it)."""
 
 
+def check_threads(threads: object) -> None:
+    """A torch thread count must be a positive integer (both trainers take one)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RerfUsageError(f"must be a positive integer, got {threads!r}", param="threads")
+
+
 class torch_threads:
     """Fix torch's intra-op thread count for one unit of work (results depend on it on CPU); None: as is."""
 
@@ -104,8 +110,8 @@ def train_sequence(
 ) -> dict[str, Any]:
     """Train ``req.data`` into the grid sequence ``req.out`` on ``req.threads`` torch threads; returns the
     ``train.json`` summary."""
-    if req.threads is not None and (isinstance(req.threads, bool) or not isinstance(req.threads, int) or req.threads < 1):
-        raise RerfUsageError(f"must be a positive integer, got {req.threads!r}", param="threads")
+    if req.threads is not None:
+        check_threads(req.threads)
     with torch_threads(req.threads):
         return _train_sequence(req, config, events, stop_after)
 

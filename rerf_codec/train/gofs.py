@@ -68,6 +68,7 @@ from rerf_codec.train.driver import (
     Events,
     Interrupted,
     TrainRequest,
+    check_threads,
     heldout_psnr,
     torch_threads,
     train_summary,
@@ -431,8 +432,7 @@ def train_sequence_gofs(
     run = runner or in_process
     if threads is None:
         threads = req.threads if req.threads is not None else torch.get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise RerfUsageError(f"must be at least 1, got {threads}", param="threads")
+    check_threads(threads)
     ds = open_dataset(req.data)
     wanted = parse_frame_range(req.frames)
     frames = ds.meta.frame_indices if wanted is None else wanted.resolve(ds.meta.frame_indices)
