@@ -78,7 +78,7 @@ static inline float clip(float c, int64_t size) {
     return c < 0 ? 0 : (c > limit ? limit : c);
 }
 
-static void trilinear(const grid_t *g, const float *p, trilinear_t *t) {
+static inline void trilinear(const grid_t *g, const float *p, trilinear_t *t) {
     /* grid_sample's source index ((unit + 1) / 2)·(n - 1), unit = (p - lo) / (hi - lo)·2 - 1 (to_unit),
      * is (p - lo)·(n - 1)/(hi - lo): one multiply instead of two divisions. It can differ from
      * torch's in the last bit, which moves a trilinear weight by ~1e-7 (no decision hangs on it);
@@ -87,23 +87,21 @@ static void trilinear(const grid_t *g, const float *p, trilinear_t *t) {
     float cy = clip((p[1] - g->lo[1]) * g->scale[1], g->n[1]);
     float cz = clip((p[2] - g->lo[2]) * g->scale[2], g->n[2]);
     int64_t x0 = (int64_t)cx, y0 = (int64_t)cy, z0 = (int64_t)cz; /* floor: c >= 0 after clipping */
-    /* a +1 neighbour past the edge has weight exactly 0 (grid_sample skips it): clamp it */
-    int64_t x1 = x0 + 1 < g->n[0] ? x0 + 1 : x0, y1 = y0 + 1 < g->n[1] ? y0 + 1 : y0;
-    int64_t z1 = z0 + 1 < g->n[2] ? z0 + 1 : z0;
+    int64_t ny = g->n[1], nz = g->n[2];
+    /* a +1 neighbour past the edge has weight exactly 0 (grid_sample skips it): its stride is 0 */
+    int64_t sx = x0 + 1 < g->n[0] ? ny * nz : 0, sy = y0 + 1 < ny ? nz : 0, sz = z0 + 1 < nz ? 1 : 0;
     float ax = (float)(x0 + 1) - cx, bx = cx - (float)x0;
     float ay = (float)(y0 + 1) - cy, by = cy - (float)y0;
     float az = (float)(z0 + 1) - cz, bz = cz - (float)z0;
-    int64_t ny = g->n[1], nz = g->n[2];
-#define OFF(x, y, z) (((x) * ny + (y)) * nz + (z))
-    t->off[0] = OFF(x0, y0, z0); t->w[0] = az * ay * ax; /* tnw */
-    t->off[1] = OFF(x0, y0, z1); t->w[1] = bz * ay * ax; /* tne */
-    t->off[2] = OFF(x0, y1, z0); t->w[2] = az * by * ax; /* tsw */
-    t->off[3] = OFF(x0, y1, z1); t->w[3] = bz * by * ax; /* tse */
-    t->off[4] = OFF(x1, y0, z0); t->w[4] = az * ay * bx; /* bnw */
-    t->off[5] = OFF(x1, y0, z1); t->w[5] = bz * ay * bx; /* bne */
-    t->off[6] = OFF(x1, y1, z0); t->w[6] = az * by * bx; /* bsw */
-    t->off[7] = OFF(x1, y1, z1); t->w[7] = bz * by * bx; /* bse */
-#undef OFF
+    int64_t b = (x0 * ny + y0) * nz + z0;
+    t->off[0] = b;                t->w[0] = az * ay * ax; /* tnw */
+    t->off[1] = b + sz;           t->w[1] = bz * ay * ax; /* tne */
+    t->off[2] = b + sy;           t->w[2] = az * by * ax; /* tsw */
+    t->off[3] = b + sy + sz;      t->w[3] = bz * by * ax; /* tse */
+    t->off[4] = b + sx;           t->w[4] = az * ay * bx; /* bnw */
+    t->off[5] = b + sx + sz;      t->w[5] = bz * ay * bx; /* bne */
+    t->off[6] = b + sx + sy;      t->w[6] = az * by * bx; /* bsw */
+    t->off[7] = b + sx + sy + sz; t->w[7] = bz * by * bx; /* bse */
 }
 
 /* torch.round (half to even, the default rounding mode) without a libm call: adding and
@@ -133,14 +131,15 @@ static inline int occupied(const grid_t *g, const float *p) {
     return g->occ[(idx[0] * g->n[1] + idx[1]) * g->n[2] + idx[2]];
 }
 
-/* Features at the sample, into out[C] (grid_sample's per-channel summation order). */
-static inline void lookup_features(const grid_t *g, const trilinear_t *t, float *out) {
-    int64_t c, C = g->channels;
-    for (c = 0; c < C; c++) out[c] = 0;
+/* Features at the sample, into out[C] (grid_sample's per-channel summation order). Inlined into
+ * callers that pass a constant C, where the loops unroll and out stays in registers. */
+static inline __attribute__((always_inline)) void lookup_features(const grid_t *g, const trilinear_t *t, int64_t C,
+                                                                  float *out) {
+    for (int64_t c = 0; c < C; c++) out[c] = 0;
     for (int k = 0; k < 8; k++) {
         const float *v = g->features + t->off[k] * C;
         float w = t->w[k];
-        for (c = 0; c < C; c++) out[c] += v[c] * w;
+        for (int64_t c = 0; c < C; c++) out[c] += v[c] * w;
     }
 }
 
@@ -149,10 +148,6 @@ static inline double decay_of(double ex, float dps) {
     if (dps == 1.0f) return 1.0 / (1.0 + ex);
     return exp(-(double)dps * log1p(ex));
 }
-
-/* One ray: calls `shade(ctx, weight, trilinear)` for each sample whose weight passes the
- * threshold, in order; returns T_final and adds the occupied samples to *samples. */
-typedef void (*shade_fn)(void *ctx, float weight, const trilinear_t *t);
 
 /* march_rays' lattice for one ray: samples k0 .. k0 + n - 1 at t_near + (k + ½)·step (returns t_near). */
 static float lattice(const grid_t *g, const float *o, const float *d, int64_t *k0_out, int64_t *n_out) {
@@ -174,53 +169,67 @@ static float lattice(const grid_t *g, const float *o, const float *d, int64_t *k
     return t_near;
 }
 
-static float march(const grid_t *g, const float *o, const float *d, int64_t *samples, shade_fn shade, void *ctx) {
-    int64_t k0, n;
-    float t_near = lattice(g, o, d, &k0, &n);
-    double trans = 1; /* transmittance before the sample (binary64, as render.py's running sum) */
-    int alive = 1;
-    int64_t count = 0;
-    for (int64_t k = k0; k < k0 + n; k++) {
-        float t = t_near + ((float)k + 0.5f) * g->step, p[3];
-        for (int a = 0; a < 3; a++) p[a] = o[a] + d[a] * t;
-        if (!occupied(g, p)) continue;
-        count++;
-        if (!alive) continue;
-        trilinear_t tri;
-        trilinear(g, p, &tri);
-        float dens = 0;
-        for (int c = 0; c < 8; c++) dens += g->density[tri.off[c]] * tri.w[c];
-        float x = dens + g->shift;
-        /* exp(-τ) = exp(-softplus(x)·dps) = (1 + e^x)^-dps: one exp (and a sqrt for rerf's step
-         * ratio ½) instead of exp, log1p and exp; in binary64, so at least as close to the exact
-         * value as render.py's float32 softplus and exp. T = Π exp(-τ) equals its exp(-Σ τ) to
-         * binary64 rounding. */
-        double decay = decay_of(exp((double)x), g->depth_per_step);
-        float weight = (float)trans * (1.0f - (float)decay);
-        trans *= decay;
-        if (weight > g->weight_threshold) shade(ctx, weight, &tri);
-        if (trans < TERMINATE) alive = 0;
+/* One ray of march_rays: its lattice, the occupancy test, density, alpha and transmittance; the
+ * statement given last runs for each sample whose weight passes the threshold, with `weight` and `tri`
+ * in scope. Leaves the occupied samples in `count` and the transmittance in `trans` (binary64, as
+ * render.py's running sum).
+ *
+ * A macro, not a function taking a shading callback (as it was): through the callback each
+ * kernel's running sums lived in memory, reloaded after every store (-fno-strict-aliasing), and
+ * the channel count was unknown. Expanded inside each kernel's per-ray function, for C = 12 and
+ * for any C, the sums stay in registers and the feature loops unroll: crane 256², deferred kernel
+ * 47 -> 38 ms, per-sample 40 -> 34 ms, the same bits (BENCHMARKS, "Session 13"). */
+#define MARCH_RAY(g, o, d, ...)                                                                        \
+    int64_t k0, n, count = 0;                                                                          \
+    float t_near = lattice(g, o, d, &k0, &n);                                                          \
+    double trans = 1;                                                                                  \
+    int alive = 1;                                                                                     \
+    for (int64_t k = k0; k < k0 + n; k++) {                                                            \
+        float t = t_near + ((float)k + 0.5f) * (g)->step, p[3];                                        \
+        for (int a = 0; a < 3; a++) p[a] = (o)[a] + (d)[a] * t;                                        \
+        if (!occupied(g, p)) continue;                                                                 \
+        count++;                                                                                       \
+        if (!alive) continue;                                                                          \
+        trilinear_t tri;                                                                               \
+        trilinear(g, p, &tri);                                                                         \
+        float dens = 0;                                                                                \
+        for (int c = 0; c < 8; c++) dens += (g)->density[tri.off[c]] * tri.w[c];                       \
+        float x = dens + (g)->shift;                                                                   \
+        /* exp(-τ) = exp(-softplus(x)·dps) = (1 + e^x)^-dps: one exp (and a sqrt for rerf's step    \
+         * ratio ½) instead of exp, log1p and exp; in binary64, so at least as close to the exact   \
+         * value as render.py's float32 softplus and exp. T = Π exp(-τ) equals its exp(-Σ τ) to     \
+         * binary64 rounding. */                                                                       \
+        double decay = decay_of(exp((double)x), (g)->depth_per_step);                                  \
+        float weight = (float)trans * (1.0f - (float)decay);                                           \
+        trans *= decay;                                                                                \
+        if (weight > (g)->weight_threshold) __VA_ARGS__                                                \
+        if (trans < TERMINATE) alive = 0;                                                              \
     }
-    *samples += count;
-    return (float)trans;
-}
+
+#define RAY_FN static inline __attribute__((always_inline)) float
 
 /* --- deferred: W, D = Σ w·sigmoid(f[0:3]), F = Σ w·f per ray ------------------------------- */
 
-typedef struct {
-    const grid_t *g;
-    float w, d[3], *f;
-    float feat[MAX_CHANNELS];
-} deferred_ctx;
-
-static void shade_deferred(void *vctx, float weight, const trilinear_t *t) {
-    deferred_ctx *ctx = (deferred_ctx *)vctx;
-    int64_t C = ctx->g->channels;
-    lookup_features(ctx->g, t, ctx->feat);
-    ctx->w += weight;
-    for (int c = 0; c < 3; c++) ctx->d[c] += weight * (1.0f / (1.0f + expf(-ctx->feat[c])));
-    for (int64_t c = 0; c < C; c++) ctx->f[c] += weight * ctx->feat[c];
-}
+#define DEFERRED_RAY(NAME, CH)                                                                           \
+    RAY_FN NAME(const grid_t *g, const float *o, const float *d, int64_t *samples, float *w_out,          \
+                float *d_out, float *f_out) {                                                            \
+        const int64_t C = (CH);                                                                          \
+        float w_sum = 0, d_sum[3] = {0, 0, 0}, f_sum[MAX_CHANNELS], feat[MAX_CHANNELS];                  \
+        for (int64_t c = 0; c < C; c++) f_sum[c] = 0;                                                    \
+        MARCH_RAY(g, o, d, {                                                                             \
+            lookup_features(g, &tri, C, feat);                                                           \
+            w_sum += weight;                                                                             \
+            for (int c = 0; c < 3; c++) d_sum[c] += weight * (1.0f / (1.0f + expf(-feat[c])));           \
+            for (int64_t c = 0; c < C; c++) f_sum[c] += weight * feat[c];                                \
+        })                                                                                               \
+        *samples += count;                                                                               \
+        *w_out = w_sum;                                                                                  \
+        for (int c = 0; c < 3; c++) d_out[c] = d_sum[c];                                                 \
+        for (int64_t c = 0; c < C; c++) f_out[c] = f_sum[c];                                             \
+        return (float)trans;                                                                             \
+    }
+DEFERRED_RAY(deferred_ray_12, 12)
+DEFERRED_RAY(deferred_ray_any, g->channels)
 
 static int setup(grid_t *g, const float *density, const float *features, const uint8_t *occ, int64_t nx, int64_t ny,
                  int64_t nz, int64_t channels, const float *box, int32_t has_window, float step, float shift,
@@ -254,59 +263,69 @@ int64_t rerf_march_deferred(const float *origins, const float *dirs, int64_t n_r
               weight_threshold))
         return -1;
     int64_t samples = 0;
-    deferred_ctx ctx;
-    ctx.g = &g;
     for (int64_t r = 0; r < n_rays; r++) {
-        ctx.w = 0, ctx.d[0] = ctx.d[1] = ctx.d[2] = 0;
-        ctx.f = out_f + r * channels;
-        memset(ctx.f, 0, (size_t)channels * sizeof(float));
-        out_t[r] = march(&g, origins + 3 * r, dirs + 3 * r, &samples, shade_deferred, &ctx);
-        out_w[r] = ctx.w;
-        for (int c = 0; c < 3; c++) out_d[3 * r + c] = ctx.d[c];
+        const float *o = origins + 3 * r, *d = dirs + 3 * r;
+        float *w = out_w + r, *dd = out_d + 3 * r, *f = out_f + r * channels;
+        out_t[r] = channels == 12 ? deferred_ray_12(&g, o, d, &samples, w, dd, f)
+                                  : deferred_ray_any(&g, o, d, &samples, w, dd, f);
     }
     return samples;
 }
 
 /* --- per sample: the shaded samples themselves ------------------------------------------ */
 
-typedef struct {
-    const grid_t *g;
-    int64_t ray, count, capacity;
-    int64_t *ray_out;
-    float *w_out, *f_out;
-} per_sample_ctx;
-
-static void shade_per_sample(void *vctx, float weight, const trilinear_t *t) {
-    per_sample_ctx *ctx = (per_sample_ctx *)vctx;
-    if (ctx->count < ctx->capacity) {
-        ctx->ray_out[ctx->count] = ctx->ray;
-        ctx->w_out[ctx->count] = weight;
-        lookup_features(ctx->g, t, ctx->f_out + ctx->count * ctx->g->channels);
+/* The shaded samples of one ray appended at *written (up to `capacity`; *written counts them all). */
+#define PER_SAMPLE_RAY(NAME, CH)                                                                         \
+    RAY_FN NAME(const grid_t *g, const float *o, const float *d, int64_t *samples, int64_t ray,           \
+                int64_t capacity, int64_t *written, int64_t *ray_out, float *w_out, float *f_out) {      \
+        const int64_t C = (CH);                                                                          \
+        MARCH_RAY(g, o, d, {                                                                             \
+            if (*written < capacity) { /* summed in registers, then stored */                            \
+                float feat[MAX_CHANNELS];                                                                \
+                lookup_features(g, &tri, C, feat);                                                       \
+                ray_out[*written] = ray;                                                                 \
+                w_out[*written] = weight;                                                                \
+                for (int64_t c = 0; c < C; c++) f_out[*written * C + c] = feat[c];                       \
+            }                                                                                            \
+            (*written)++;                                                                                \
+        })                                                                                               \
+        *samples += count;                                                                               \
+        return (float)trans;                                                                             \
     }
-    ctx->count++;
-}
+PER_SAMPLE_RAY(per_sample_ray_12, 12)
+PER_SAMPLE_RAY(per_sample_ray_any, g->channels)
 
-/* Rays [0, n_rays): out_t (R); the first `capacity` shaded samples (sorted by ray, then
- * distance) into sample_ray, sample_w, sample_f (K, C); *out_samples = occupied samples.
- * Returns the number of shaded samples (more than `capacity`: call again with room for it),
- * or -1 for invalid sizes. */
+/* Rays [0, n_rays) in order, as many as fit: out_t (R); their shaded samples (sorted by ray, then
+ * distance) into sample_ray, sample_w, sample_f (at most `capacity`); *out_samples = their occupied
+ * samples; *out_rays = how many rays were marched. A ray whose samples do not fit is left for the
+ * next call (with room for more), so no ray is marched twice but that one. Returns the number of
+ * shaded samples written, or -1 for invalid sizes. */
 int64_t rerf_march_per_sample(const float *origins, const float *dirs, int64_t n_rays, const float *density,
                               const float *features, const uint8_t *occ, int64_t nx, int64_t ny, int64_t nz,
                               int64_t channels, const float *box, int32_t has_window, float step, float shift,
                               float depth_per_step, float weight_threshold, float *out_t, int64_t capacity,
-                              int64_t *sample_ray, float *sample_w, float *sample_f, int64_t *out_samples) {
+                              int64_t *sample_ray, float *sample_w, float *sample_f, int64_t *out_samples,
+                              int64_t *out_rays) {
     grid_t g;
     if (setup(&g, density, features, occ, nx, ny, nz, channels, box, has_window, step, shift, depth_per_step,
               weight_threshold))
         return -1;
-    int64_t samples = 0;
-    per_sample_ctx ctx = {&g, 0, 0, capacity, sample_ray, sample_w, sample_f};
-    for (int64_t r = 0; r < n_rays; r++) {
-        ctx.ray = r;
-        out_t[r] = march(&g, origins + 3 * r, dirs + 3 * r, &samples, shade_per_sample, &ctx);
+    int64_t samples = 0, written = 0, r;
+    for (r = 0; r < n_rays; r++) {
+        const float *o = origins + 3 * r, *d = dirs + 3 * r;
+        int64_t samples_before = samples, written_before = written;
+        float t = channels == 12
+                      ? per_sample_ray_12(&g, o, d, &samples, r, capacity, &written, sample_ray, sample_w, sample_f)
+                      : per_sample_ray_any(&g, o, d, &samples, r, capacity, &written, sample_ray, sample_w, sample_f);
+        if (written > capacity) { /* this ray did not fit: the caller grows the buffers and resumes here */
+            samples = samples_before, written = written_before;
+            break;
+        }
+        out_t[r] = t;
     }
     *out_samples = samples;
-    return ctx.count;
+    *out_rays = r;
+    return written;
 }
 
 /* --- the trainer's sample list: march_rays + occupied, without the renderer ---------------- */

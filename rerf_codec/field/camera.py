@@ -202,7 +202,10 @@ class Camera:
         v = np.asarray(v, dtype=np.float64)
         d = np.stack([(u - self.cx) / self.fl_x, -(v - self.cy) / self.fl_y, -np.ones_like(u)], axis=-1)
         d = d @ self.c2w[:3, :3].T
-        return d / np.linalg.norm(d, axis=-1, keepdims=True)
+        # np.linalg.norm's sum, spelled out: the same bits (((x² + y²) + z²), then the root), 3× faster
+        # on a (h, w, 3) array, whose 3-long axis numpy reduces slowly
+        sq = d * d
+        return d / np.sqrt(sq[..., 0] + sq[..., 1] + sq[..., 2])[..., None]
 
     def rays(self, dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
         """Centre rays of every pixel: origins ``(h, w, 3)`` and unit directions ``(h, w, 3)``, world space.

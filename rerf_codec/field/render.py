@@ -67,6 +67,9 @@ STEP_RATIO = 0.5  # samples per voxel length: 2 (DVGO's stepsize)
 ALPHA_THRESHOLD = 1e-4  # a voxel whose one-step alpha is below this is free space (DVGO mask_cache_thres)
 WEIGHT_THRESHOLD = 1e-4  # samples lighter than this get no colour (DVGO fast_color_thres)
 RAY_CHUNK = 8192
+# The compiled deferred path keeps 4 + C floats per ray, no sample list, so it marches this many
+# times more rays per call: fewer kernel calls and MLP batches (crane 256²: about 1 ms of 50).
+DEFERRED_CHUNK_SCALE = 8
 SHADING_MODES = ("per_sample", "deferred")
 
 
@@ -453,8 +456,9 @@ class RadianceField:
             check_deferred_channels(grids.channels)
         args = (s.step_ratio * self.geometry.voxel_size, self.density_shift, s.step_ratio, WEIGHT_THRESHOLD)
         rgbs, accs, samples, shaded = [], [], 0, 0
-        for i in range(0, origins.shape[0], chunk):
-            o, d = origins[i : i + chunk], dirs[i : i + chunk]
+        rays = chunk * DEFERRED_CHUNK_SCALE if shading == "deferred" else chunk
+        for i in range(0, origins.shape[0], rays):
+            o, d = origins[i : i + rays], dirs[i : i + rays]
             if shading == "deferred":
                 w, diffuse, f, t_final, n = native_render.march_deferred(grids, o, d, *args)
                 rgb, residual = shade_deferred(self.mlp, w, diffuse, f, d, WEIGHT_THRESHOLD)
