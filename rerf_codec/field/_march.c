@@ -131,6 +131,59 @@ static inline int occupied(const grid_t *g, const float *p) {
     return g->occ[(idx[0] * g->n[1] + idx[1]) * g->n[2] + idx[2]];
 }
 
+/* The walk's occupancy test at o + d·t: occupied() with the sample's position computed here. With
+ * SSE2 the three axes go through one register: the same operations in the same order per axis, so
+ * the same bits, and the test runs ~1.3x faster (crane 256²: deferred kernel 37 -> 33.5 ms). Two
+ * changes of form, not of result: v is clamped into [-1, n] before rounding (in range it is
+ * unchanged; outside, the clamp to [0, n - 1] after rounding gives what it gave), which keeps it
+ * within the add-and-subtract rounding's range; and a sample next to a rounding tie on any axis
+ * takes the scalar test, with its division. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+typedef struct {
+    __m128 o, d, lo, inv_sp, n, n_max; /* x, y, z, 0 */
+} walk_t;
+
+static inline void walk_init(const grid_t *g, const float *o, const float *d, walk_t *w) {
+    w->o = _mm_set_ps(0, o[2], o[1], o[0]);
+    w->d = _mm_set_ps(0, d[2], d[1], d[0]);
+    w->lo = _mm_set_ps(0, g->lo[2], g->lo[1], g->lo[0]);
+    w->inv_sp = _mm_set_ps(0, g->inv_sp[2], g->inv_sp[1], g->inv_sp[0]);
+    w->n = _mm_set_ps(0, (float)g->n[2], (float)g->n[1], (float)g->n[0]);
+    w->n_max = _mm_set_ps(0, (float)(g->n[2] - 1), (float)(g->n[1] - 1), (float)(g->n[0] - 1));
+}
+
+/* occupied(o + d·t); writes the position to p[0..3] (p[3] is padding). */
+static inline int occupied_at(const grid_t *g, const walk_t *w, float t, float *p) {
+    const __m128 magic = _mm_set1_ps(12582912.0f), abs_mask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+    __m128 p4 = _mm_add_ps(w->o, _mm_mul_ps(w->d, _mm_set1_ps(t)));
+    __m128 v = _mm_mul_ps(_mm_sub_ps(p4, w->lo), w->inv_sp);
+    v = _mm_min_ps(_mm_max_ps(v, _mm_set1_ps(-1.0f)), w->n);
+    __m128 r = _mm_sub_ps(_mm_add_ps(v, magic), magic); /* round_even */
+    __m128 tie = _mm_and_ps(_mm_sub_ps(_mm_and_ps(_mm_sub_ps(v, r), abs_mask), _mm_set1_ps(0.5f)), abs_mask);
+    _mm_storeu_ps(p, p4);
+    if (_mm_movemask_ps(_mm_cmplt_ps(tie, _mm_set1_ps(1e-3f))) & 7) return occupied(g, p);
+    r = _mm_min_ps(_mm_max_ps(r, _mm_setzero_ps()), w->n_max);
+    int32_t i[4];
+    _mm_storeu_si128((__m128i *)i, _mm_cvttps_epi32(r));
+    return g->occ[((int64_t)i[0] * g->n[1] + i[1]) * g->n[2] + i[2]];
+}
+#else
+typedef struct {
+    const float *o, *d;
+} walk_t;
+
+static inline void walk_init(const grid_t *g, const float *o, const float *d, walk_t *w) {
+    (void)g;
+    w->o = o, w->d = d;
+}
+
+static inline int occupied_at(const grid_t *g, const walk_t *w, float t, float *p) {
+    for (int a = 0; a < 3; a++) p[a] = w->o[a] + w->d[a] * t;
+    return occupied(g, p);
+}
+#endif
+
 /* Features at the sample, into out[C] (grid_sample's per-channel summation order). Inlined into
  * callers that pass a constant C, where the loops unroll and out stays in registers. */
 static inline __attribute__((always_inline)) void lookup_features(const grid_t *g, const trilinear_t *t, int64_t C,
@@ -184,10 +237,11 @@ static float lattice(const grid_t *g, const float *o, const float *d, int64_t *k
     float t_near = lattice(g, o, d, &k0, &n);                                                          \
     double trans = 1;                                                                                  \
     int alive = 1;                                                                                     \
+    walk_t walk;                                                                                       \
+    walk_init(g, o, d, &walk);                                                                         \
     for (int64_t k = k0; k < k0 + n; k++) {                                                            \
-        float t = t_near + ((float)k + 0.5f) * (g)->step, p[3];                                        \
-        for (int a = 0; a < 3; a++) p[a] = (o)[a] + (d)[a] * t;                                        \
-        if (!occupied(g, p)) continue;                                                                 \
+        float t = t_near + ((float)k + 0.5f) * (g)->step, p[4];                                        \
+        if (!occupied_at(g, &walk, t, p)) continue;                                                    \
         count++;                                                                                       \
         if (!alive) continue;                                                                          \
         trilinear_t tri;                                                                               \
@@ -345,10 +399,11 @@ int64_t rerf_march_samples(const float *origins, const float *dirs, int64_t n_ra
         const float *o = origins + 3 * r, *d = dirs + 3 * r;
         int64_t k0, n;
         float t_near = lattice(&g, o, d, &k0, &n);
+        walk_t walk;
+        walk_init(&g, o, d, &walk);
         for (int64_t k = k0; k < k0 + n; k++) {
-            float t = t_near + ((float)k + 0.5f) * g.step, p[3];
-            for (int a = 0; a < 3; a++) p[a] = o[a] + d[a] * t;
-            if (!occupied(&g, p)) continue;
+            float t = t_near + ((float)k + 0.5f) * g.step, p[4];
+            if (!occupied_at(&g, &walk, t, p)) continue;
             if (count < capacity) {
                 sample_ray[count] = r;
                 for (int a = 0; a < 3; a++) sample_p[3 * count + a] = p[a];
