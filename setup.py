@@ -29,8 +29,10 @@ class OptionalBuildExt(build_ext):
 # -ffp-contract=off: no fused multiply-add, so the C code rounds like the reference paths it mirrors.
 FLAGS = ["-O3", "-std=c99", "-fno-strict-aliasing", "-ffp-contract=off"]
 # The field kernels also vectorise loops with selects and sqrt (the residual's optimiser step):
-# these two flags drop only floating-point traps and errno, never an IEEE result.
-FIELD_FLAGS = [*FLAGS, "-fno-trapping-math", "-fno-math-errno"]
+# these two flags drop only floating-point traps and errno, never an IEEE result. -fno-wrapv undoes
+# Python's -fwrapv (its CFLAGS come first), which kept GCC from simplifying the kernels' index
+# arithmetic: the renderer's kernel ran 10 % slower with it; none of them relies on signed overflow.
+FIELD_FLAGS = [*FLAGS, "-fno-trapping-math", "-fno-math-errno", "-fno-wrapv"]
 
 setup(
     ext_modules=[
