@@ -119,6 +119,22 @@ def test_occupancy_skipping_changes_nothing_visible() -> None:
     assert torch.allclose(full.rgb, fast.rgb, atol=2e-3)
 
 
+@pytest.mark.parametrize("shape", [(2, 2, 2), (5, 3, 7), (17, 2, 9), (24, 21, 19)])
+def test_occupancy_dilation_is_the_3x3x3_max_pool(shape: tuple[int, int, int]) -> None:
+    """The free-space cache's dilation (three one-axis ORs) keeps exactly the voxels a 3x3x3 max pool
+    keeps, and the occupied window is the box of the set voxels, at any density and edge size."""
+    from rerf_codec.field.render import dilate_by_one, occupied_window
+
+    rng = np.random.default_rng(sum(shape))
+    for p in (0.0, 0.005, 0.05, 0.5):
+        occ = torch.from_numpy(rng.random(shape) < p)
+        pooled = torch.nn.functional.max_pool3d(occ.float()[None, None], 3, 1, 1)[0, 0] > 0
+        assert torch.equal(dilate_by_one(occ), pooled)
+        idx = occ.nonzero()
+        box = None if idx.numel() == 0 else (tuple(idx.min(0).values.tolist()), tuple(idx.max(0).values.tolist()))
+        assert occupied_window(occ) == box
+
+
 def test_ray_box_clips_and_misses() -> None:
     geo = GridGeometry((0, 0, 0), (1, 2, 3), (4, 4, 4))
     o = torch.tensor([[0.5, 1.0, -1.0], [5.0, 5.0, 5.0]])

