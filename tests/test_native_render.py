@@ -171,6 +171,28 @@ def test_per_sample_buffers_regrow_for_a_soft_trained_like_field(monkeypatch) ->
 
 
 @pytest.mark.parametrize("shading", ["per_sample", "deferred"])
+def test_samples_on_rounding_ties_agree(shading: str, monkeypatch) -> None:
+    """Rays along x through a grid of 0.125 spacing at a step of one voxel: every sample sits on a
+    half-voxel plane, where the nearest-voxel rounding ties (round half to even) and the compiled walk
+    takes its scalar test; an occupancy that changes from voxel to voxel makes any other choice show."""
+    shape = (17, 9, 9)
+    rng = np.random.default_rng(11)
+    dens = np.where(rng.random(shape) < 0.03, 12.0, -12.0).astype(np.float32)  # gaps after the dilation
+    cfg = MLPConfig(feature_channels=3, viewbase_pe=2, width=16)
+    meta = SequenceMeta(num_frames=1, fps=30.0, grid_shape=shape, feature_channels=3, xyz_min=(0.0, 0.0, 0.0),
+                        xyz_max=(2.0, 1.0, 1.0), density_shift=0.0,
+                        extra={"mlp": cfg.to_json(), "render": RenderSettings((1.0, 1.0, 1.0), 1.0, shading).to_json()})  # fmt: skip
+    feats = rng.standard_normal((3, *shape)).astype(np.float32)
+    field = RadianceField.from_arrays(dens, feats, meta, seeded_mlp(cfg, 7).to_arrays())
+    assert field.geometry.spacing.tolist() == [0.125, 0.125, 0.125]
+    yz = torch.cartesian_prod(torch.arange(1, 16) / 16, torch.arange(1, 16) / 16)  # on and between planes
+    o = torch.cat([torch.full((yz.shape[0], 1), -1.0), yz], 1)
+    d = torch.tensor([[1.0, 0.0, 0.0]]).expand_as(o).contiguous()
+    ref, _ = _agree(field, o, d, monkeypatch)
+    assert ref.samples > 1000 and ref.shaded > 0
+
+
+@pytest.mark.parametrize("shading", ["per_sample", "deferred"])
 def test_render_camera_agrees(shading: str, monkeypatch) -> None:
     shape = (20, 18, 14)
     dens = _ball(shape, 0.8, 6.0, -1.0)
