@@ -247,10 +247,11 @@ static float lattice(const grid_t *g, const float *o, const float *d, int64_t *k
         trilinear_t tri;                                                                               \
         trilinear(g, p, &tri);                                                                         \
         /* the feature rows a shaded sample reads, fetched while its density and alpha are worked    \
-         * out (both ends of each pair of z-neighbours): crane 256², 2 % of the kernel */             \
+         * out (from the first of each pair of z-neighbours to the last of the second): crane 256²,  \
+         * 2 % of the kernel */                                                                        \
         for (int c = 0; c < 8; c += 2) {                                                               \
             __builtin_prefetch((g)->features + tri.off[c] * (g)->channels);                            \
-            __builtin_prefetch((g)->features + (tri.off[c] + 2) * (g)->channels - 1);                  \
+            __builtin_prefetch((g)->features + (tri.off[c + 1] + 1) * (g)->channels - 1);              \
         }                                                                                              \
         float dens = 0;                                                                                \
         for (int c = 0; c < 8; c++) dens += (g)->density[tri.off[c]] * tri.w[c];                       \
