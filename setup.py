@@ -6,6 +6,8 @@ missing the build goes on without them and rerf uses its numpy decoder (rerf_cod
 and its torch renderer and training path (rerf_codec/field/native_render.py, native_train.py).
 """
 
+import sys
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -46,6 +48,7 @@ setup(
             "rerf_codec.field._march",
             sources=["rerf_codec/field/_march.c"],
             extra_compile_args=FIELD_FLAGS,
+            extra_link_args=[] if sys.platform == "win32" else ["-pthread"],  # the deferred renderer's threads
             optional=True,
         ),
     ],

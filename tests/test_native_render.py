@@ -227,6 +227,23 @@ def _small_field(shading: str = "deferred") -> RadianceField:
     return _field(_ball(shape, 0.8, 5.0, 0.0), np.ones((3, *shape), np.float32), shading)
 
 
+def test_deferred_kernel_on_several_threads_gives_the_same_bits() -> None:
+    """The deferred kernel shares a chunk's rays over threads in blocks of 256: any count, more
+    threads than blocks, a ragged last block and a single short block give the one-thread output."""
+    shape = (24, 20, 16)
+    field = _field(_ball(shape, 0.6, 8.0, -2.0), np.random.default_rng(9).standard_normal((12, *shape)).astype(np.float32),
+                   "deferred")  # fmt: skip
+    grids = field._native_grids()
+    args = (0.5 * field.geometry.voxel_size, 0.0, 0.5, 1e-4)
+    for n in (1000, 100):
+        o, d = _rays(n, 12)
+        ref = nr.march_deferred(grids, o, d, *args, threads=1)
+        assert ref[4] > 0
+        for threads in (2, 3, 8, 1000, 0):
+            out = nr.march_deferred(grids, o, d, *args, threads=threads)
+            assert all(torch.equal(a, b) for a, b in zip(out[:4], ref[:4], strict=True)) and out[4] == ref[4]
+
+
 def test_native_is_the_default_and_torch_can_be_forced(monkeypatch) -> None:
     o, d = _rays(50, 8)
     monkeypatch.delenv(nr.ENV, raising=False)

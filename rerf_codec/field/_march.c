@@ -1,5 +1,6 @@
 /* Compiled CPU field kernels. The inference renderer: ray marching, free-space skip, trilinear lookups and
- * compositing of rerf_codec/field/render.py, one ray at a time (native_render.py calls it).
+ * compositing of rerf_codec/field/render.py, one ray at a time (native_render.py calls it); the
+ * deferred kernel shares a chunk's rays over threads (torch's thread count), the same bits for any.
  *
  * Why: on CPU the torch renderer spends its time building ragged sample lists (marching,
  * advanced indexing, grid_sample, cumulative sums), not in the colour MLP, so deferred
@@ -35,6 +36,10 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define HAVE_PTHREADS 1
+#endif
 
 #define TERMINATE 1e-6
 #define MAX_CHANNELS 256
@@ -312,24 +317,70 @@ static int setup(grid_t *g, const float *density, const float *features, const u
     return 0;
 }
 
-/* Rays [0, n_rays): out_w (R), out_d (R, 3), out_f (R, C), out_t (R). Returns the samples
- * that passed the occupancy test, or -1 for invalid sizes. */
+/* A share of the deferred kernel's rays: blocks of RAY_BLOCK rays, every n-th block from `first`
+ * (interleaved, so that threads share the object's rows and the empty ones alike). */
+#define RAY_BLOCK 256
+#define MAX_THREADS 64
+typedef struct {
+    const grid_t *g;
+    const float *origins, *dirs;
+    int64_t n_rays, first, stride;
+    float *out_w, *out_d, *out_f, *out_t;
+    int64_t samples;
+} deferred_share;
+
+static void *deferred_rays(void *arg) {
+    deferred_share *s = (deferred_share *)arg;
+    const grid_t *g = s->g;
+    int64_t C = g->channels, samples = 0;
+    for (int64_t b = s->first * RAY_BLOCK; b < s->n_rays; b += s->stride * RAY_BLOCK) {
+        int64_t end = b + RAY_BLOCK < s->n_rays ? b + RAY_BLOCK : s->n_rays;
+        for (int64_t r = b; r < end; r++) {
+            const float *o = s->origins + 3 * r, *d = s->dirs + 3 * r;
+            float *w = s->out_w + r, *dd = s->out_d + 3 * r, *f = s->out_f + r * C;
+            s->out_t[r] = C == 12 ? deferred_ray_12(g, o, d, &samples, w, dd, f)
+                                  : deferred_ray_any(g, o, d, &samples, w, dd, f);
+        }
+    }
+    s->samples = samples;
+    return NULL;
+}
+
+/* Rays [0, n_rays): out_w (R), out_d (R, 3), out_f (R, C), out_t (R), on up to n_threads threads
+ * (each ray is marched alone, so any count gives the same bits; without pthreads, or if a thread
+ * cannot start, its share runs on the caller's). Returns the samples that passed the occupancy
+ * test, or -1 for invalid sizes. */
 int64_t rerf_march_deferred(const float *origins, const float *dirs, int64_t n_rays, const float *density,
                             const float *features, const uint8_t *occ, int64_t nx, int64_t ny, int64_t nz,
                             int64_t channels, const float *box, int32_t has_window, float step, float shift,
                             float depth_per_step, float weight_threshold, float *out_w, float *out_d, float *out_f,
-                            float *out_t) {
+                            float *out_t, int64_t n_threads) {
     grid_t g;
     if (setup(&g, density, features, occ, nx, ny, nz, channels, box, has_window, step, shift, depth_per_step,
-              weight_threshold))
+              weight_threshold) || n_rays < 0)
         return -1;
-    int64_t samples = 0;
-    for (int64_t r = 0; r < n_rays; r++) {
-        const float *o = origins + 3 * r, *d = dirs + 3 * r;
-        float *w = out_w + r, *dd = out_d + 3 * r, *f = out_f + r * channels;
-        out_t[r] = channels == 12 ? deferred_ray_12(&g, o, d, &samples, w, dd, f)
-                                  : deferred_ray_any(&g, o, d, &samples, w, dd, f);
+    int64_t blocks = (n_rays + RAY_BLOCK - 1) / RAY_BLOCK;
+    int64_t t = n_threads < 1 ? 1 : (n_threads > MAX_THREADS ? MAX_THREADS : n_threads);
+    if (t > blocks) t = blocks > 0 ? blocks : 1;
+    deferred_share shares[MAX_THREADS];
+    for (int64_t i = 0; i < t; i++)
+        shares[i] = (deferred_share){&g, origins, dirs, n_rays, i, t, out_w, out_d, out_f, out_t, 0};
+#ifdef HAVE_PTHREADS
+    pthread_t threads[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int64_t i = 1; i < t; i++) started[i] = pthread_create(&threads[i], NULL, deferred_rays, &shares[i]) == 0;
+    deferred_rays(&shares[0]);
+    for (int64_t i = 1; i < t; i++) {
+        if (started[i])
+            pthread_join(threads[i], NULL);
+        else
+            deferred_rays(&shares[i]);
     }
+#else
+    for (int64_t i = 0; i < t; i++) deferred_rays(&shares[i]);
+#endif
+    int64_t samples = 0;
+    for (int64_t i = 0; i < t; i++) samples += shares[i].samples;
     return samples;
 }
 

@@ -64,7 +64,7 @@ def _load() -> ctypes.CDLL | None:
             raise ImportError("the extension rerf_codec.field._march is not built")
         lib = ctypes.CDLL(spec.origin)
         lib.rerf_march_deferred.restype = _I64
-        lib.rerf_march_deferred.argtypes = [*_COMMON, _P, _P, _P, _P]
+        lib.rerf_march_deferred.argtypes = [*_COMMON, _P, _P, _P, _P, _I64]
         lib.rerf_march_per_sample.restype = _I64
         lib.rerf_march_per_sample.argtypes = [*_COMMON, _P, _I64, _P, _P, _P, _P, _P]
         lib.rerf_march_samples.restype = _I64
@@ -188,9 +188,15 @@ def march_deferred(
     shift: float,
     depth_per_step: float,
     weight_threshold: float,
+    threads: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Per ray (R, 3 float32 rays): ``W`` (R,), ``D`` (R, 3), ``F`` (R, C), ``T_final`` (R,), and the
-    number of samples that passed the occupancy test (render.py's deferred sums, before the MLP)."""
+    number of samples that passed the occupancy test (render.py's deferred sums, before the MLP).
+
+    The rays are shared over ``threads`` threads (default: torch's thread count, so the setting that
+    runs the MLP runs the march too); each ray is marched alone, so the result is the same bits for
+    any count.
+    """
     lib, origins, dirs = _kernel_inputs(origins, dirs)
     r = origins.shape[0]
     w = torch.empty(r, dtype=torch.float32)
@@ -199,7 +205,7 @@ def march_deferred(
     t = torch.empty(r, dtype=torch.float32)
     samples = lib.rerf_march_deferred(
         *_common(grids, origins, dirs, step, shift, depth_per_step, weight_threshold),
-        w.data_ptr(), d.data_ptr(), f.data_ptr(), t.data_ptr(),
+        w.data_ptr(), d.data_ptr(), f.data_ptr(), t.data_ptr(), torch.get_num_threads() if threads is None else threads,
     )  # fmt: skip
     return w, d, f, t, _checked(samples, grids)
 
