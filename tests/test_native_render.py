@@ -244,6 +244,19 @@ def test_deferred_kernel_on_several_threads_gives_the_same_bits() -> None:
             assert all(torch.equal(a, b) for a, b in zip(out[:4], ref[:4], strict=True)) and out[4] == ref[4]
 
 
+@pytest.mark.parametrize("channels", [1, 12])
+def test_set_grids_never_keeps_the_callers_buffer(channels: int) -> None:
+    """The decoder reuses its output buffers for the next frame: the field must hold a copy (with one
+    channel a channel-last view of the buffer is contiguous already, so ``contiguous()`` would not copy)."""
+    shape = (8, 9, 10)
+    feats = np.random.default_rng(13).standard_normal((channels, *shape)).astype(np.float32)
+    field = _field(np.zeros(shape, np.float32), feats, "per_sample")
+    kept = field.features.clone()
+    feats[...] = 7.0  # the decoder writing the next frame
+    assert torch.equal(field.features, kept)
+    assert torch.equal(field._native_grids().features, kept[0].permute(1, 2, 3, 0))
+
+
 def test_native_is_the_default_and_torch_can_be_forced(monkeypatch) -> None:
     o, d = _rays(50, 8)
     monkeypatch.delenv(nr.ENV, raising=False)

@@ -426,7 +426,8 @@ class RadianceField:
             # tensor the torch path reads is a view of it (two copies were ~5 ms of a crane frame)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a read-only buffer: read here, never written
-                f = torch.from_numpy(features).permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2)
+                f = torch.from_numpy(features).permute(1, 2, 3, 0).clone(memory_format=torch.contiguous_format)
+                f = f.permute(3, 0, 1, 2)  # (clone, not contiguous(): with C = 1 the view is contiguous already)
         else:
             f = torch.tensor(features, dtype=torch.float32) if isinstance(features, np.ndarray) else features
         if tuple(d.shape) != self.geometry.shape or tuple(f.shape[1:]) != self.geometry.shape:
