@@ -56,6 +56,7 @@ typedef struct {
     float win_lo[3], win_hi[3];
     int has_window;
     float step, shift, depth_per_step, weight_threshold;
+    float walk_lo[4], walk_inv_sp[4], walk_n[4], walk_n_max[4]; /* the walk's x, y, z, 0 (occupied_at) */
 } grid_t;
 
 /* geometry.ray_aabb with near = 0: entry and exit distance of an axis-aligned box. */
@@ -152,10 +153,10 @@ typedef struct {
 static inline void walk_init(const grid_t *g, const float *o, const float *d, walk_t *w) {
     w->o = _mm_set_ps(0, o[2], o[1], o[0]);
     w->d = _mm_set_ps(0, d[2], d[1], d[0]);
-    w->lo = _mm_set_ps(0, g->lo[2], g->lo[1], g->lo[0]);
-    w->inv_sp = _mm_set_ps(0, g->inv_sp[2], g->inv_sp[1], g->inv_sp[0]);
-    w->n = _mm_set_ps(0, (float)g->n[2], (float)g->n[1], (float)g->n[0]);
-    w->n_max = _mm_set_ps(0, (float)(g->n[2] - 1), (float)(g->n[1] - 1), (float)(g->n[0] - 1));
+    w->lo = _mm_loadu_ps(g->walk_lo);
+    w->inv_sp = _mm_loadu_ps(g->walk_inv_sp);
+    w->n = _mm_loadu_ps(g->walk_n);
+    w->n_max = _mm_loadu_ps(g->walk_n_max);
 }
 
 /* occupied(o + d·t); writes the position to p[0..3] (p[3] is padding). */
@@ -311,7 +312,10 @@ static int setup(grid_t *g, const float *density, const float *features, const u
         g->win_lo[a] = box[9 + a], g->win_hi[a] = box[12 + a];
         g->inv_sp[a] = 1.0f / g->sp[a];
         g->scale[a] = (float)(g->n[a] - 1) / (g->hi[a] - g->lo[a]);
+        g->walk_lo[a] = g->lo[a], g->walk_inv_sp[a] = g->inv_sp[a];
+        g->walk_n[a] = (float)g->n[a], g->walk_n_max[a] = (float)(g->n[a] - 1);
     }
+    g->walk_lo[3] = g->walk_inv_sp[3] = g->walk_n[3] = g->walk_n_max[3] = 0;
     g->has_window = has_window;
     g->step = step, g->shift = shift, g->depth_per_step = depth_per_step, g->weight_threshold = weight_threshold;
     return 0;
