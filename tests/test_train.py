@@ -166,10 +166,15 @@ def test_motion_step_never_explains_the_colours_worse_than_standing_still() -> N
     assert np.all(motion == 0), np.abs(motion).max()
 
 
-@pytest.mark.parametrize("kind", ["translation", "rotation"])
-def test_motion_step_recovers_large_translation_and_rotation(kind: str) -> None:
-    """4.4 voxels of translation: within 0.5 voxel on ≥ 90 % of occupied blocks; that and a 15° turn of an
-    elongated body: the warped frame renders with at most half the error of no motion."""
+_MOTION_CASES: dict[str, tuple[np.ndarray, float, float]] = {}
+
+
+def _motion_case(kind: str) -> tuple[np.ndarray, float, float]:
+    """The motion step on a known move of an elongated body (32³, 8 cameras): each occupied block's
+    error against the truth (voxels), and the warped frame's rendered error with the motion found and
+    with none. Computed once per kind for the tests below."""
+    if kind in _MOTION_CASES:
+        return _MOTION_CASES[kind]
     shape = (32, 32, 32)
     geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
     mlp = _vivid_mlp(4)
@@ -196,20 +201,41 @@ def test_motion_step_recovers_large_translation_and_rotation(kind: str) -> None:
     config = TrainConfig(iters_motion=80, batch_rays_residual=1024, shading="per_sample")
     motion = estimate_motion(f0, np.zeros((3, 4, 4, 4), np.float32), rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)),
                              config, torch.Generator().manual_seed(0))  # fmt: skip
-    err = np.linalg.norm(motion - truth, axis=0)[has]
-    if kind == "translation":
-        assert (err <= 0.5).mean() >= 0.9, (kind, np.round(err, 2))
-    # A turn: block translation cannot follow it inside a block (15° spreads a block's true motion
-    # over ~2 voxels), and the photometric optimum is not the blocks' mean surface motion: that
-    # "truth" renders with twice the error of the motion found (0.0030 vs 0.0015 here; at 64³ 0.0017
-    # vs 0.0011), and DeVRF's dense field pooled to blocks renders worse still (BENCHMARKS, "Session
-    # 9"). So only the rendered criterion is asserted; the per-block criterion is missed.
 
     def rendered_error(m: np.ndarray) -> float:
         pred = _render(field, warp_previous(f0, m), cams)
         return float(np.mean([np.mean((a - b) ** 2) for a, b in zip(pred, images, strict=True)]))
 
-    assert rendered_error(motion) <= 0.5 * rendered_error(np.zeros_like(motion))
+    err = np.linalg.norm(motion - truth, axis=0)[has]
+    _MOTION_CASES[kind] = (err, rendered_error(motion), rendered_error(np.zeros_like(motion)))
+    return _MOTION_CASES[kind]
+
+
+@pytest.mark.parametrize("kind", ["translation", "rotation"])
+def test_motion_step_halves_the_rendered_error_of_a_large_translation_and_a_rotation(kind: str) -> None:
+    """4.4 voxels of translation and a 15° turn of an elongated body: the warped frame renders with at
+    most half the error of no motion."""
+    _, moved, still = _motion_case(kind)
+    assert moved <= 0.5 * still, (kind, moved, still)
+
+
+def test_motion_step_recovers_a_large_translation_per_block() -> None:
+    """4.4 voxels of translation: within 0.5 voxel of the truth on ≥ 90 % of occupied blocks."""
+    err = _motion_case("translation")[0]
+    assert (err <= 0.5).mean() >= 0.9, np.round(err, 2)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12, open: block motion cannot follow a turn inside its block "
+                   "(BENCHMARKS, 'The 15° rotation, per block', sessions 9 and 12)")  # fmt: skip
+def test_motion_step_recovers_a_15_degree_turn_per_block() -> None:
+    """The issue's per-block criterion for the turn: within 0.5 voxel of the blocks' mean surface motion
+    on ≥ 90 % of occupied blocks. Missed (0 of 12): 15° spreads a block's true motion over ~2 voxels,
+    and the photometric optimum of one vector per 8³ block is not the blocks' mean surface motion —
+    that "truth" renders with twice the error of the motion found (0.0030 vs 0.0015 here; at 64³
+    0.0017 vs 0.0011), and DeVRF's dense field pooled to blocks renders worse still. Strict: should a
+    motion step meet it, this fails until the marker goes (and the issue's figure is updated)."""
+    err = _motion_case("rotation")[0]
+    assert (err <= 0.5).mean() >= 0.9, np.round(err, 2)
 
 
 def test_torch_warp_matches_the_format_definition() -> None:
