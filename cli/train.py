@@ -60,6 +60,8 @@ class _TrainProgress:
                 self.last_line = now = time.monotonic()
                 click.echo(f"frame {info['frame']:>5} key      {info['i']}/{info['n']} iterations  mse {info['mse']:.5f}"
                            f"  {now - self.frame_start:6.1f} s", err=True)  # fmt: skip
+        elif kind == "note":
+            click.echo(f"rerf: note: {info['text']}", err=True)
         elif kind == "frame":
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)

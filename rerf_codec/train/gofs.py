@@ -74,6 +74,7 @@ from rerf_codec.train.driver import (
     train_summary,
 )
 from rerf_codec.train.keyframe import density_floor, train_keyframe
+from rerf_codec.train.memory import check_training_memory, train_pixels
 from rerf_codec.train.residual import BLOCK, fit_errors, fit_residual, train_residual_frame
 
 STATE_VERSION = 1
@@ -445,6 +446,11 @@ def train_sequence_gofs(
     if not ds.meta.test_cameras or not ds.meta.train_cameras:
         raise RerfUsageError(f"{req.data}: needs both train and test cameras")
     layout = gof_layout(frames, gof)
+    if runner is None:  # in this process; Ray tasks may run on other machines
+        note = check_training_memory(ds.meta.xyz_min, ds.meta.xyz_max, config.resolution, config.feature_channels,
+                                     train_pixels(ds.meta.train_cameras), device.type)  # fmt: skip
+        if note is not None:
+            emit("note", {"text": note})
     identity = {
         "dataset": dataset_fingerprint(Path(req.data) / "transforms.json"),
         "frames": [frames.start, frames.stop],
