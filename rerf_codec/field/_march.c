@@ -27,7 +27,8 @@
  * Also the trainer's kernels (native_train.py): the sample list of render_rays
  * (rerf_march_samples), the sparse-grid trilinear lookups and their backward (rerf_sparse_gather,
  * rerf_sparse_scatter; sparse_grid.py), the residual fit's optimiser step (rerf_prox_adam_step) and the
- * motion fit's block warp and its backward (rerf_block_warp, rerf_block_warp_backward).
+ * motion fit's block warp and its backward (rerf_block_warp, rerf_block_warp_backward), and the keyframe's
+ * total variation (rerf_tv_sums, rerf_tv_grad).
  *
  * The module also defines an empty Python extension module so that setuptools builds it
  * as part of `pip install` and `import rerf_codec.field._march` finds the file.
@@ -754,6 +755,56 @@ void rerf_block_warp_backward(const float *grid, int64_t channels, int64_t nx, i
         }
         for (int a = 0; a < 3; a++) motion_grad[a * nb + b] += d[a];
     }
+}
+
+/* --- the keyframe's total variation (keyframe.py total_variation) -------------------------- */
+
+/* Squared neighbour differences of a (C, X, Y, Z) grid summed per axis, in binary64: sums[0..2] for
+ * x, y, z (the loss is each sum over its count of pairs, added). */
+void rerf_tv_sums(const float *g, int64_t channels, int64_t nx, int64_t ny, int64_t nz, double *sums) {
+    double sx = 0, sy = 0, sz = 0;
+    const int64_t plane = nx * ny * nz;
+    for (int64_t c = 0; c < channels; c++)
+        for (int64_t x = 0; x < nx; x++)
+            for (int64_t y = 0; y < ny; y++) {
+                const float *row = g + c * plane + (x * ny + y) * nz;
+                for (int64_t z = 0; z < nz; z++) {
+                    float v = row[z];
+                    if (x + 1 < nx) { float d = row[z + ny * nz] - v; sx += (double)d * d; }
+                    if (y + 1 < ny) { float d = row[z + nz] - v; sy += (double)d * d; }
+                    if (z + 1 < nz) { float d = row[z + 1] - v; sz += (double)d * d; }
+                }
+            }
+    sums[0] = sx, sums[1] = sy, sums[2] = sz;
+}
+
+/* The gradient of Σ_a scale_a·Σ(neighbour difference along a)², bit for bit as autograd builds it
+ * from the torch formula (mean(diff²) per axis; `scale_a` is the mean's incoming gradient over its
+ * count, as torch divides it): each pair contributes ±scale·(2·d) to its two voxels, and the engine
+ * adds the six full-size contributions in the order z, y-, y+, x-, x+ (last created, first run),
+ * zeros where a voxel has no such neighbour. Why: those six tensors and the differences the forward
+ * keeps were 0.75 kB per voxel of 12 channels — over half the keyframe's peak memory at 128³ — and
+ * 270 ms of every full-resolution iteration (tests/test_train.py compares with autograd). */
+void rerf_tv_grad(const float *g, int64_t channels, int64_t nx, int64_t ny, int64_t nz, float scale_x, float scale_y,
+                  float scale_z, float *grad) {
+    const int64_t plane = nx * ny * nz, sx = ny * nz;
+    for (int64_t c = 0; c < channels; c++)
+        for (int64_t x = 0; x < nx; x++)
+            for (int64_t y = 0; y < ny; y++) {
+                const int64_t o = c * plane + x * sx + y * nz;
+                const float *row = g + o;
+                float *out = grad + o;
+                for (int64_t z = 0; z < nz; z++) {
+                    float v = row[z];
+                    float zp = z > 0 ? scale_z * (2.0f * (v - row[z - 1])) : 0.0f;
+                    float zm = z + 1 < nz ? -(scale_z * (2.0f * (row[z + 1] - v))) : 0.0f;
+                    float ym = y + 1 < ny ? -(scale_y * (2.0f * (row[z + nz] - v))) : 0.0f;
+                    float yp = y > 0 ? scale_y * (2.0f * (v - row[z - nz])) : 0.0f;
+                    float xm = x + 1 < nx ? -(scale_x * (2.0f * (row[z + sx] - v))) : 0.0f;
+                    float xp = x > 0 ? scale_x * (2.0f * (v - row[z - sx])) : 0.0f;
+                    out[z] = ((((zp + zm) + ym) + yp) + xm) + xp;
+                }
+            }
 }
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_march",

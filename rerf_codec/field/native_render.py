@@ -82,6 +82,10 @@ def _load() -> ctypes.CDLL | None:
         lib.rerf_prox_adam_step.restype = None
         lib.rerf_prox_adam_step.argtypes = [_P, _P, _P, _P, _I64, ctypes.c_double, ctypes.c_double, ctypes.c_double,
                                             ctypes.c_double, ctypes.c_double, _I64]  # fmt: skip
+        lib.rerf_tv_sums.restype = None
+        lib.rerf_tv_sums.argtypes = [_P, _I64, _I64, _I64, _I64, _P]
+        lib.rerf_tv_grad.restype = None
+        lib.rerf_tv_grad.argtypes = [_P, _I64, _I64, _I64, _I64, _F, _F, _F, _P]
         _lib = lib
     except (ImportError, OSError, AttributeError) as exc:
         _load_error = str(exc)

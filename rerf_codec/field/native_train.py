@@ -10,6 +10,8 @@ it to float32 rounding — the sample list exactly (tests/test_sparse_grid.py, t
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
 from rerf_codec.errors import RerfUsageError
@@ -176,3 +178,30 @@ def block_warp_backward(grid: torch.Tensor, motion: torch.Tensor, coords: torch.
     lib.rerf_block_warp_backward(grid.data_ptr(), grid.shape[0], *grid.shape[1:], motion.data_ptr(), *motion.shape[1:],
                                  coords.data_ptr(), coords.shape[0], grad.data_ptr(), out.data_ptr())  # fmt: skip
     return out.to(torch.float32)
+
+
+def _tv_shape(grid: torch.Tensor) -> tuple[int, int, int, int]:
+    if grid.dim() != 5 or grid.shape[0] != 1 or not grid.is_contiguous() or min(grid.shape[2:]) < 2:
+        raise ValueError(f"total variation takes a contiguous (1, C, X, Y, Z) grid of >= 2 voxels a side, got "
+                         f"{tuple(grid.shape)}")  # fmt: skip
+    _, c, x, y, z = grid.shape
+    return c, x, y, z
+
+
+def tv_sums(grid: torch.Tensor) -> tuple[float, float, float]:
+    """Σ of squared neighbour differences along x, y and z of a (1, C, X, Y, Z) float32 grid (binary64 sums)."""
+    lib = native_render.library()
+    assert lib is not None
+    sums = (ctypes.c_double * 3)()
+    lib.rerf_tv_sums(grid.data_ptr(), *_tv_shape(grid), sums)
+    return sums[0], sums[1], sums[2]
+
+
+def tv_grad(grid: torch.Tensor, scales: tuple[float, float, float]) -> torch.Tensor:
+    """The gradient of ``Σ_a scales[a]·Σ(difference along a)²`` as autograd computes it from the torch
+    formula (the same bits; ``scales`` are float32 values, the means' gradients over their counts)."""
+    lib = native_render.library()
+    assert lib is not None
+    out = torch.empty_like(grid)
+    lib.rerf_tv_grad(grid.data_ptr(), *_tv_shape(grid), *scales, out.data_ptr())
+    return out

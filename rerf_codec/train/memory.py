@@ -1,12 +1,12 @@
 """Whether a training run fits in this machine's memory, checked before anything is written.
 
-Why: the trainer's peak memory grows with the grid (the keyframe's dense density and feature grids
-with their gradients, Adam's two moments and the smoothness terms' temporaries: about 1.2 kB per
-voxel at 13 channels) and with the training images (each frame's rays, colours and masks: about
-140 bytes per pixel). ``--resolution 256`` needs ~20 GB, a capture of 74 cameras at 1080p imported
-without ``--downscale`` ~21 GB; on a laptop either ends, after minutes of work, in the kernel's
-out-of-memory kill: no message, no exit code the user can read. A run that cannot fit is refused
-up front with what it needs, what the machine has and the largest resolution that fits.
+Why: the trainer's peak memory grows with the grid (a residual frame's dense grids, sparse tables,
+gradients and Adam moments, and the keyframe's: about 0.57 kB per voxel at 13 channels) and with the
+training images (each frame's rays, colours and masks: about 140 bytes per pixel). ``--resolution
+320`` needs ~18 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~21 GB; on a
+laptop either ends, after minutes of work, in the kernel's out-of-memory kill: no message, no exit
+code the user can read. A run that cannot fit is refused up front with what it needs, what the
+machine has and the largest resolution that fits.
 
 The figures are peak resident set sizes measured on CPU (BENCHMARKS, "Session 14"); a CUDA run keeps
 its grids and rays on the GPU, so it is not checked here.
@@ -22,9 +22,10 @@ from pathlib import Path
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import Camera, GridGeometry
 
-BYTES_PER_VOXEL_CHANNEL = 92
-"""Keyframe peak per voxel and grid channel (density + features): demo scene, 128³ and 192³ with 13
-channels, 2.75 and 8.50 GB peak RSS (1,175 bytes per voxel above the start-up)."""
+BYTES_PER_VOXEL_CHANNEL = 44
+"""Peak per voxel and grid channel (density + features), at a residual frame since the keyframe's total
+variation is compiled: demo scene, two frames at 128³ / 192³ / 256³ with 13 channels, 1.58 / 4.24 /
+8.50 GB peak RSS (at 256³ this estimate is 10 % above)."""
 BYTES_PER_PIXEL = 140
 """A residual frame's peak per training pixel: 16 cameras at 1024², 2.78 GB peak at a 32³ grid."""
 BASE_BYTES = 512 * 2**20
