@@ -1,9 +1,9 @@
 """Whether a training run fits in this machine's memory, checked before anything is written.
 
 Why: the trainer's peak memory grows with the grid (a residual frame's dense grids, sparse tables,
-gradients and Adam moments, and the keyframe's: about 0.57 kB per voxel at 13 channels) and with the
+gradients and Adam moments, and the keyframe's: about 0.43 kB per voxel at 13 channels) and with the
 training images (each frame's rays, colours and masks: about 140 bytes per pixel). ``--resolution
-320`` needs ~18 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~21 GB; on a
+384`` needs ~24 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~21 GB; on a
 laptop either ends, after minutes of work, in the kernel's out-of-memory kill: no message, no exit
 code the user can read. A run that cannot fit is refused up front with what it needs, what the
 machine has and the largest resolution that fits.
@@ -22,10 +22,10 @@ from pathlib import Path
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import Camera, GridGeometry
 
-BYTES_PER_VOXEL_CHANNEL = 44
-"""Peak per voxel and grid channel (density + features), at a residual frame since the keyframe's total
-variation is compiled: demo scene, two frames at 128³ / 192³ / 256³ with 13 channels, 1.58 / 4.24 /
-8.50 GB peak RSS (at 256³ this estimate is 10 % above)."""
+BYTES_PER_VOXEL_CHANNEL = 33
+"""Peak per voxel and grid channel (density + features), reached in a residual frame: the demo scene's
+first two frames at 128³ / 192³ / 256³ with 13 channels peaked at 1.20 / 2.93 / 6.76 GB (this
+estimate: 6–14 % above)."""
 BYTES_PER_PIXEL = 140
 """A residual frame's peak per training pixel: 16 cameras at 1024², 2.78 GB peak at a 32³ grid."""
 BASE_BYTES = 512 * 2**20
