@@ -3,7 +3,7 @@
 Why: the trainer's peak memory grows with the grid (a residual frame's dense grids, sparse tables,
 gradients and Adam moments, and the keyframe's: about 0.43 kB per voxel at 13 channels) and with the
 training images (each frame's rays, colours and masks: about 140 bytes per pixel). ``--resolution
-384`` needs ~24 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~21 GB; on a
+384`` needs ~23 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~21 GB; on a
 laptop either ends, after minutes of work, in the kernel's out-of-memory kill: no message, no exit
 code the user can read. A run that cannot fit is refused up front with what it needs, what the
 machine has and the largest resolution that fits.
