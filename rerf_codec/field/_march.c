@@ -760,22 +760,36 @@ void rerf_block_warp_backward(const float *grid, int64_t channels, int64_t nx, i
 /* --- the keyframe's total variation (keyframe.py total_variation) -------------------------- */
 
 /* Squared neighbour differences of a (C, X, Y, Z) grid summed per axis, in binary64: sums[0..2] for
- * x, y, z (the loss is each sum over its count of pairs, added). */
-void rerf_tv_sums(const float *g, int64_t channels, int64_t nx, int64_t ny, int64_t nz, double *sums) {
-    double sx = 0, sy = 0, sz = 0;
-    const int64_t plane = nx * ny * nz;
+ * x, y, z (the loss is each sum over its count of pairs, added). Four partial sums per axis along a
+ * row, so the loop vectorises (the value reaches only the backward, which does not use it). */
+void rerf_tv_sums(const float *restrict g, int64_t channels, int64_t nx, int64_t ny, int64_t nz, double *sums) {
+    double acc[3][4] = {{0}};
+    const int64_t plane = nx * ny * nz, sx = ny * nz;
     for (int64_t c = 0; c < channels; c++)
         for (int64_t x = 0; x < nx; x++)
             for (int64_t y = 0; y < ny; y++) {
-                const float *row = g + c * plane + (x * ny + y) * nz;
-                for (int64_t z = 0; z < nz; z++) {
-                    float v = row[z];
-                    if (x + 1 < nx) { float d = row[z + ny * nz] - v; sx += (double)d * d; }
-                    if (y + 1 < ny) { float d = row[z + nz] - v; sy += (double)d * d; }
-                    if (z + 1 < nz) { float d = row[z + 1] - v; sz += (double)d * d; }
+                const float *row = g + c * plane + x * sx + y * nz;
+                const float *nx_row = x + 1 < nx ? row + sx : row, *ny_row = y + 1 < ny ? row + nz : row;
+                for (int64_t z = 0; z < nz; z++) { /* a missing neighbour is the voxel itself: d = 0 */
+                    float v = row[z], dx = nx_row[z] - v, dy = ny_row[z] - v;
+                    float dz = z + 1 < nz ? row[z + 1] - v : 0.0f;
+                    acc[0][z & 3] += (double)dx * dx, acc[1][z & 3] += (double)dy * dy, acc[2][z & 3] += (double)dz * dz;
                 }
             }
-    sums[0] = sx, sums[1] = sy, sums[2] = sz;
+    for (int a = 0; a < 3; a++) sums[a] = (acc[a][0] + acc[a][1]) + (acc[a][2] + acc[a][3]);
+}
+
+/* One voxel's gradient (see rerf_tv_grad), any neighbours missing. */
+static inline float tv_voxel(const float *row, int64_t z, int64_t nz, int64_t sx, int has_xm, int has_xp, int has_ym,
+                             int has_yp, float scale_x, float scale_y, float scale_z) {
+    float v = row[z];
+    float zp = z > 0 ? scale_z * (2.0f * (v - row[z - 1])) : 0.0f;
+    float zm = z + 1 < nz ? -(scale_z * (2.0f * (row[z + 1] - v))) : 0.0f;
+    float ym = has_ym ? -(scale_y * (2.0f * (row[z + nz] - v))) : 0.0f;
+    float yp = has_yp ? scale_y * (2.0f * (v - row[z - nz])) : 0.0f;
+    float xm = has_xm ? -(scale_x * (2.0f * (row[z + sx] - v))) : 0.0f;
+    float xp = has_xp ? scale_x * (2.0f * (v - row[z - sx])) : 0.0f;
+    return ((((zp + zm) + ym) + yp) + xm) + xp;
 }
 
 /* The gradient of Σ_a scale_a·Σ(neighbour difference along a)², bit for bit as autograd builds it
@@ -784,9 +798,10 @@ void rerf_tv_sums(const float *g, int64_t channels, int64_t nx, int64_t ny, int6
  * adds the six full-size contributions in the order z, y-, y+, x-, x+ (last created, first run),
  * zeros where a voxel has no such neighbour. Why: those six tensors and the differences the forward
  * keeps were 0.75 kB per voxel of 12 channels — over half the keyframe's peak memory at 128³ — and
- * 270 ms of every full-resolution iteration (tests/test_train.py compares with autograd). */
-void rerf_tv_grad(const float *g, int64_t channels, int64_t nx, int64_t ny, int64_t nz, float scale_x, float scale_y,
-                  float scale_z, float *grad) {
+ * 270 ms of every full-resolution iteration (tests/test_train.py compares with autograd). Voxels with
+ * all six neighbours take a loop without conditions, which vectorises (the same operations per lane). */
+void rerf_tv_grad(const float *restrict g, int64_t channels, int64_t nx, int64_t ny, int64_t nz, float scale_x,
+                  float scale_y, float scale_z, float *restrict grad) {
     const int64_t plane = nx * ny * nz, sx = ny * nz;
     for (int64_t c = 0; c < channels; c++)
         for (int64_t x = 0; x < nx; x++)
@@ -794,16 +809,24 @@ void rerf_tv_grad(const float *g, int64_t channels, int64_t nx, int64_t ny, int6
                 const int64_t o = c * plane + x * sx + y * nz;
                 const float *row = g + o;
                 float *out = grad + o;
-                for (int64_t z = 0; z < nz; z++) {
+                int has_xm = x + 1 < nx, has_xp = x > 0, has_ym = y + 1 < ny, has_yp = y > 0;
+                if (!(has_xm && has_xp && has_ym && has_yp) || nz < 3) {
+                    for (int64_t z = 0; z < nz; z++)
+                        out[z] = tv_voxel(row, z, nz, sx, has_xm, has_xp, has_ym, has_yp, scale_x, scale_y, scale_z);
+                    continue;
+                }
+                out[0] = tv_voxel(row, 0, nz, sx, 1, 1, 1, 1, scale_x, scale_y, scale_z);
+                for (int64_t z = 1; z < nz - 1; z++) {
                     float v = row[z];
-                    float zp = z > 0 ? scale_z * (2.0f * (v - row[z - 1])) : 0.0f;
-                    float zm = z + 1 < nz ? -(scale_z * (2.0f * (row[z + 1] - v))) : 0.0f;
-                    float ym = y + 1 < ny ? -(scale_y * (2.0f * (row[z + nz] - v))) : 0.0f;
-                    float yp = y > 0 ? scale_y * (2.0f * (v - row[z - nz])) : 0.0f;
-                    float xm = x + 1 < nx ? -(scale_x * (2.0f * (row[z + sx] - v))) : 0.0f;
-                    float xp = x > 0 ? scale_x * (2.0f * (v - row[z - sx])) : 0.0f;
+                    float zp = scale_z * (2.0f * (v - row[z - 1]));
+                    float zm = -(scale_z * (2.0f * (row[z + 1] - v)));
+                    float ym = -(scale_y * (2.0f * (row[z + nz] - v)));
+                    float yp = scale_y * (2.0f * (v - row[z - nz]));
+                    float xm = -(scale_x * (2.0f * (row[z + sx] - v)));
+                    float xp = scale_x * (2.0f * (v - row[z - sx]));
                     out[z] = ((((zp + zm) + ym) + yp) + xm) + xp;
                 }
+                out[nz - 1] = tv_voxel(row, nz - 1, nz, sx, 1, 1, 1, 1, scale_x, scale_y, scale_z);
             }
 }
 
