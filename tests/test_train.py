@@ -265,6 +265,22 @@ def test_compiled_total_variation_gives_autograds_gradient_bit_for_bit(shape: tu
     assert "CompiledTV" not in type(total_variation(grid.double()).grad_fn).__name__  # other dtypes: the formula
 
 
+def test_frame_rays_are_every_cameras_rays_and_colours_in_order() -> None:
+    """frame_rays writes camera by camera into one array (to hold each value once): the same values as
+    each camera's own rays, composited colours and alpha concatenated, cameras of different sizes."""
+    cams = [*_cameras(3, 16)[:2], _cameras(3, 24)[2]]
+    g = np.random.default_rng(4)
+    images = [g.uniform(0, 1, (c.h, c.w, 4)).astype(np.float32) for c in cams]
+    rays = frame_rays(cams, images, (0.2, 0.5, 1.0), 7, torch.device("cpu"))
+    want_o = np.concatenate([c.rays()[0].reshape(-1, 3) for c in cams])
+    want_d = np.concatenate([c.rays()[1].reshape(-1, 3) for c in cams])
+    want_rgb = np.concatenate([composite(im, (0.2, 0.5, 1.0)).reshape(-1, 3) for im in images])
+    want_a = np.concatenate([im[..., 3].reshape(-1) for im in images])
+    assert rays.frame == 7 and rays.alpha is not None
+    for got, want in ((rays.origins, want_o), (rays.dirs, want_d), (rays.rgb, want_rgb), (rays.alpha, want_a)):
+        assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
+
+
 def test_torch_warp_matches_the_format_definition() -> None:
     g = np.random.default_rng(0)
     frame = GridFrame(density=g.normal(size=(10, 9, 17)).astype(np.float32),

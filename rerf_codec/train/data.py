@@ -43,20 +43,27 @@ def frame_rays(
     cameras: Sequence[Camera], images: Sequence[np.ndarray], background: Sequence[float], frame: int,
     device: torch.device,
 ) -> FrameRays:  # fmt: skip
-    """Every pixel ray of ``cameras`` with its composited target colour."""
-    os, ds, cs, al = [], [], [], []
+    """Every pixel ray of ``cameras`` with its composited target colour.
+
+    Written camera by camera into the final arrays: gathering per-camera arrays and concatenating
+    them held every value twice (16 cameras at 1024²: 1.3 GB for 0.7 GB of rays)."""
+    n = sum(cam.h * cam.w for cam in cameras)
+    origins, dirs = np.empty((n, 3), np.float32), np.empty((n, 3), np.float32)
+    rgb, alpha = np.empty((n, 3), np.float32), np.empty(n, np.float32)
+    i = 0
     for cam, img in zip(cameras, images, strict=True):
-        al.append(img[..., 3].reshape(-1))
+        k = cam.h * cam.w
         o, d = cam.rays()
-        os.append(o.reshape(-1, 3))
-        ds.append(d.reshape(-1, 3))
-        cs.append(composite(img, background).reshape(-1, 3))
+        origins[i : i + k], dirs[i : i + k] = o.reshape(-1, 3), d.reshape(-1, 3)
+        rgb[i : i + k] = composite(img, background).reshape(-1, 3)
+        alpha[i : i + k] = img[..., 3].reshape(-1)
+        i += k
     return FrameRays(
-        origins=torch.from_numpy(np.concatenate(os)).to(device),
-        dirs=torch.from_numpy(np.concatenate(ds)).to(device),
-        rgb=torch.from_numpy(np.concatenate(cs).astype(np.float32)).to(device),
+        origins=torch.from_numpy(origins).to(device),
+        dirs=torch.from_numpy(dirs).to(device),
+        rgb=torch.from_numpy(rgb).to(device),
         frame=frame,
-        alpha=torch.from_numpy(np.concatenate(al).astype(np.float32)).to(device),
+        alpha=torch.from_numpy(alpha).to(device),
     )
 
 

@@ -227,6 +227,7 @@ def _train_sequence(req: TrainRequest, config: TrainConfig, events: Events | Non
         ckpt.commit_frame(t, stored, full, motion, record)
         emit("frame", record)
         prev, prev_motion, prev_hull = full, motion, hull
+        del images, rays  # not alive while the next frame's are built (peak memory)
 
     assert mlp is not None
     log = ckpt.state["log"]

@@ -2,8 +2,8 @@
 
 Why: the trainer's peak memory grows with the grid (a residual frame's dense grids, sparse tables,
 gradients and Adam moments, and the keyframe's: about 0.43 kB per voxel at 13 channels) and with the
-training images (each frame's rays, colours and masks: about 140 bytes per pixel). ``--resolution
-384`` needs ~23 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~21 GB; on a
+training images (each frame's rays, colours and masks: about 60 bytes per pixel). ``--resolution
+384`` needs ~23 GB, a capture of 74 cameras at 1080p imported without ``--downscale`` ~9 GB; on a
 laptop either ends, after minutes of work, in the kernel's out-of-memory kill: no message, no exit
 code the user can read. A run that cannot fit is refused up front with what it needs, what the
 machine has and the largest resolution that fits.
@@ -26,8 +26,8 @@ BYTES_PER_VOXEL_CHANNEL = 33
 """Peak per voxel and grid channel (density + features), reached in a residual frame: the demo scene's
 first two frames at 128³ / 192³ / 256³ with 13 channels peaked at 1.20 / 2.93 / 6.76 GB (this
 estimate: 6–14 % above)."""
-BYTES_PER_PIXEL = 140
-"""A residual frame's peak per training pixel: 16 cameras at 1024², 2.78 GB peak at a 32³ grid."""
+BYTES_PER_PIXEL = 60
+"""Peak per training pixel: 16 cameras at 1024² on a 32³ grid, two frames, peaked at 1.40 GB."""
 BASE_BYTES = 512 * 2**20
 """torch, the compiled kernels and the Python process itself (0.45–0.67 GB at small sizes)."""
 GIB = 2**30
