@@ -308,6 +308,7 @@ def _train_gof(job: GofJob) -> GofResult:
         ref_fit: float | None = None
         for t in range(job.start, job.stop):
             t0, c0 = time.perf_counter(), time.process_time()
+            rays = None  # the previous frame's are not alive while this frame's are built (peak memory)
             rays, hull = ctx.frame_inputs(t)
             record: dict[str, Any] = {"frame": t}
             if prev is None and t == job.first_frame:  # GOF 0 starts with frame A itself
