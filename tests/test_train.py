@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import replace
@@ -166,15 +167,11 @@ def test_motion_step_never_explains_the_colours_worse_than_standing_still() -> N
     assert np.all(motion == 0), np.abs(motion).max()
 
 
-_MOTION_CASES: dict[str, tuple[np.ndarray, float, float]] = {}
-
-
+@functools.cache
 def _motion_case(kind: str) -> tuple[np.ndarray, float, float]:
     """The motion step on a known move of an elongated body (32³, 8 cameras): each occupied block's
     error against the truth (voxels), and the warped frame's rendered error with the motion found and
     with none. Computed once per kind for the tests below."""
-    if kind in _MOTION_CASES:
-        return _MOTION_CASES[kind]
     shape = (32, 32, 32)
     geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
     mlp = _vivid_mlp(4)
@@ -207,8 +204,7 @@ def _motion_case(kind: str) -> tuple[np.ndarray, float, float]:
         return float(np.mean([np.mean((a - b) ** 2) for a, b in zip(pred, images, strict=True)]))
 
     err = np.linalg.norm(motion - truth, axis=0)[has]
-    _MOTION_CASES[kind] = (err, rendered_error(motion), rendered_error(np.zeros_like(motion)))
-    return _MOTION_CASES[kind]
+    return err, rendered_error(motion), rendered_error(np.zeros_like(motion))
 
 
 @pytest.mark.parametrize("kind", ["translation", "rotation"])

@@ -180,6 +180,13 @@ def block_warp_backward(grid: torch.Tensor, motion: torch.Tensor, coords: torch.
     return out.to(torch.float32)
 
 
+def tv_applies(grid: torch.Tensor) -> bool:
+    """Whether the TV kernels take ``grid``: the kernels are usable and it is a contiguous float32 CPU
+    (1, C, X, Y, Z) grid with at least two voxels a side."""
+    return (grid.dim() == 5 and grid.shape[0] == 1 and grid.is_contiguous() and min(grid.shape[2:]) >= 2
+            and usable(grid))  # fmt: skip
+
+
 def _tv_shape(grid: torch.Tensor) -> tuple[int, int, int, int]:
     if grid.dim() != 5 or grid.shape[0] != 1 or not grid.is_contiguous() or min(grid.shape[2:]) < 2:
         raise ValueError(f"total variation takes a contiguous (1, C, X, Y, Z) grid of >= 2 voxels a side, got "

@@ -38,7 +38,7 @@ from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
 from rerf_codec.train.keyframe import train_keyframe
-from rerf_codec.train.memory import check_training_memory, train_pixels
+from rerf_codec.train.memory import check_run
 from rerf_codec.train.residual import BLOCK, fit_errors, train_residual_frame
 
 TRAIN_JSON = "train.json"
@@ -130,8 +130,7 @@ def _train_sequence(req: TrainRequest, config: TrainConfig, events: Events | Non
     if not ds.meta.test_cameras or not ds.meta.train_cameras:
         raise RerfUsageError(f"{req.data}: needs both train and test cameras")
     meta_ds = ds.meta
-    note = check_training_memory(meta_ds.xyz_min, meta_ds.xyz_max, config.resolution, config.feature_channels,
-                                 train_pixels(meta_ds.train_cameras), device.type)  # fmt: skip
+    note = check_run(meta_ds, config, device.type)
     if note is not None:
         emit("note", {"text": note})
     geometry = GridGeometry.for_resolution(meta_ds.xyz_min, meta_ds.xyz_max, config.resolution)

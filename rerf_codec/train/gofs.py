@@ -74,7 +74,7 @@ from rerf_codec.train.driver import (
     train_summary,
 )
 from rerf_codec.train.keyframe import density_floor, train_keyframe
-from rerf_codec.train.memory import check_training_memory, train_pixels
+from rerf_codec.train.memory import check_run
 from rerf_codec.train.residual import BLOCK, fit_errors, fit_residual, train_residual_frame
 
 STATE_VERSION = 1
@@ -448,8 +448,7 @@ def train_sequence_gofs(
         raise RerfUsageError(f"{req.data}: needs both train and test cameras")
     layout = gof_layout(frames, gof)
     if runner is None:  # in this process; Ray tasks may run on other machines
-        note = check_training_memory(ds.meta.xyz_min, ds.meta.xyz_max, config.resolution, config.feature_channels,
-                                     train_pixels(ds.meta.train_cameras), device.type)  # fmt: skip
+        note = check_run(ds.meta, config, device.type)
         if note is not None:
             emit("note", {"text": note})
     identity = {

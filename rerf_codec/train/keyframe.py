@@ -51,8 +51,7 @@ def total_variation(grid: torch.Tensor) -> torch.Tensor:
 
     On CPU with the compiled kernels, through :class:`_CompiledTV`: the same gradient bit for bit,
     without the formula's full-size intermediates."""
-    if (grid.device.type == "cpu" and grid.dtype == torch.float32 and grid.dim() == 5 and grid.shape[0] == 1
-            and grid.is_contiguous() and min(grid.shape[2:]) >= 2 and native_train.usable(grid)):  # fmt: skip
+    if native_train.tv_applies(grid):
         out: torch.Tensor = _CompiledTV.apply(grid)
         return out
     return _tv_formula(grid)

@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rerf_codec.datasets import DatasetMeta
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import Camera, GridGeometry
+from rerf_codec.train.config import TrainConfig
 
 BYTES_PER_VOXEL_CHANNEL = 33
 """Peak per voxel and grid channel (density + features), reached in a residual frame: the demo scene's
@@ -66,7 +68,7 @@ def _meminfo(path: Path) -> dict[str, int]:
 def _cgroup_limit(root: Path) -> int | None:
     """cgroup v2 ``memory.max`` (+ ``memory.swap.max``) of this process's group, if it sets one."""
     try:
-        rel = next(line[3:] for line in (Path("/proc/self/cgroup").read_text().splitlines()) if line.startswith("0::"))
+        rel = next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
         group = root / rel.strip().lstrip("/")
         mem = (group / "memory.max").read_text().strip()
     except (OSError, StopIteration):
@@ -110,8 +112,11 @@ def check_training_memory(
     mem = memory if memory is not None else machine_memory()
     if mem is None:
         return None
-    shape = GridGeometry.for_resolution(tuple(xyz_min), tuple(xyz_max), resolution).shape
-    need = estimate_peak_bytes(shape, channels, train_pixels)
+    def peak(r: int) -> tuple[tuple[int, int, int], int]:
+        shape = GridGeometry.for_resolution(tuple(xyz_min), tuple(xyz_max), r).shape
+        return shape, estimate_peak_bytes(shape, channels, train_pixels)
+
+    shape, need = peak(resolution)
     if need > mem.limit:
         grid = "×".join(map(str, shape))
         have = f"this machine has {_gb(mem.limit)}"
@@ -119,12 +124,16 @@ def check_training_memory(
         if images > mem.limit:
             raise RerfUsageError(f"training needs about {_gb(need)} of memory, its {train_pixels:,} training pixels per "
                                  f"frame alone {_gb(images)}; {have}: import the dataset downscaled")  # fmt: skip
-        fits = [r for r in range(8, resolution, 8)
-                if estimate_peak_bytes(GridGeometry.for_resolution(tuple(xyz_min), tuple(xyz_max), r).shape,
-                                       channels, train_pixels) <= mem.limit]  # fmt: skip
+        fits = [r for r in range(8, resolution, 8) if peak(r)[1] <= mem.limit]
         hint = f"use {fits[-1]} or less" if fits else "no resolution fits with these images"
         raise RerfUsageError(f"{resolution}: training a {grid} grid needs about {_gb(need)} of memory; {have}: {hint}",
                              param="resolution")  # fmt: skip
     if need > mem.available:
         return f"training needs about {_gb(need)} of memory and {_gb(mem.available)} is free now"
     return None
+
+
+def check_run(meta: DatasetMeta, config: TrainConfig, device_type: str) -> str | None:
+    """:func:`check_training_memory` for training ``meta``'s cameras with ``config`` (both trainers)."""
+    return check_training_memory(meta.xyz_min, meta.xyz_max, config.resolution, config.feature_channels,
+                                 train_pixels(meta.train_cameras), device_type)  # fmt: skip
