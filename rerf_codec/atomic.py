@@ -78,11 +78,7 @@ class AtomicDirectory:
     def __init__(self, out_dir: str | Path, *, force: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.force = bool(force)
-        if self.out_dir.name in ("", ".", ".."):
-            raise RerfUsageError(f"{out_dir}: not a usable output directory name")
-        self._check_target()
-        if not self.out_dir.parent.is_dir():  # as atomic_file: no surprise folder trees
-            raise RerfUsageError(f"output folder {self.out_dir.parent} does not exist")
+        self.check_destination(self.out_dir, self.force)
         self._done = False
         while True:
             self._tmp = sibling_path(self.out_dir, "tmp")
@@ -92,20 +88,29 @@ class AtomicDirectory:
             except FileExistsError:  # pragma: no cover - 48 random bits
                 continue
 
-    def _looks_replaceable(self) -> bool:
-        p = self.out_dir
-        if p.is_symlink() or not p.is_dir():
-            return False
-        return (p / self.MARKER).is_file() or not any(p.iterdir())
+    @classmethod
+    def check_destination(cls, out_dir: str | Path, force: bool) -> None:
+        """Everything ``__init__`` refuses, without creating anything: for commands that write their
+        output only after a long computation (``rerf train``), so that they refuse before it."""
+        p = Path(out_dir)
+        if p.name in ("", ".", ".."):
+            raise RerfUsageError(f"{out_dir}: not a usable output directory name")
+        cls._check_target_at(p, force)
+        if not p.parent.is_dir():  # as atomic_file: no surprise folder trees
+            raise RerfUsageError(f"output folder {p.parent} does not exist")
 
-    def _check_target(self) -> None:
-        p = self.out_dir
+    @classmethod
+    def _check_target_at(cls, p: Path, force: bool) -> None:
         if not (p.exists() or p.is_symlink()):
             return
-        if not self.force:
+        if not force:
             raise RerfUsageError(f"{p} exists", hint=("force", "to overwrite"))
-        if not self._looks_replaceable():
-            raise RerfUsageError(f"{p} exists and is not a {self.KIND} or an empty directory; refusing to overwrite it")
+        replaceable = p.is_dir() and not p.is_symlink() and ((p / cls.MARKER).is_file() or not any(p.iterdir()))
+        if not replaceable:
+            raise RerfUsageError(f"{p} exists and is not a {cls.KIND} or an empty directory; refusing to overwrite it")
+
+    def _check_target(self) -> None:
+        self._check_target_at(self.out_dir, self.force)
 
     def _check_open(self) -> None:
         if self._done:

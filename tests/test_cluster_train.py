@@ -155,6 +155,10 @@ def test_bad_input_fails_before_any_task(demo, tmp_path):
     taken.mkdir()
     with pytest.raises(RerfUsageError, match="exists"):
         train_sequence_gofs(TrainRequest(demo, taken), CONFIG, 2, runner=_no_runner)
+    (taken / "mine.txt").write_text("keep")  # --force replaces a grid sequence, never this: refused up front
+    with pytest.raises(RerfUsageError, match="not a grid sequence"):
+        train_sequence_gofs(TrainRequest(demo, taken, force=True), CONFIG, 2, runner=_no_runner)
+    assert not checkpoint_dir(taken).exists() and (taken / "mine.txt").read_text() == "keep"
     with pytest.raises(RerfUsageError, match=r"outside|frames"):
         train_sequence_gofs(TrainRequest(demo, tmp_path / "x", frames=range(2, 9)), CONFIG, 2, runner=_no_runner)
     res = CliRunner().invoke(cli, ["train", str(demo), "-o", str(tmp_path / "y"), "--workers", "2"])

@@ -23,6 +23,7 @@ from rerf_codec.field.sparse_grid import SparseGrid
 from rerf_codec.grids import GridFrame, TrainerFrame
 from rerf_codec.gridseq import iter_full_frames, read_decoder, read_frame, read_meta
 from rerf_codec.metrics import psnr
+from rerf_codec.train.checkpoint import checkpoint_dir
 from rerf_codec.train.config import TrainConfig
 from rerf_codec.train.context import FieldContext
 from rerf_codec.train.data import frame_rays, load_frame_images, visual_hull
@@ -553,6 +554,24 @@ def test_training_runs_on_its_own_thread_count_whatever_the_process_uses(demo: P
         with pytest.raises(RerfUsageError, match="threads"):
             run(tmp_path / "never", threads=bad)
     assert not (tmp_path / "never").exists()
+
+
+def test_force_onto_something_not_a_grid_sequence_is_refused_before_training(demo: Path, tmp_path: Path) -> None:
+    """``--force`` replaces a grid sequence, never other data — and says so before the training, not after
+    it (``-o`` naming the dataset itself used to train to the end and then refuse)."""
+    from rerf_codec.errors import RerfUsageError
+
+    events: list[str] = []
+    for target in (demo, tmp_path / "notes.txt"):
+        if not target.exists():
+            target.write_text("keep")
+        before = _tree_hashes(target) if target.is_dir() else target.read_bytes()
+        with pytest.raises(RerfUsageError, match="not a grid sequence"):
+            train_sequence(TrainRequest(demo, target, frames=range(0, 2), force=True), TrainConfig(**TINY),
+                           events=lambda kind, info: events.append(kind))  # fmt: skip
+        assert (_tree_hashes(target) if target.is_dir() else target.read_bytes()) == before
+        assert not checkpoint_dir(target).exists()
+    assert events == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

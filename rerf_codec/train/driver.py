@@ -123,10 +123,7 @@ def _train_sequence(req: TrainRequest, config: TrainConfig, events: Events | Non
     frames = _frames(ds, req.frames)
     device = resolve_device(req.device)
     out = Path(req.out)
-    if out.exists() and not req.force:
-        raise RerfUsageError(f"{out} exists", hint=("force", "to replace it"))
-    if not out.parent.is_dir():
-        raise RerfUsageError(f"output folder {out.parent} does not exist")
+    SequenceWriter.check_destination(out, req.force)  # before the training, not after it
     if not ds.meta.test_cameras or not ds.meta.train_cameras:
         raise RerfUsageError(f"{req.data}: needs both train and test cameras")
     meta_ds = ds.meta
