@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,27 @@ def error(msg: str) -> None:
     click.echo(f"rerf: error: {one_line(msg)}", err=True)
 
 
+class InterruptedWithHint(KeyboardInterrupt):
+    """An interrupt that a command caught to say what is left and how to go on (``rerf train``: the
+    checkpoint and ``--resume``)."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM (``kill``, a job scheduler's timeout) end a command as Ctrl-C does: the atomic writers
+    remove their temporary files, ``rerf train`` keeps its checkpoint and says so, exit 130 — instead of
+    Python's default, which dies on the spot and leaves the temporaries behind."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def run_guarded(fn: Callable[[], Any]) -> int:
     """Run the click machinery; turn every outcome into an exit code and at most one stderr line."""
     debug = bool(os.environ.get("RERF_DEBUG"))
@@ -55,9 +77,11 @@ def run_guarded(fn: Callable[[], Any]) -> int:
     except click.ClickException as exc:
         error(exc.format_message())
         return EXIT_USAGE
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as exc:
         with contextlib.suppress(Exception):
-            click.echo("rerf: interrupted", err=True)
+            cause = exc.__cause__ if isinstance(exc, click.Abort) else exc  # click wraps the interrupt in Abort
+            hint = cause.hint if isinstance(cause, InterruptedWithHint) else ""
+            click.echo("rerf: interrupted" + (f"; {hint}" if hint else ""), err=True)
         return EXIT_INTERRUPTED
     except RerfError as exc:
         if debug:

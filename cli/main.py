@@ -5,7 +5,7 @@ operations in ``rerf_codec.codec.files``, the demo in ``rerf_codec.demo``).
 
 Exit codes: 0 ok; 2 bad input or usage (one line on stderr: ``rerf: error: ...``);
 1 unexpected internal error (one line; ``RERF_DEBUG=1`` adds the traceback);
-130 interrupted. ``--json`` prints exactly one JSON document on stdout and no progress.
+130 interrupted (Ctrl-C or SIGTERM). ``--json`` prints exactly one JSON document on stdout and no progress.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from cli.common import (
     one_line,
     print_json,
     progress_bar,
+    terminate_as_interrupt,
 )
 from cli.dataset import dataset
 from cli.render import eval_, render
@@ -57,7 +58,7 @@ def cli() -> None:
       rerf demo                       (the whole pipeline on a built-in scene)
 
     Exit codes: 0 ok, 2 bad input or usage (one line on stderr), 1 internal error,
-    130 interrupted. --json prints exactly one JSON document on stdout.
+    130 interrupted (Ctrl-C or SIGTERM). --json prints exactly one JSON document on stdout.
     """
 
 
@@ -507,6 +508,7 @@ for _command in (bench_rate_distortion, dataset, render, eval_, train, verify, p
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point (``rerf``)."""
+    terminate_as_interrupt()
     cli.main(args=argv, prog_name="rerf")
 
 

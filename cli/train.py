@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cli.common import FRAMES, SegmentLines, isatty, print_json
+from cli.common import FRAMES, InterruptedWithHint, SegmentLines, isatty, print_json
 from rerf_codec.framerange import FrameRange
 
 
@@ -136,34 +136,43 @@ def train(
     parallel = workers > 1 or ray_address is not None
     if gpus_per_task is None:
         gpus_per_task = 1.0 if device.startswith("cuda") else 0.0
-    if gof is None:
-        if parallel:
-            raise click.UsageError("--workers / --ray-address train GOFs in parallel: give --gof N too")
-        summary = train_sequence(req, config, _TrainProgress(quiet=as_json))
-    else:
-        from rerf_codec.train.gofs import train_sequence_gofs
-
-        lines = SegmentLines(not as_json, 0, what="GOF")
-        events = _TrainProgress(quiet=as_json, gof_lines=lines)
-
-        def run(runner: Any = None) -> dict[str, Any]:
-            def on(kind: str, info: dict[str, Any]) -> None:
-                if kind == "start":
-                    lines.total_frames = info["frames"][1] - info["frames"][0] - info["resumed"]
-                events(kind, info)
-
-            return train_sequence_gofs(req, config, gof, runner=runner, threads=threads, workers=workers,
-                                       events=on)  # fmt: skip
-
-        if parallel:
-            from rerf_codec import cluster
-
-            cluster.require_ray("--workers" if workers > 1 else "--ray-address")
-            cluster.check_address(ray_address)
-            with cluster.connect(workers, ray_address, gpus=gpus_per_task > 0) as ray_cluster:
-                summary = run(cluster.task_runner(ray_cluster, num_cpus=threads, num_gpus=gpus_per_task))
+    try:
+        if gof is None:
+            if parallel:
+                raise click.UsageError("--workers / --ray-address train GOFs in parallel: give --gof N too")
+            summary = train_sequence(req, config, _TrainProgress(quiet=as_json))
         else:
-            summary = run()
+            from rerf_codec.train.gofs import train_sequence_gofs
+
+            lines = SegmentLines(not as_json, 0, what="GOF")
+            events = _TrainProgress(quiet=as_json, gof_lines=lines)
+
+            def run(runner: Any = None) -> dict[str, Any]:
+                def on(kind: str, info: dict[str, Any]) -> None:
+                    if kind == "start":
+                        lines.total_frames = info["frames"][1] - info["frames"][0] - info["resumed"]
+                    events(kind, info)
+
+                return train_sequence_gofs(req, config, gof, runner=runner, threads=threads, workers=workers,
+                                           events=on)  # fmt: skip
+
+            if parallel:
+                from rerf_codec import cluster
+
+                cluster.require_ray("--workers" if workers > 1 else "--ray-address")
+                cluster.check_address(ray_address)
+                with cluster.connect(workers, ray_address, gpus=gpus_per_task > 0) as ray_cluster:
+                    summary = run(cluster.task_runner(ray_cluster, num_cpus=threads, num_gpus=gpus_per_task))
+            else:
+                summary = run()
+    except KeyboardInterrupt:
+        from rerf_codec.train.checkpoint import checkpoint_dir
+
+        kept = checkpoint_dir(Path(output))
+        if kept.is_dir():
+            raise InterruptedWithHint(f"the frames finished so far are kept in {kept}: run the same command "
+                                      "with --resume to continue") from None  # fmt: skip
+        raise
     if as_json:
         print_json(summary)
         return

@@ -574,6 +574,41 @@ def test_force_onto_something_not_a_grid_sequence_is_refused_before_training(dem
     assert events == []
 
 
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_train_keeps_its_checkpoint_and_says_how_to_resume(demo: Path, tmp_path: Path, how: str) -> None:
+    """Ctrl-C and ``kill`` (SIGTERM: a scheduler's timeout) both end ``rerf train`` with one line that points
+    at --resume, exit 130, the checkpoint kept and no half-written output; SIGTERM used to kill the
+    process on the spot, with no word and the atomic writers' temporaries left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "seq"
+    cmd = [sys.executable, "-c", "from cli.main import main; main()", "train", str(demo), "-o", str(out),
+           "--resolution", "16", "--iters-key", "1000000"]  # fmt: skip
+    p = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    try:
+        state = checkpoint_dir(out) / "state.json"
+        deadline = time.monotonic() + 60
+        while not state.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.exists(), p.stderr.read() if p.poll() is not None else "no checkpoint after 60 s"
+        time.sleep(0.5)  # inside the keyframe's loop
+        p.send_signal(getattr(signal, how))
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = err.decode().strip().splitlines()
+    assert p.returncode == 130, err
+    assert lines[-1].startswith("rerf: interrupted; ") and "--resume" in lines[-1] and "Traceback" not in err.decode()
+    assert checkpoint_dir(out).is_dir() and not out.exists()
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".seq.") and "checkpoint" not in x.name] == []
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_training_on_cuda_fits_as_well_as_on_the_cpu(demo: Path, tmp_path: Path) -> None:
     """``--device cuda`` runs the torch kernels where the CPU runs the compiled ones, so the grids differ
