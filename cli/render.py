@@ -126,6 +126,8 @@ def eval_(input_path: str, data: str, reference: str | None, frames: FrameRange 
         name = "<stdin>" if input_path == "-" else input_path
         report = evaluate(src, data, reference=reference, frames=frames, device=device, stream_name=name,
                           progress=progress)  # fmt: skip
+    for note in report.notes:
+        click.echo(f"rerf: note: {note}", err=True)
     if as_json:
         print_json(report.to_json())
         return

@@ -74,6 +74,8 @@ class EvalReport:
     frames: range
     cameras: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What makes the figures doubtful (a dataset that does not look like the stream's); printed as notes."""
     seconds: float = 0.0
     decode_seconds: float = 0.0
     render_seconds: float = 0.0
@@ -107,6 +109,7 @@ class EvalReport:
             "frames": [self.frames.start, self.frames.stop],
             "num_frames": n,
             "cameras": self.cameras,
+            "notes": self.notes,
             "lpips": LPIPS_STATUS,
             "mean": self.means(),
             "per_frame": self.per_frame(),
@@ -115,6 +118,29 @@ class EvalReport:
             "decode_ms_per_frame": 1e3 * self.decode_seconds / n if n else None,
             "render_ms_per_view": 1e3 * self.render_seconds / max(1, len(self.rows)),
         }
+
+
+def box_mismatch(
+    grid_min: tuple[float, ...], grid_max: tuple[float, ...], grid_shape: tuple[int, ...],
+    data_min: tuple[float, ...], data_max: tuple[float, ...],
+) -> str | None:  # fmt: skip
+    """Why a dataset's bounding box is not the one a grid was fitted to, or None when it is.
+
+    A trained grid's box is the dataset's grown by at most half a voxel per side (whole voxels at
+    one spacing: ``GridGeometry.for_resolution``). Anything else means the images belong to another
+    scene or another import, and their PSNR says nothing about the stream: 12 dB, not an error, is
+    what evaluating the demo's stream against crane's images printed."""
+    lo, hi = np.asarray(grid_min, np.float64), np.asarray(grid_max, np.float64)
+    dlo, dhi = np.asarray(data_min, np.float64), np.asarray(data_max, np.float64)
+    spacing = (hi - lo) / np.maximum(np.asarray(grid_shape, np.float64) - 1, 1)
+    tol = 1e-4 * float(np.max(hi - lo))
+    grow_lo, grow_hi = dlo - lo, hi - dhi
+    if np.all(grow_lo >= -tol) and np.all(grow_hi >= -tol) and np.all(grow_lo <= spacing / 2 + tol) \
+            and np.all(grow_hi <= spacing / 2 + tol):  # fmt: skip
+        return None
+    fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
+    return (f"the dataset's bounding box {fmt(dlo)}–{fmt(dhi)} is not the one the grids were fitted to "
+            f"({fmt(lo)}–{fmt(hi)}): were they trained on another dataset? Measured anyway")  # fmt: skip
 
 
 def evaluate(
@@ -151,6 +177,7 @@ def evaluate(
             f"(frames {have.start}:{have.stop}); frames are matched by number"
         )
     meta = dec.sequence_meta(want)
+    mismatch = box_mismatch(meta.xyz_min, meta.xyz_max, meta.grid_shape, ds.meta.xyz_min, ds.meta.xyz_max)
     tensors = dict(dec.header.tensors) if dec.header.tensors else None
     field_ = RadianceField.for_sequence(meta, tensors, dev)
     ref_iter: Iterator[tuple[int, GridFrame]] | None = None
@@ -170,11 +197,18 @@ def evaluate(
                 f"the stream's {meta.grid_shape} × {meta.feature_channels}",
                 param="reference",
             )
+        if not np.allclose(ref_meta.xyz_min, meta.xyz_min, rtol=0, atol=1e-5 * float(np.ptp([*meta.xyz_min, *meta.xyz_max]))) \
+                or not np.allclose(ref_meta.xyz_max, meta.xyz_max, rtol=0, atol=1e-5 * float(np.ptp([*meta.xyz_min, *meta.xyz_max]))):  # fmt: skip
+            raise RerfUsageError(
+                f"{reference}: its grid spans {list(ref_meta.xyz_min)}–{list(ref_meta.xyz_max)}, the stream's "
+                f"{list(meta.xyz_min)}–{list(meta.xyz_max)}: not the sequence the stream was encoded from",
+                param="reference",
+            )
         ref_field = RadianceField.for_sequence(ref_meta, read_decoder(reference, ref_meta), dev)
         ref_iter = iter_full_frames(reference, ref_meta, want)
     bg = ds.meta.background
     report = EvalReport(stream_name, str(data), None if reference is None else str(reference), want,
-                        [c.name for c in cams])  # fmt: skip
+                        [c.name for c in cams], notes=[] if mismatch is None else [mismatch])  # fmt: skip
     keep = keep or set()
     for k, sf in enumerate(dec.session(want, reuse_buffers=True)):  # frames valid until the next one
         idx, frame = sf.index, sf.frame

@@ -94,3 +94,46 @@ def test_eval_cli(work, tmp_path):
     assert run("eval", work["rerf"], short, "--frames", "0:3").exit_code == 0
     res = run("eval", work["rerf"], work["data"], "--reference", tmp_path / "nope")
     assert res.exit_code == 2 and res.stderr.count("\n") == 1
+
+
+def test_eval_notes_a_dataset_whose_box_is_not_the_streams(work, tmp_path):
+    """Images of another scene are measured, but the report says so (it printed 12 dB without a word): the
+    stream's grid box is the dataset's grown by at most half a voxel per side, anything else is noted."""
+    from rerf_codec.datasets import DatasetWriter, open_dataset
+    from rerf_codec.eval import box_mismatch
+
+    res = run("eval", work["rerf"], work["data"], "--frames", "0:1", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["notes"] == [] and res.stderr == ""
+    src = open_dataset(work["data"])
+    lo, hi = np.asarray(src.meta.xyz_min), np.asarray(src.meta.xyz_max)
+    moved = tmp_path / "moved"
+    meta = src.meta.__class__(**{**src.meta.__dict__, "num_frames": 1, "xyz_min": tuple(lo + 0.3 * (hi - lo)),
+                                 "xyz_max": tuple(hi + 0.3 * (hi - lo))})  # fmt: skip
+    with DatasetWriter(moved, meta) as w:
+        for c in meta.cameras:
+            w.write_image(0, c, src.load_image(0, c))
+    res = run("eval", work["rerf"], moved, "--frames", "0:1", "--json")
+    assert res.exit_code == 0
+    notes = json.loads(res.stdout)["notes"]
+    assert len(notes) == 1 and "bounding box" in notes[0]
+    assert res.stderr.strip() == f"rerf: note: {notes[0]}"
+    # the rule itself: up to half a voxel of growth per side is the trainer's own box; a voxel is not
+    shape = (11, 21, 6)
+    sp = 0.1
+    g_lo, g_hi = np.zeros(3), (np.asarray(shape) - 1) * sp
+    assert box_mismatch(g_lo, g_hi, shape, g_lo + 0.5 * sp, g_hi - 0.5 * sp) is None
+    assert box_mismatch(g_lo, g_hi, shape, g_lo, g_hi) is None
+    assert box_mismatch(g_lo, g_hi, shape, g_lo + 1.0 * sp, g_hi) is not None
+    assert box_mismatch(g_lo, g_hi, shape, g_lo - 0.1 * sp, g_hi) is not None
+
+
+def test_eval_refuses_a_reference_of_the_same_shape_over_another_box(work, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(work["seq"], other)
+    meta = json.loads((other / "sequence.json").read_text())
+    meta["xyz_min"] = [v - 0.5 for v in meta["xyz_min"]]
+    (other / "sequence.json").write_text(json.dumps(meta))
+    res = run("eval", work["rerf"], work["data"], "--reference", other, "--frames", "0:1")
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1 and "not the sequence the stream was encoded from" in res.stderr
