@@ -90,6 +90,10 @@ class _TrainProgress:
 @click.option("--shading", type=click.Choice(["per_sample", "deferred"]), default=None,
               help="deferred (default: a composited diffuse colour plus the MLP once per pixel) or "
                    "per_sample (ReRF: the MLP on every sample); recorded in sequence.json render.shading.")
+@click.option("--motion-model", type=click.Choice(["block", "pooled"]), default=None,
+              help="block (default: the stored 8³ block vectors fitted directly) or pooled (ReRF/DeVRF: a smooth "
+                   "field between block centres, pooled over each block's occupied voxels; follows turns inside a "
+                   "block, converges more slowly: give it more --iters-motion).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True)
 @click.option("--gof", type=click.IntRange(1, 4096), default=None,
               help="Train GOF by GOF: frame A (keyframe + MLP) first, then every GOF of this many frames on its own "
@@ -110,7 +114,7 @@ class _TrainProgress:
 def train(
     data: str, output: str, frames: FrameRange | None, resolution: int, device: str, iters_key: int | None,
     iters_residual: int | None, iters_motion: int | None, l1: float | None, residual_coarse: float | None,
-    shading: str | None, seed: int,
+    shading: str | None, motion_model: str | None, seed: int,
     gof: int | None, workers: int, ray_address: str | None, gpus_per_task: float | None, threads: int,
     resume: bool, force: bool, as_json: bool,
 ) -> None:  # fmt: skip
@@ -127,7 +131,8 @@ def train(
 
     overrides: dict[str, Any] = {"resolution": resolution, "seed": seed}
     for key, value in (("iters_key", iters_key), ("iters_residual", iters_residual), ("iters_motion", iters_motion),
-                       ("l1", l1), ("residual_coarse", residual_coarse), ("shading", shading)):  # fmt: skip
+                       ("l1", l1), ("residual_coarse", residual_coarse), ("shading", shading),
+                       ("motion_model", motion_model)):  # fmt: skip
         if value is not None:
             overrides[key] = value
     config = TrainConfig(**overrides)

@@ -13,6 +13,9 @@ from typing import Any
 
 from rerf_codec.errors import RerfUsageError
 
+MOTION_MODELS = ("block", "pooled")
+"""``TrainConfig.motion_model``: what the motion step optimises."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -104,7 +107,15 @@ class TrainConfig:
     visual hulls of frames t-1 and t, within this many voxels (0: off; then the previous frame's
     motion is the start). Measured on the demo's fastest frame: 22.4 → 24.0 dB after motion."""
     tv_motion: float = 1e-3
-    """Smoothness weight between neighbouring block motion vectors."""
+    """Smoothness weight between neighbouring block motion vectors (the block model only)."""
+    motion_model: str = "block"
+    """What the motion step optimises (``residual.estimate_motion``). ``"block"``: the stored block
+    vectors themselves, through the format's block warp. ``"pooled"`` (ReRF / DeVRF): a smooth field
+    — one control vector per block centre, trilinear in between — then pooled to each block's
+    occupied voxels. The pooled field follows a turn inside a block (the 15° test: every block
+    within 0.5 voxel of its true mean motion, with 300 iterations), where the block model renders
+    better after motion alone; on the demo both give the same frames within 0.2 dB (BENCHMARKS,
+    "Session 15"). Block stays the default: it needs fewer iterations and less CPU."""
     l1: float = 1.7e-4
     """L1 weight on the residual grids, per voxel value and divided by n² (n = voxels along the
     longest axis; ``residual.l1_per_voxel``), so one setting gives the same sparsity at any
@@ -153,6 +164,9 @@ class TrainConfig:
 
                 if v not in SHADING_MODES:
                     raise RerfUsageError(f"must be one of {', '.join(SHADING_MODES)}, got {v!r}", param="shading")
+            elif f.name == "motion_model":
+                if v not in MOTION_MODELS:
+                    raise RerfUsageError(f"must be one of {', '.join(MOTION_MODELS)}, got {v!r}", param="motion_model")
             elif f.name == "growth":
                 g = tuple(float(x) for x in v)
                 if any(not 0 < x < 1 for x in g) or list(g) != sorted(g):

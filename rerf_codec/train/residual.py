@@ -100,6 +100,49 @@ def motion_smoothness(motion: torch.Tensor) -> torch.Tensor:
                for a in (1, 2, 3))  # fmt: skip
 
 
+def smooth_displacement(control: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """The pooled model's field at voxels ``coords`` (K, 3): (K, 3) displacements, trilinear between
+    ``control`` (3, bx, by, bz), one vector at each block's centre (voxel 8·b + 3.5), held constant
+    past the outermost centres. Linear in ``control``, so a turn (a linear field) is represented
+    exactly, which block vectors cannot do inside a block."""
+    nb = control.shape[1:]
+    size = torch.tensor([max(n - 1, 1) for n in nb], dtype=coords.dtype, device=coords.device)
+    unit = (((coords - (BLOCK - 1) / 2) / BLOCK) / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
+    d = F.grid_sample(control[None], unit, mode="bilinear", padding_mode="border", align_corners=True)
+    return d.reshape(3, -1).t()
+
+
+def warp_smooth(grid: torch.Tensor, control: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """``warp_torch`` for the pooled model: each voxel samples ``grid`` at ``p + smooth_displacement(p)``
+    (clamped to the grid, as the format's warp); returns (C, ...)."""
+    flat = coords.reshape(-1, 3)
+    size = torch.tensor([n - 1 for n in grid.shape[-3:]], dtype=flat.dtype, device=flat.device)
+    unit = ((flat + smooth_displacement(control, flat)) / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
+    out = F.grid_sample(grid, unit, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(grid.shape[1], *coords.shape[:-1])
+
+
+def pool_motion(control: torch.Tensor, density: torch.Tensor, density_shift: float) -> torch.Tensor:
+    """Block motion (3, bx, by, bz) from the pooled model's field: per 8³ block, the mean displacement
+    over the voxels that the field's warp of frame t-1 (``density`` (1, 1, X, Y, Z)) leaves occupied —
+    the surface the cameras saw move — or over the whole block where it leaves none (ReRF's pooling)."""
+    shape = tuple(int(n) for n in density.shape[-3:])
+    coords = _voxel_coords(shape, density.device).reshape(-1, 3)
+    disp = smooth_displacement(control, coords)  # (N, 3)
+    warped = warp_smooth(density, control, coords).reshape(1, 1, *shape)
+    occ = occupancy_from_density(warped, density_shift).reshape(-1).to(disp.dtype)
+    nb = control.shape[1:]
+    block = torch.div(coords, BLOCK, rounding_mode="floor").long()
+    flat = (block[:, 0] * nb[1] + block[:, 1]) * nb[2] + block[:, 2]
+    n_blocks = int(nb[0] * nb[1] * nb[2])
+    occ_sum = torch.zeros(n_blocks, 3, dtype=disp.dtype, device=disp.device).index_add_(0, flat, disp * occ[:, None])
+    occ_count = torch.zeros(n_blocks, dtype=disp.dtype, device=disp.device).index_add_(0, flat, occ)
+    all_sum = torch.zeros(n_blocks, 3, dtype=disp.dtype, device=disp.device).index_add_(0, flat, disp)
+    all_count = torch.bincount(flat, minlength=n_blocks).to(disp.dtype)
+    pooled = torch.where(occ_count[:, None] > 0, occ_sum / occ_count.clamp(min=1)[:, None], all_sum / all_count[:, None])
+    return pooled.t().reshape(3, *nb).contiguous()
+
+
 @dataclass
 class ResidualResult:
     frame: TrainerFrame | GridFrame  # a GridFrame when the frame was refreshed
@@ -200,8 +243,12 @@ def estimate_motion(
     blocks = tuple(int(n) for n in init.shape[1:])
     n_total = config.iters_motion
 
-    def loss_of(grid: torch.Tensor, motion: torch.Tensor, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vals = warp_torch(grid, motion, coords).t()
+    pooled_model = config.motion_model == "pooled"
+    warp = warp_smooth if pooled_model else warp_torch
+
+    def loss_of(grid: torch.Tensor, motion: torch.Tensor, pick: torch.Tensor,
+                warp: Callable[..., torch.Tensor] = warp) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        vals = warp(grid, motion, coords).t()
         d, f = SparseGrid(layout, vals[:, :1], ring_d), SparseGrid(layout, vals[:, 1:], ring_f)
         out = field.render(d, f, rays.origins[pick], rays.dirs[pick], occupancy, occupied_box)
         mse = F.mse_loss(out.rgb, rays.rgb[pick])
@@ -215,9 +262,9 @@ def estimate_motion(
         return start.cpu().numpy()
     probe = useful[torch.linspace(0, useful.numel() - 1, min(8192, useful.numel()), device=dev).long()]
 
-    def probe_loss(motion: torch.Tensor) -> float:
+    def probe_loss(motion: torch.Tensor, warp: Callable[..., torch.Tensor] = warp) -> float:
         with torch.no_grad():
-            return float(loss_of(both, motion, probe)[1])  # colour only: the silhouette term is a guide
+            return float(loss_of(both, motion, probe, warp)[1])  # colour only: the silhouette term is a guide
 
     zero_loss = probe_loss(torch.zeros_like(start))
     best_loss = zero_loss
@@ -249,7 +296,8 @@ def estimate_motion(
             motion = _expand(param, factor, blocks) if factor > 1 else param
             pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
             loss, mse = loss_of(grid, motion, pick)
-            loss = loss + config.tv_motion * motion_smoothness(param) / param[0].numel()
+            if not pooled_model:  # the pooled model's field is smooth by construction
+                loss = loss + config.tv_motion * motion_smoothness(param) / param[0].numel()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -266,6 +314,11 @@ def estimate_motion(
         moved_loss = probe_loss(moved)
         if moved_loss < best_loss:
             current, best_loss = moved, moved_loss
+    if pooled_model and not torch.equal(current, start):
+        # What is stored is the pooled block motion, applied by the block warp: kept only if that
+        # explains the colours better than the start did.
+        pooled = pool_motion(current, pd, field.density_shift)
+        current = pooled if probe_loss(pooled, warp_torch) < probe_loss(start, warp_torch) else start
     return current.cpu().numpy().astype(np.float32)
 
 
