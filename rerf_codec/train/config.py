@@ -113,9 +113,11 @@ class TrainConfig:
     vectors themselves, through the format's block warp. ``"pooled"`` (ReRF / DeVRF): a smooth field
     — one control vector per block centre, trilinear in between — then pooled to each block's
     occupied voxels. The pooled field follows a turn inside a block (the 15° test: every block
-    within 0.5 voxel of its true mean motion, with 300 iterations), where the block model renders
-    better after motion alone; on the demo both give the same frames within 0.2 dB (BENCHMARKS,
-    "Session 15"). Block stays the default: it needs fewer iterations and less CPU."""
+    within 0.5 voxel of its true mean motion, with 500 iterations), where the block model renders
+    better after motion alone. Block stays the default, by measurement (BENCHMARKS, "Session 15";
+    whole runs at 40 iterations): the demo and crane come out the same (+0.07 / +0.04 dB mean, crane
+    +0.7 % bytes), horse-gallop worse (6 of 47 frames more than 1 dB below its keyframe against none,
+    35.00 against 35.22 dB at +1.3 % bytes), and the pooled motion step costs ~20 % more CPU."""
     l1: float = 1.7e-4
     """L1 weight on the residual grids, per voxel value and divided by n² (n = voxels along the
     longest axis; ``residual.l1_per_voxel``), so one setting gives the same sparsity at any
