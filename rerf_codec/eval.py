@@ -197,8 +197,9 @@ def evaluate(
                 f"the stream's {meta.grid_shape} × {meta.feature_channels}",
                 param="reference",
             )
-        if not np.allclose(ref_meta.xyz_min, meta.xyz_min, rtol=0, atol=1e-5 * float(np.ptp([*meta.xyz_min, *meta.xyz_max]))) \
-                or not np.allclose(ref_meta.xyz_max, meta.xyz_max, rtol=0, atol=1e-5 * float(np.ptp([*meta.xyz_min, *meta.xyz_max]))):  # fmt: skip
+        box = np.array([meta.xyz_min, meta.xyz_max], np.float64)
+        ref_box = np.array([ref_meta.xyz_min, ref_meta.xyz_max], np.float64)
+        if np.abs(ref_box - box).max() > 1e-5 * float((box[1] - box[0]).max()):
             raise RerfUsageError(
                 f"{reference}: its grid spans {list(ref_meta.xyz_min)}–{list(ref_meta.xyz_max)}, the stream's "
                 f"{list(meta.xyz_min)}–{list(meta.xyz_max)}: not the sequence the stream was encoded from",

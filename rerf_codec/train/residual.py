@@ -230,6 +230,10 @@ def estimate_motion(
     ``init`` (the previous frame's motion, or the hull search's), and a level's result is kept
     only when it lowers the probe's colour error below the best so far — so the motion step
     never returns a motion that explains the images worse than standing still.
+
+    ``config.motion_model == "pooled"``: the levels fit ``warp_smooth``'s control vectors instead
+    (no smoothness term), and the result is ``pool_motion`` of them, kept only if through the block
+    warp it beats the start on the probe.
     """
     dev = rays.origins.device
     pd = torch.from_numpy(prev.density)[None, None].to(dev)
