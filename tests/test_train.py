@@ -606,6 +606,24 @@ def test_training_runs_on_its_own_thread_count_whatever_the_process_uses(demo: P
     assert not (tmp_path / "never").exists()
 
 
+def test_a_checkpoint_from_before_the_motion_model_setting_still_resumes(demo: Path, tmp_path: Path) -> None:
+    """Settings added later (``ADDED_SETTINGS``) stay out of a checkpoint's identity at the value that
+    trains as before, so an older checkpoint — whose identity never had them — still resumes, and a run
+    asking for the new behaviour is refused rather than mixed into it."""
+    from rerf_codec.errors import RerfUsageError
+
+    out = tmp_path / "seq"
+    with pytest.raises(Interrupted):
+        train_sequence(TrainRequest(demo, out, frames=range(0, 3)), TrainConfig(**TINY), stop_after=1)
+    state = json.loads((checkpoint_dir(out) / "state.json").read_text())
+    assert "motion_model" not in state["identity"]["config"]  # as every checkpoint before session 15
+    with pytest.raises(RerfUsageError, match="config"):
+        train_sequence(TrainRequest(demo, out, frames=range(0, 3), resume=True),
+                       TrainConfig(**TINY, motion_model="pooled"))  # fmt: skip
+    summary = train_sequence(TrainRequest(demo, out, frames=range(0, 3), resume=True), TrainConfig(**TINY))
+    assert summary["frames"] == 3 and summary["config"]["motion_model"] == "block"
+
+
 def test_force_onto_something_not_a_grid_sequence_is_refused_before_training(demo: Path, tmp_path: Path) -> None:
     """``--force`` replaces a grid sequence, never other data — and says so before the training, not after
     it (``-o`` naming the dataset itself used to train to the end and then refuse)."""

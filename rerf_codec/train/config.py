@@ -16,6 +16,12 @@ from rerf_codec.errors import RerfUsageError
 MOTION_MODELS = ("block", "pooled")
 """``TrainConfig.motion_model``: what the motion step optimises."""
 
+ADDED_SETTINGS = {"motion_model": "block"}
+"""Settings added after checkpoints were first written, with the value that trains as the versions
+before them did: left out of a checkpoint's identity at that value (``identity_json``), so a run
+interrupted before an upgrade still resumes, while a run that uses the new setting cannot resume
+an older checkpoint."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -212,6 +218,11 @@ class TrainConfig:
         d = asdict(self)
         d["growth"] = list(self.growth)
         return d
+
+    def identity_json(self) -> dict[str, Any]:
+        """``to_json`` without the ``ADDED_SETTINGS`` that hold their old behaviour: what a checkpoint's
+        identity records (train.json and sequence.json record ``to_json``, every setting)."""
+        return {k: v for k, v in self.to_json().items() if not (k in ADDED_SETTINGS and ADDED_SETTINGS[k] == v)}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> TrainConfig:

@@ -134,7 +134,7 @@ def _train_sequence(req: TrainRequest, config: TrainConfig, events: Events | Non
     identity = {
         "dataset": dataset_fingerprint(Path(req.data) / "transforms.json"),
         "frames": [frames.start, frames.stop],
-        "config": config.to_json(),
+        "config": config.identity_json(),
         "device": device.type,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -453,7 +453,7 @@ def train_sequence_gofs(
         "frames": [frames.start, frames.stop],
         "gof": gof,
         "threads_per_gof": threads,
-        "config": config.to_json(),
+        "config": config.identity_json(),
         "device": device.type,
         "torch": torch.__version__,
     }
