@@ -6,6 +6,7 @@ The work is in ``rerf_codec.train`` (``driver`` runs the frames and the checkpoi
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,21 @@ class _TrainProgress:
         self.tty = isatty(sys.stderr)
         self.gof_lines = gof_lines
         self.frame_start = self.last_line = time.monotonic()
+        self.total = self.done = 0
+        self.residual_seconds: list[float] = []
+
+    def _standing(self, record: dict[str, Any]) -> str:
+        """`` [12/30, ~4.2 min left]``: frames done of the run, and the rest at the median residual frame's time
+        (a 30-frame 128³ run is ten minutes of frame lines; this says how many are still to come)."""
+        self.done += 1
+        if record["kind"] != "key":
+            self.residual_seconds.append(float(record["seconds"]))
+        left = self.total - self.done
+        text = f"{self.done}/{self.total}"
+        if left > 0 and self.residual_seconds:
+            secs = left * statistics.median(self.residual_seconds)
+            text += f", ~{secs:.0f} s left" if secs < 90 else f", ~{secs / 60:.1f} min left"
+        return f"  [{text}]"
 
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
         if self.quiet:
@@ -48,6 +64,7 @@ class _TrainProgress:
             click.echo(f"training frames {info['frames'][0]}:{info['frames'][1]} at {shape} on {info['device']}{resumed}",
                        err=True)  # fmt: skip
             self.frame_start = self.last_line = time.monotonic()
+            self.total, self.done = info["frames"][1] - info["frames"][0], info["resumed"]
         elif kind == "iter":
             phase = {0.0: "motion", 1.0: "residual"}.get(info.get("stage", -1), "keyframe")
             if self.tty:
@@ -65,7 +82,8 @@ class _TrainProgress:
         elif kind == "frame":
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)
-            click.echo(_fmt_record(info), err=True)
+            standing = self._standing(info) if self.gof_lines is None else ""  # GOF runs report per GOF
+            click.echo(_fmt_record(info) + standing, err=True)
             self.frame_start = self.last_line = time.monotonic()
         elif kind == "gof" and self.gof_lines is not None:
             self.gof_lines(info["result"], info["done"], info["total"])

@@ -766,6 +766,22 @@ def test_cli_train_off_a_terminal_prints_plain_keyframe_progress(demo: Path, tmp
     assert [ln.split()[3] for ln in progress] == ["100/200", "200/200"], lines  # keyframe only, not the residual
     assert all(ln.startswith("frame     0 key ") and " mse " in ln for ln in progress)
     assert [ln.split()[2] for ln in lines if "test PSNR" in ln] == ["key", "residual"]
+    assert [ln.rsplit("[", 1)[1] for ln in lines if "test PSNR" in ln] == ["1/2]", "2/2]"]  # the run's standing
+
+
+def test_train_progress_says_how_many_frames_are_left_and_how_long_they_will_take() -> None:
+    """Each frame line ends with the run's standing: frames done of all, and the rest at the median
+    residual frame's time (none before a residual frame has been timed)."""
+    from cli.train import _TrainProgress
+
+    p = _TrainProgress(quiet=True)
+    p.total, p.done = 30, 0
+    assert p._standing({"kind": "key", "seconds": 100.0}) == "  [1/30]"
+    assert p._standing({"kind": "residual", "seconds": 10.0}) == "  [2/30, ~4.7 min left]"
+    assert p._standing({"kind": "residual", "seconds": 30.0}) == "  [3/30, ~9.0 min left]"  # median of 10, 30
+    p.total = 5
+    assert p._standing({"kind": "residual", "seconds": 20.0}) == "  [4/5, ~20 s left]"
+    assert p._standing({"kind": "refresh", "seconds": 20.0}) == "  [5/5]"
 
 
 def test_cli_refuses_a_stale_checkpoint_without_resume(demo: Path, tmp_path: Path) -> None:
