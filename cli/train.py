@@ -44,13 +44,14 @@ class _TrainProgress:
 
     def _standing(self, record: dict[str, Any]) -> str:
         """`` [12/30, ~4.2 min left]``: frames done of the run, and the rest at the median residual frame's time
-        (a 30-frame 128³ run is ten minutes of frame lines; this says how many are still to come)."""
+        (a 30-frame 128³ run is ten minutes of frame lines; this says how many are still to come). GOF runs
+        get the count only: their GOFs may train side by side."""
         self.done += 1
         if record["kind"] != "key":
             self.residual_seconds.append(float(record["seconds"]))
         left = self.total - self.done
         text = f"{self.done}/{self.total}"
-        if left > 0 and self.residual_seconds:
+        if left > 0 and self.residual_seconds and self.gof_lines is None:  # GOF tasks may run side by side
             secs = left * statistics.median(self.residual_seconds)
             text += f", ~{secs:.0f} s left" if secs < 90 else f", ~{secs / 60:.1f} min left"
         return f"  [{text}]"
@@ -82,8 +83,7 @@ class _TrainProgress:
         elif kind == "frame":
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)
-            standing = self._standing(info) if self.gof_lines is None else ""  # GOF runs report per GOF
-            click.echo(_fmt_record(info) + standing, err=True)
+            click.echo(_fmt_record(info) + self._standing(info), err=True)
             self.frame_start = self.last_line = time.monotonic()
         elif kind == "gof" and self.gof_lines is not None:
             self.gof_lines(info["result"], info["done"], info["total"])
