@@ -75,6 +75,8 @@ def render(
         )  # fmt: skip
     for d in report.damaged:
         _stderr(f"rerf: warning: {one_line(d.describe())}")
+    for note in report.notes:
+        _stderr(f"rerf: note: {one_line(note)}")
     if as_json:
         print_json(report.to_json())
         return

@@ -140,7 +140,7 @@ def box_mismatch(
         return None
     fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
     return (f"the dataset's bounding box {fmt(dlo)}–{fmt(dhi)} is not the one the grids were fitted to "
-            f"({fmt(lo)}–{fmt(hi)}): were they trained on another dataset? Measured anyway")  # fmt: skip
+            f"({fmt(lo)}–{fmt(hi)}): were they trained on another dataset?")  # fmt: skip
 
 
 def evaluate(
@@ -209,7 +209,7 @@ def evaluate(
         ref_iter = iter_full_frames(reference, ref_meta, want)
     bg = ds.meta.background
     report = EvalReport(stream_name, str(data), None if reference is None else str(reference), want,
-                        [c.name for c in cams], notes=[] if mismatch is None else [mismatch])  # fmt: skip
+                        [c.name for c in cams], notes=[] if mismatch is None else [f"{mismatch} Measured anyway"])  # fmt: skip
     keep = keep or set()
     for k, sf in enumerate(dec.session(want, reuse_buffers=True)):  # frames valid until the next one
         idx, frame = sf.index, sf.frame

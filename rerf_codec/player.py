@@ -181,6 +181,8 @@ class PlayReport:
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     damaged: list[DamagedReport] = field(default_factory=list)
     concealed_frames: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What makes the pictures doubtful (a dataset camera from another scene); printed as notes."""
 
     @property
     def num_frames(self) -> int:
@@ -216,6 +218,7 @@ class PlayReport:
             "seconds": self.seconds,
             "damaged": [d.to_json() for d in self.damaged],
             "concealed_frames": list(self.concealed_frames),
+            "notes": list(self.notes),
             "per_frame": self.per_frame,
         }
 
@@ -383,6 +386,13 @@ def play(
     cameras = path.cameras(len(want))
     video_fps = float(fps if fps is not None else h.fps)
     report = PlayReport(str(output), kind, want, path.to_json(), float(h.fps), device)
+    if path.kind == "dataset" and path.dataset is not None:  # a capture camera of the stream's own scene?
+        from rerf_codec.eval import box_mismatch
+
+        data = open_dataset(path.dataset, check_images=False).meta
+        mismatch = box_mismatch(h.xyz_min, h.xyz_max, h.grid_shape, data.xyz_min, data.xyz_max)
+        if mismatch is not None:
+            report.notes.append(f"{mismatch} Rendered anyway")
     sink = _open_sink(Path(output), kind, video_fps, path.size, force)
     try:
         for k, fr in enumerate(render_stream(dec, want, cameras, device=device, skip_damaged=skip_damaged,

@@ -171,6 +171,25 @@ def test_damaged_gof_is_reported_and_playback_continues(work, tmp_path):
     assert not np.array_equal(got[2], want[2])
 
 
+def test_a_dataset_camera_of_another_scene_is_noted(work, tmp_path):
+    """``--camera dataset:DATA`` with DATA of another scene renders, but says so: the stream's grid box is
+    DATA's grown by at most half a voxel per side (as ``rerf eval``)."""
+    from rerf_codec.datasets import DatasetWriter, open_dataset
+
+    src = open_dataset(work["data"])
+    lo, hi = np.asarray(src.meta.xyz_min), np.asarray(src.meta.xyz_max)
+    other = tmp_path / "other"
+    meta = src.meta.__class__(**{**src.meta.__dict__, "num_frames": 1, "xyz_min": tuple(2 * lo), "xyz_max": tuple(2 * hi)})
+    with DatasetWriter(other, meta) as w:
+        for c in meta.cameras:
+            w.write_image(0, c, src.load_image(0, c))
+    res = run("render", work["rerf"], "-o", tmp_path / "o", "--camera", f"dataset:{other}", "--frames", "0:1", "--json")
+    assert res.exit_code == 0, res.stderr
+    notes = json.loads(res.stdout)["notes"]
+    assert len(notes) == 1 and "bounding box" in notes[0] and notes[0].endswith("Rendered anyway")
+    assert res.stderr.strip() == f"rerf: note: {notes[0]}"
+
+
 def test_dataset_camera_path_and_errors(work, tmp_path):
     out = tmp_path / "ds"
     res = run("render", work["rerf"], "-o", out, "--camera", f"dataset:{work['data']}", "--camera-name", "cam001",
@@ -178,6 +197,7 @@ def test_dataset_camera_path_and_errors(work, tmp_path):
     assert res.exit_code == 0, res.stderr
     rep = json.loads(res.stdout)
     assert rep["camera"]["camera_name"] == "cam001" and rep["camera"]["size"] == [24, 24]
+    assert rep["notes"] == [] and "note" not in res.stderr
     cam = eval_cameras()[1]
     want = _direct(work["root"] / "decoded", [cam] * FRAMES, range(FRAMES))
     got = _pngs(out)
