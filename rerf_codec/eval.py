@@ -120,29 +120,6 @@ class EvalReport:
         }
 
 
-def box_mismatch(
-    grid_min: tuple[float, ...], grid_max: tuple[float, ...], grid_shape: tuple[int, ...],
-    data_min: tuple[float, ...], data_max: tuple[float, ...],
-) -> str | None:  # fmt: skip
-    """Why a dataset's bounding box is not the one a grid was fitted to, or None when it is.
-
-    A trained grid's box is the dataset's grown by at most half a voxel per side (whole voxels at
-    one spacing: ``GridGeometry.for_resolution``). Anything else means the images belong to another
-    scene or another import, and their PSNR says nothing about the stream: 12 dB, not an error, is
-    what evaluating the demo's stream against crane's images printed."""
-    lo, hi = np.asarray(grid_min, np.float64), np.asarray(grid_max, np.float64)
-    dlo, dhi = np.asarray(data_min, np.float64), np.asarray(data_max, np.float64)
-    spacing = (hi - lo) / np.maximum(np.asarray(grid_shape, np.float64) - 1, 1)
-    tol = 1e-4 * float(np.max(hi - lo))
-    grow_lo, grow_hi = dlo - lo, hi - dhi
-    if np.all(grow_lo >= -tol) and np.all(grow_hi >= -tol) and np.all(grow_lo <= spacing / 2 + tol) \
-            and np.all(grow_hi <= spacing / 2 + tol):  # fmt: skip
-        return None
-    fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
-    return (f"the dataset's bounding box {fmt(dlo)}–{fmt(dhi)} is not the one the grids were fitted to "
-            f"({fmt(lo)}–{fmt(hi)}): were they trained on another dataset?")  # fmt: skip
-
-
 def evaluate(
     src: BinaryIO,
     data: str | Path,
@@ -160,6 +137,7 @@ def evaluate(
     kept in ``report.kept`` (the demo's contact sheet). ``progress(done, total, frame_means)``.
     """
     from rerf_codec.field import RadianceField, resolve_device
+    from rerf_codec.field.geometry import box_mismatch
 
     t_start = time.perf_counter()
     dev = resolve_device(device)

@@ -387,7 +387,7 @@ def play(
     video_fps = float(fps if fps is not None else h.fps)
     report = PlayReport(str(output), kind, want, path.to_json(), float(h.fps), device)
     if path.kind == "dataset" and path.dataset is not None:  # a capture camera of the stream's own scene?
-        from rerf_codec.eval import box_mismatch
+        from rerf_codec.field.geometry import box_mismatch
 
         data = open_dataset(path.dataset, check_images=False).meta
         mismatch = box_mismatch(h.xyz_min, h.xyz_max, h.grid_shape, data.xyz_min, data.xyz_max)

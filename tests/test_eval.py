@@ -100,7 +100,7 @@ def test_eval_notes_a_dataset_whose_box_is_not_the_streams(work, tmp_path):
     """Images of another scene are measured, but the report says so (it printed 12 dB without a word): the
     stream's grid box is the dataset's grown by at most half a voxel per side, anything else is noted."""
     from rerf_codec.datasets import DatasetWriter, open_dataset
-    from rerf_codec.eval import box_mismatch
+    from rerf_codec.field.geometry import box_mismatch
 
     res = run("eval", work["rerf"], work["data"], "--frames", "0:1", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["notes"] == [] and res.stderr == ""

@@ -106,3 +106,25 @@ def ray_aabb(
     t_near = torch.minimum(t0, t1).amax(-1).clamp_min(near)
     t_far = torch.maximum(t0, t1).amin(-1)
     return t_near, t_far
+
+
+def box_mismatch(
+    grid_min: tuple[float, ...], grid_max: tuple[float, ...], grid_shape: tuple[int, ...],
+    data_min: tuple[float, ...], data_max: tuple[float, ...],
+) -> str | None:  # fmt: skip
+    """Why a dataset's bounding box is not the one a grid was fitted to, or None when it is.
+
+    A trained grid's box is the dataset's grown by at most half a voxel per side (whole voxels at
+    one spacing: ``GridGeometry.for_resolution``). Anything else means the images belong to another
+    scene or another import, and their PSNR says nothing about the stream: 12 dB, not an error, is
+    what evaluating the demo's stream against crane's images printed."""
+    lo, hi = np.asarray(grid_min, np.float64), np.asarray(grid_max, np.float64)
+    dlo, dhi = np.asarray(data_min, np.float64), np.asarray(data_max, np.float64)
+    spacing = (hi - lo) / np.maximum(np.asarray(grid_shape, np.float64) - 1, 1)
+    tol = 1e-4 * float(np.max(hi - lo))
+    grow = np.stack([dlo - lo, hi - dhi])  # per side, how far the grid's box reaches past the dataset's
+    if np.all((grow >= -tol) & (grow <= spacing / 2 + tol)):
+        return None
+    fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
+    return (f"the dataset's bounding box {fmt(dlo)}–{fmt(dhi)} is not the one the grids were fitted to "
+            f"({fmt(lo)}–{fmt(hi)}): were they trained on another dataset?")  # fmt: skip

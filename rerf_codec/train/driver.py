@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rerf_codec.datasets import Dataset, composite, open_dataset
+from rerf_codec.datasets import Dataset, DatasetMeta, composite, open_dataset
 from rerf_codec.errors import RerfUsageError
 from rerf_codec.field import (
     STEP_RATIO,
@@ -117,19 +117,28 @@ def train_sequence(
         return _train_sequence(req, config, events, stop_after)
 
 
+def check_request(req: TrainRequest, meta: DatasetMeta, config: TrainConfig, device_type: str, emit: Events,
+                  check_memory: bool = True) -> None:  # fmt: skip
+    """What both trainers refuse before any work: an output that ``--force`` may not replace (after the
+    training was too late), a dataset without train and test cameras, and (``check_memory``) a CPU run
+    that cannot fit — a note when it needs more than is free now."""
+    SequenceWriter.check_destination(Path(req.out), req.force)
+    if not meta.test_cameras or not meta.train_cameras:
+        raise RerfUsageError(f"{req.data}: needs both train and test cameras")
+    if check_memory:
+        note = check_run(meta, config, device_type)
+        if note is not None:
+            emit("note", {"text": note})
+
+
 def _train_sequence(req: TrainRequest, config: TrainConfig, events: Events | None, stop_after: int | None) -> dict[str, Any]:
     emit = events or (lambda kind, info: None)
     ds = open_dataset(req.data)
     frames = _frames(ds, req.frames)
     device = resolve_device(req.device)
     out = Path(req.out)
-    SequenceWriter.check_destination(out, req.force)  # before the training, not after it
-    if not ds.meta.test_cameras or not ds.meta.train_cameras:
-        raise RerfUsageError(f"{req.data}: needs both train and test cameras")
+    check_request(req, ds.meta, config, device.type, emit)
     meta_ds = ds.meta
-    note = check_run(meta_ds, config, device.type)
-    if note is not None:
-        emit("note", {"text": note})
     geometry = GridGeometry.for_resolution(meta_ds.xyz_min, meta_ds.xyz_max, config.resolution)
     identity = {
         "dataset": dataset_fingerprint(Path(req.data) / "transforms.json"),

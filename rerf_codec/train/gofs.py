@@ -68,13 +68,13 @@ from rerf_codec.train.driver import (
     Events,
     Interrupted,
     TrainRequest,
+    check_request,
     check_threads,
     heldout_psnr,
     torch_threads,
     train_summary,
 )
 from rerf_codec.train.keyframe import density_floor, train_keyframe
-from rerf_codec.train.memory import check_run
 from rerf_codec.train.residual import BLOCK, fit_errors, fit_residual, train_residual_frame
 
 STATE_VERSION = 1
@@ -440,14 +440,9 @@ def train_sequence_gofs(
     frames = ds.meta.frame_indices if wanted is None else wanted.resolve(ds.meta.frame_indices)
     device = resolve_device(req.device)
     out = Path(req.out)
-    SequenceWriter.check_destination(out, req.force)  # before the training, not after it
-    if not ds.meta.test_cameras or not ds.meta.train_cameras:
-        raise RerfUsageError(f"{req.data}: needs both train and test cameras")
+    # the memory only in this process: Ray tasks may run on other machines
+    check_request(req, ds.meta, config, device.type, emit, check_memory=runner is None)
     layout = gof_layout(frames, gof)
-    if runner is None:  # in this process; Ray tasks may run on other machines
-        note = check_run(ds.meta, config, device.type)
-        if note is not None:
-            emit("note", {"text": note})
     identity = {
         "dataset": dataset_fingerprint(Path(req.data) / "transforms.json"),
         "frames": [frames.start, frames.stop],

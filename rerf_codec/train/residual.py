@@ -78,15 +78,23 @@ def warp_torch(grid: torch.Tensor, motion: torch.Tensor, coords: torch.Tensor) -
         flat = coords.reshape(-1, 3)
         out = _BlockWarp.apply(grid[0], motion, flat)  # (K, C)
         return out.t().reshape(grid.shape[1], *coords.shape[:-1])
-    shape = grid.shape[-3:]
+    m = motion.reshape(3, -1)[:, _block_index(coords, motion.shape[1:]).reshape(-1)].t().reshape(*coords.shape)
+    return _sample(grid, coords + m)
+
+
+def _block_index(coords: torch.Tensor, blocks: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Row-major index of the 8³ block holding each voxel of ``coords`` (..., 3) in a (bx, by, bz) grid of blocks."""
     block = torch.div(coords, BLOCK, rounding_mode="floor").long()
-    nb = motion.shape[1:]
-    flat_block = (block[..., 0] * nb[1] + block[..., 1]) * nb[2] + block[..., 2]
-    m = motion.reshape(3, -1)[:, flat_block.reshape(-1)].t().reshape(*coords.shape)
-    size = torch.tensor([n - 1 for n in shape], dtype=coords.dtype, device=coords.device)
-    unit = ((coords + m) / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
+    return (block[..., 0] * blocks[1] + block[..., 1]) * blocks[2] + block[..., 2]
+
+
+def _sample(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """(C, ...): ``grid`` (1, C, X, Y, Z) sampled trilinearly at voxel positions ``points`` (..., 3), clamped to
+    the grid as the format's warp clamps (``grid_sample``'s border padding, corners aligned)."""
+    size = torch.tensor([max(n - 1, 1) for n in grid.shape[-3:]], dtype=points.dtype, device=points.device)
+    unit = (points / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
     out = F.grid_sample(grid, unit, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.reshape(grid.shape[1], *coords.shape[:-1])
+    return out.reshape(grid.shape[1], *points.shape[:-1])
 
 
 class _BlockWarp(torch.autograd.Function):
@@ -113,21 +121,14 @@ def smooth_displacement(control: torch.Tensor, coords: torch.Tensor) -> torch.Te
     ``control`` (3, bx, by, bz), one vector at each block's centre (voxel 8·b + 3.5), held constant
     past the outermost centres. Linear in ``control``, so a turn (a linear field) is represented
     exactly, which block vectors cannot do inside a block."""
-    nb = control.shape[1:]
-    size = torch.tensor([max(n - 1, 1) for n in nb], dtype=coords.dtype, device=coords.device)
-    unit = (((coords - (BLOCK - 1) / 2) / BLOCK) / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
-    d = F.grid_sample(control[None], unit, mode="bilinear", padding_mode="border", align_corners=True)
-    return d.reshape(3, -1).t()
+    return _sample(control[None], (coords - (BLOCK - 1) / 2) / BLOCK).reshape(3, -1).t()
 
 
 def warp_smooth(grid: torch.Tensor, control: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """``warp_torch`` for the pooled model: each voxel samples ``grid`` at ``p + smooth_displacement(p)``
     (clamped to the grid, as the format's warp); returns (C, ...)."""
     flat = coords.reshape(-1, 3)
-    size = torch.tensor([n - 1 for n in grid.shape[-3:]], dtype=flat.dtype, device=flat.device)
-    unit = ((flat + smooth_displacement(control, flat)) / size * 2 - 1).flip(-1).reshape(1, 1, 1, -1, 3)
-    out = F.grid_sample(grid, unit, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.reshape(grid.shape[1], *coords.shape[:-1])
+    return _sample(grid, flat + smooth_displacement(control, flat)).reshape(grid.shape[1], *coords.shape[:-1])
 
 
 def pool_motion(control: torch.Tensor, density: torch.Tensor, density_shift: float) -> torch.Tensor:
@@ -137,11 +138,10 @@ def pool_motion(control: torch.Tensor, density: torch.Tensor, density_shift: flo
     shape = tuple(int(n) for n in density.shape[-3:])
     coords = _voxel_coords(shape, density.device).reshape(-1, 3)
     disp = smooth_displacement(control, coords)  # (N, 3)
-    warped = warp_smooth(density, control, coords).reshape(1, 1, *shape)
+    warped = _sample(density, coords + disp).reshape(1, 1, *shape)  # warp_smooth, the field computed once
     occ = occupancy_from_density(warped, density_shift).reshape(-1).to(disp.dtype)
     nb = control.shape[1:]
-    block = torch.div(coords, BLOCK, rounding_mode="floor").long()
-    flat = (block[:, 0] * nb[1] + block[:, 1]) * nb[2] + block[:, 2]
+    flat = _block_index(coords, nb)
     n_blocks = int(nb[0] * nb[1] * nb[2])
     occ_sum = torch.zeros(n_blocks, 3, dtype=disp.dtype, device=disp.device).index_add_(0, flat, disp * occ[:, None])
     occ_count = torch.zeros(n_blocks, dtype=disp.dtype, device=disp.device).index_add_(0, flat, occ)
