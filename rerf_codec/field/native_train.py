@@ -180,15 +180,18 @@ def block_warp_backward(grid: torch.Tensor, motion: torch.Tensor, coords: torch.
     return out.to(torch.float32)
 
 
+def _tv_layout_ok(grid: torch.Tensor) -> bool:
+    return grid.dim() == 5 and grid.shape[0] == 1 and grid.is_contiguous() and min(grid.shape[2:]) >= 2
+
+
 def tv_applies(grid: torch.Tensor) -> bool:
     """Whether the TV kernels take ``grid``: the kernels are usable and it is a contiguous float32 CPU
     (1, C, X, Y, Z) grid with at least two voxels a side."""
-    return (grid.dim() == 5 and grid.shape[0] == 1 and grid.is_contiguous() and min(grid.shape[2:]) >= 2
-            and usable(grid))  # fmt: skip
+    return _tv_layout_ok(grid) and usable(grid)
 
 
 def _tv_shape(grid: torch.Tensor) -> tuple[int, int, int, int]:
-    if grid.dim() != 5 or grid.shape[0] != 1 or not grid.is_contiguous() or min(grid.shape[2:]) < 2:
+    if not _tv_layout_ok(grid):
         raise ValueError(f"total variation takes a contiguous (1, C, X, Y, Z) grid of >= 2 voxels a side, got "
                          f"{tuple(grid.shape)}")  # fmt: skip
     _, c, x, y, z = grid.shape
