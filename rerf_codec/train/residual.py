@@ -14,8 +14,8 @@ and a smoothness term between neighbouring blocks keeps blocks that no camera
 constrains from drifting.
 
 **Motion — the pooled model** (``config.motion_model == "pooled"``, ReRF / DeVRF). The same
-schedule fits a smooth field — one control vector per block centre, trilinear in between
-(``warp_smooth``) — and each block then stores the field's mean over the voxels its warp leaves
+schedule fits a smooth field — one control vector per block centre (per superblock centre on the
+coarse levels), trilinear in between (``warp_smooth``) — and each block then stores the field's mean over the voxels its warp leaves
 occupied (``pool_motion``). A turn is a linear field, which the smooth field represents and block
 vectors cannot; so its pooled vectors are the blocks' true mean motion (the 15° test), while the
 block model's render better after motion alone. Not the default, by measurement (BENCHMARKS,
@@ -202,6 +202,19 @@ def _expand(coarse: torch.Tensor, factor: int, blocks: tuple[int, ...]) -> torch
     return m[:, : blocks[0], : blocks[1], : blocks[2]]
 
 
+def _expand_smooth(coarse: torch.Tensor, factor: int, blocks: tuple[int, ...]) -> torch.Tensor:
+    """The pooled model's superblock control vectors → one per block: trilinear between the superblocks'
+    centres (block ``f·s + (f − 1)/2``), constant past the outermost. Why not ``_expand``: copied per
+    superblock, a coarse level's field is a staircase and cannot hold a turn; interpolated, it is
+    linear wherever the fine field is, so a coarse level (few unknowns, the blurred basin) can already
+    fit a turn and the fine level refines it (the 15° turn, seed 0: 9 of 12 blocks within 0.5 voxel
+    after 150 iterations against 5 with copies; every block for seeds 0–3 after 300, where copies
+    needed 500; BENCHMARKS, "Session 16")."""
+    centres = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=coarse.dtype, device=coarse.device) for n in blocks],
+                                         indexing="ij"), -1)  # fmt: skip
+    return _sample(coarse[None], (centres - (factor - 1) / 2) / factor)
+
+
 MOTION_LEVELS = ((4, 3.0, 0.25), (2, 1.5, 0.25), (1, 0.0, 0.5))
 """Coarse-to-fine schedule of the motion step: (blocks per superblock edge, blur sigma in voxels,
 share of ``iters_motion``). Measured on the demo scene (5–7 voxels/frame, 28°/frame turns):
@@ -257,6 +270,7 @@ def estimate_motion(
 
     pooled_model = config.motion_model == "pooled"
     warp = warp_smooth if pooled_model else warp_torch
+    expand = _expand_smooth if pooled_model else _expand
 
     def loss_of(grid: torch.Tensor, motion: torch.Tensor, pick: torch.Tensor,
                 warp: Callable[..., torch.Tensor] = warp) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
@@ -305,7 +319,7 @@ def estimate_motion(
         opt = torch.optim.Adam([param], lr=lr0, betas=(0.9, 0.99))
         for i in range(n_iters):
             opt.param_groups[0]["lr"] = config.decayed_lr(lr0, i, n_iters)
-            motion = _expand(param, factor, blocks) if factor > 1 else param
+            motion = expand(param, factor, blocks) if factor > 1 else param
             pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
             loss, mse = loss_of(grid, motion, pick)
             if not pooled_model:  # the pooled model's field is smooth by construction
@@ -317,7 +331,7 @@ def estimate_motion(
             if progress is not None and done % 20 == 0:
                 progress(done, n_total, {"stage": 0.0, "mse": float(mse.detach())})
         with torch.no_grad():
-            moved = (_expand(param, factor, blocks) if factor > 1 else param).detach().clone()
+            moved = (expand(param, factor, blocks) if factor > 1 else param).detach().clone()
         # Keep a level only if it explains the images' colours better (on the fixed probe, sharp
         # grid) than where it started. The silhouette term widens the basin for large motion, but on
         # a slow scene it pulls surfaces towards the masks' soft edges at the colours' expense, and
