@@ -15,8 +15,8 @@ constrains from drifting.
 
 **Motion — the pooled model** (``config.motion_model == "pooled"``, ReRF / DeVRF). The same
 schedule fits a smooth field — one control vector per block centre (per superblock centre on the
-coarse levels), trilinear in between (``warp_smooth``) — and each block then stores the field's mean over the voxels its warp leaves
-occupied (``pool_motion``). A turn is a linear field, which the smooth field represents and block
+coarse levels), trilinear in between (``warp_smooth``) — and each block then stores the field's
+mean over the voxels its warp leaves occupied (``pool_motion``). A turn is a linear field, which the smooth field represents and block
 vectors cannot; so its pooled vectors are the blocks' true mean motion (the 15° test), while the
 block model's render better after motion alone. Not the default, by measurement (BENCHMARKS,
 "Session 15"): the same frames on the demo and crane, worse on horse-gallop, more CPU.
