@@ -246,6 +246,39 @@ def test_motion_step_recovers_a_15_degree_turn_per_block() -> None:
     assert (block <= 0.5).mean() < 0.5 and np.median(block) > np.median(err), (np.round(block, 2), np.round(err, 2))
 
 
+def test_motion_step_skips_its_coarse_levels_after_a_close_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a start that leaves under ``COARSE_AFTER_START`` of standing still's probe error (here the
+    true 4.4-voxel translation, 0.3 voxel off on every axis) only the last level runs, and it still lands
+    within 0.5 voxel; from zero the coarse levels run (they are what finds a large motion from nothing)."""
+    import rerf_codec.train.residual as residual
+
+    shape = (32, 32, 32)
+    geo = GridGeometry((-1, -1, -1), (1, 1, 1), shape)
+    mlp = _vivid_mlp(4)
+    field = RadianceField(mlp, geo, 0.0, RenderSettings((1.0, 1.0, 1.0)))
+    centre, shift = np.array([13.5, 15.5, 16.5]), np.array([4.0, 1.0, -1.5])
+    f0, f1 = _turned_blob(shape, centre, 0.0, 4), _turned_blob(shape, centre + shift, 0.0, 4)
+    cams = _cameras(8, 32)
+    images = _render(field, f1, cams)
+    rays = frame_rays(cams, images, (1, 1, 1), 1, torch.device("cpu"))
+    hull = torch.from_numpy(visual_hull(geo, cams, images))
+    config = TrainConfig(iters_motion=40, batch_rays_residual=1024, shading="per_sample")
+    truth = np.broadcast_to(-shift.astype(np.float32)[:, None, None, None], (3, 4, 4, 4))
+    coarse_fits = []
+    expand = residual._expand
+    monkeypatch.setattr(residual, "_expand", lambda *a: coarse_fits.append(1) or expand(*a))
+
+    def motion_from(init: np.ndarray) -> np.ndarray:
+        coarse_fits.clear()
+        return estimate_motion(f0, init, rays, hull, FieldContext(mlp, geo, 0.0, torch.ones(3)), config,
+                               torch.Generator().manual_seed(0))  # fmt: skip
+
+    close = motion_from(truth + 0.3)
+    assert coarse_fits == [] and np.abs(close - truth).max() < 0.5, np.abs(close - truth).max()
+    motion_from(np.zeros_like(truth))
+    assert len(coarse_fits) > 0
+
+
 def test_pooled_coarse_levels_interpolate_between_superblock_centres() -> None:
     """The pooled model's coarse levels: superblock vectors reach the blocks trilinearly between the
     superblocks' centres (constant past the outermost), so a linear field — a turn — at the coarse level

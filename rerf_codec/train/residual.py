@@ -215,6 +215,15 @@ def _expand_smooth(coarse: torch.Tensor, factor: int, blocks: tuple[int, ...]) -
     return _sample(coarse[None], (centres - (factor - 1) / 2) / factor)
 
 
+COARSE_AFTER_START = 0.5
+"""The motion step's coarse levels run after a start (the hull search's or the previous frame's motion)
+only if the start leaves at least this share of zero motion's probe colour error: a motion that has
+changed (crane frame 16, the fast stretch's onset: 0.56, where the 2³ level was kept and skipping it
+made the rest of the stream 5 % larger). Below it (0.26–0.43 on 13 frames of crane and horse-gallop)
+no coarse level was ever kept, and skipping them takes 2 of horse-gallop's 16.5 CPU-s a frame
+(BENCHMARKS, "Session 16")."""
+
+
 MOTION_LEVELS = ((4, 3.0, 0.25), (2, 1.5, 0.25), (1, 0.0, 0.5))
 """Coarse-to-fine schedule of the motion step: (blocks per superblock edge, blur sigma in voxels,
 share of ``iters_motion``). Measured on the demo scene (5–7 voxels/frame, 28°/frame turns):
@@ -301,9 +310,18 @@ def estimate_motion(
         best_loss = min(zero_loss, start_loss)
     current = start
     done = 0
+    # A start that leaves less than COARSE_AFTER_START of standing still's probe error is close to the
+    # motion, and the coarse levels (which begin from its superblock means) are skipped; the generator
+    # still draws their ray batches, so the frame comes out bit for bit as when they ran and were not kept.
+    skip_coarse = bool(start.abs().max() > 0) and best_loss < COARSE_AFTER_START * zero_loss
     for level, (factor, sigma, share) in enumerate(MOTION_LEVELS):
         n_iters = max(1, round(share * n_total)) if level < len(MOTION_LEVELS) - 1 else n_total - done
         if n_iters <= 0:
+            continue
+        if skip_coarse and factor > 1:
+            for _ in range(n_iters):
+                torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen)
+            done += n_iters
             continue
         grid = _blur(both, sigma)
         if factor > 1:
