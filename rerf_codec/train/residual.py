@@ -219,9 +219,9 @@ COARSE_AFTER_START = 0.5
 """The motion step's coarse levels run after a start (the hull search's or the previous frame's motion)
 only if the start leaves at least this share of zero motion's probe colour error: a motion that has
 changed (crane frame 16, the fast stretch's onset: 0.56, where the 2³ level was kept and skipping it
-made the rest of the stream 5 % larger). Below it (0.26–0.43 on 13 frames of crane and horse-gallop)
-no coarse level was ever kept, and skipping them takes 2 of horse-gallop's 16.5 CPU-s a frame
-(BENCHMARKS, "Session 16")."""
+made the rest of the stream 5 % larger). Below it no coarse level was kept on any frame of whole
+crane and horse-gallop runs (their frames come out bit for bit as before), and skipping them takes
+~2 of horse-gallop's 16 CPU-s a frame (BENCHMARKS, "Session 16")."""
 
 
 MOTION_LEVELS = ((4, 3.0, 0.25), (2, 1.5, 0.25), (1, 0.0, 0.5))
