@@ -16,9 +16,9 @@ constrains from drifting.
 **Motion — the pooled model** (``config.motion_model == "pooled"``, ReRF / DeVRF). The same
 schedule fits a smooth field — one control vector per block centre (per superblock centre on the
 coarse levels), trilinear in between (``warp_smooth``) — and each block then stores the field's
-mean over the voxels its warp leaves occupied (``pool_motion``). A turn is a linear field, which the smooth field represents and block
-vectors cannot; so its pooled vectors are the blocks' true mean motion (the 15° test), while the
-block model's render better after motion alone. Not the default, by measurement (BENCHMARKS,
+mean over the voxels its warp leaves occupied (``pool_motion``). A turn is a linear field, which
+the smooth field represents and block vectors cannot; so its pooled vectors are the blocks' true
+mean motion (the 15° test), while the block model's render better after motion alone. Not the default, by measurement (BENCHMARKS,
 "Session 15"): the same frames on the demo and crane, worse on horse-gallop, more CPU.
 
 **Residual — proximal L1.** The warped grid (computed with the format's own numpy
@@ -251,7 +251,8 @@ def estimate_motion(
     smoothness term. The start is the better (on a fixed probe of rays) of zero motion and
     ``init`` (the previous frame's motion, or the hull search's), and a level's result is kept
     only when it lowers the probe's colour error below the best so far — so the motion step
-    never returns a motion that explains the images worse than standing still.
+    never returns a motion that explains the images worse than standing still. After a start that
+    is already close (``COARSE_AFTER_START``) only the last level runs.
 
     ``config.motion_model == "pooled"``: the levels fit ``warp_smooth``'s control vectors instead
     (no smoothness term), and the result is ``pool_motion`` of them, kept only if through the block
