@@ -18,8 +18,9 @@ schedule fits a smooth field — one control vector per block centre (per superb
 coarse levels), trilinear in between (``warp_smooth``) — and each block then stores the field's
 mean over the voxels its warp leaves occupied (``pool_motion``). A turn is a linear field, which
 the smooth field represents and block vectors cannot; so its pooled vectors are the blocks' true
-mean motion (the 15° test), while the block model's render better after motion alone. Not the default, by measurement (BENCHMARKS,
-"Session 15"): the same frames on the demo and crane, worse on horse-gallop, more CPU.
+mean motion (the 15° test), while the block model's render better after motion alone. Not the
+default, by measurement (BENCHMARKS, "Session 15"): the same frames on the demo and crane, worse on
+horse-gallop, more CPU.
 
 **Residual — proximal L1.** The warped grid (computed with the format's own numpy
 ``warp_previous``, so the trainer's frame t is bit-for-bit what a reader reconstructs)
