@@ -40,6 +40,11 @@ def error(msg: str) -> None:
     click.echo(f"rerf: error: {one_line(msg)}", err=True)
 
 
+def note(msg: str) -> None:
+    """A figure or a result the user should doubt, or a choice made for them: one line, and the command goes on."""
+    click.echo(f"rerf: note: {one_line(msg)}", err=True)
+
+
 class InterruptedWithHint(KeyboardInterrupt):
     """An interrupt that a command caught to say what is left and how to go on (``rerf train``: the
     checkpoint and ``--resume``)."""

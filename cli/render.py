@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli.common import FRAMES, one_line, print_json, progress_bar
+from cli.common import FRAMES, note, one_line, print_json, progress_bar
 from rerf_codec.framerange import FrameRange
 
 
@@ -75,8 +75,8 @@ def render(
         )  # fmt: skip
     for d in report.damaged:
         _stderr(f"rerf: warning: {one_line(d.describe())}")
-    for note in report.notes:
-        _stderr(f"rerf: note: {one_line(note)}")
+    for text in report.notes:
+        note(text)
     if as_json:
         print_json(report.to_json())
         return
@@ -128,8 +128,8 @@ def eval_(input_path: str, data: str, reference: str | None, frames: FrameRange 
         name = "<stdin>" if input_path == "-" else input_path
         report = evaluate(src, data, reference=reference, frames=frames, device=device, stream_name=name,
                           progress=progress)  # fmt: skip
-    for note in report.notes:
-        click.echo(f"rerf: note: {note}", err=True)
+    for text in report.notes:
+        note(text)
     if as_json:
         print_json(report.to_json())
         return

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from cli.common import FRAMES, InterruptedWithHint, SegmentLines, isatty, print_json
+from cli.common import FRAMES, InterruptedWithHint, SegmentLines, isatty, note, print_json
 from rerf_codec.framerange import FrameRange
 
 
@@ -79,7 +79,7 @@ class _TrainProgress:
                 click.echo(f"frame {info['frame']:>5} key      {info['i']}/{info['n']} iterations  mse {info['mse']:.5f}"
                            f"  {now - self.frame_start:6.1f} s", err=True)  # fmt: skip
         elif kind == "note":
-            click.echo(f"rerf: note: {info['text']}", err=True)
+            note(info["text"])
         elif kind == "frame":
             if self.tty:
                 click.echo("\r\033[K", err=True, nl=False)
