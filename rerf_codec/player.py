@@ -84,6 +84,7 @@ class CameraPath:
     xyz_max: tuple[float, ...]
     camera: Camera | None = None  # a fixed camera: the dataset's or a camera file's (already resized)
     dataset: str | None = None  # where it came from: DATA, or the camera file
+    dataset_box: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # DATA's bounding box (dataset kind)
 
     def cameras(self, n: int) -> list[Camera]:
         if self.camera is not None:
@@ -140,7 +141,8 @@ def camera_path(
             except RerfUsageError:
                 raise RerfUsageError(f"{data}: no camera named {camera_name!r}") from None
         cam = cam.resized(size)
-        return CameraPath("dataset", (cam.w, cam.h), tuple(xyz_min), tuple(xyz_max), cam, data)
+        return CameraPath("dataset", (cam.w, cam.h), tuple(xyz_min), tuple(xyz_max), cam, data,
+                          (tuple(meta.xyz_min), tuple(meta.xyz_max)))  # fmt: skip
     if spec.endswith(".json"):
         if camera_name is not None:
             raise RerfUsageError("only applies to a dataset:DATA camera", param="camera_name")
@@ -386,11 +388,10 @@ def play(
     cameras = path.cameras(len(want))
     video_fps = float(fps if fps is not None else h.fps)
     report = PlayReport(str(output), kind, want, path.to_json(), float(h.fps), device)
-    if path.kind == "dataset" and path.dataset is not None:  # a capture camera of the stream's own scene?
+    if path.dataset_box is not None:  # a capture camera of the stream's own scene?
         from rerf_codec.field.geometry import box_mismatch
 
-        data = open_dataset(path.dataset, check_images=False).meta
-        mismatch = box_mismatch(h.xyz_min, h.xyz_max, h.grid_shape, data.xyz_min, data.xyz_max)
+        mismatch = box_mismatch(h.xyz_min, h.xyz_max, h.grid_shape, *path.dataset_box)
         if mismatch is not None:
             report.notes.append(f"{mismatch} Rendered anyway")
     sink = _open_sink(Path(output), kind, video_fps, path.size, force)

@@ -336,10 +336,14 @@ def estimate_motion(
         else:
             param = current.clone().requires_grad_(True)
         lr0 = config.lr_motion * factor
+
+        def per_block(p: torch.Tensor, factor: int = factor) -> torch.Tensor:
+            return expand(p, factor, blocks) if factor > 1 else p
+
         opt = torch.optim.Adam([param], lr=lr0, betas=(0.9, 0.99))
         for i in range(n_iters):
             opt.param_groups[0]["lr"] = config.decayed_lr(lr0, i, n_iters)
-            motion = expand(param, factor, blocks) if factor > 1 else param
+            motion = per_block(param)
             pick = useful[torch.randint(useful.numel(), (config.batch_rays_residual,), generator=gen).to(dev)]
             loss, mse = loss_of(grid, motion, pick)
             if not pooled_model:  # the pooled model's field is smooth by construction
@@ -351,7 +355,7 @@ def estimate_motion(
             if progress is not None and done % 20 == 0:
                 progress(done, n_total, {"stage": 0.0, "mse": float(mse.detach())})
         with torch.no_grad():
-            moved = (expand(param, factor, blocks) if factor > 1 else param).detach().clone()
+            moved = per_block(param).detach().clone()
         # Keep a level only if it explains the images' colours better (on the fixed probe, sharp
         # grid) than where it started. The silhouette term widens the basin for large motion, but on
         # a slow scene it pulls surfaces towards the masks' soft edges at the colours' expense, and
